@@ -1,0 +1,1 @@
+"""The messages between netstack's processes: declarations, codec, errno."""

@@ -1,0 +1,91 @@
+"""The configuration keys of INTERFACE.md: defaults, a TOML file, `--set` overrides.
+
+Pure: the caller reads the file and hands its text in.
+"""
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "tcp": {
+        "connect_timeout": 75.0,
+        "rto_initial": 1.0,
+        "rto_min": 1.0,
+        "rto_max": 64.0,
+        "max_retries": 15,
+        "msl": 30.0,
+        "fin_wait2_timeout": 60.0,
+        "delayed_ack": 0.2,
+        "keepalive_time": 7200.0,
+        "keepalive_interval": 75.0,
+        "keepalive_probes": 9,
+        "rcvbuf": 262144,
+        "sndbuf": 262144,
+        "max_backlog": 128,
+        "ephemeral_ports": "32768-60999",
+    },
+    "ip": {
+        "ttl": 64,
+        "reassembly_timeout": 30.0,
+        "reassembly_max_bytes": 4194304,
+    },
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _coerce(section: str, key: str, value: Any) -> Any:
+    if section not in DEFAULTS or key not in DEFAULTS[section]:
+        raise ConfigError(f"unknown configuration key {section}.{key}")
+    default = DEFAULTS[section][key]
+    try:
+        if isinstance(default, float):
+            value = float(value)
+        elif isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            value = int(value)
+        else:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{section}.{key}: {value!r} is not a {type(default).__name__}") from None
+    if isinstance(value, (int, float)) and value < 0:
+        raise ConfigError(f"{section}.{key}: {value!r} is negative")
+    if key == "ephemeral_ports":
+        parse_port_range(value)
+    return value
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in text.split("-"))
+    except ValueError:
+        raise ConfigError(f"tcp.ephemeral_ports: {text!r} is not LOW-HIGH") from None
+    if not 1 <= low <= high <= 65535:
+        raise ConfigError(f"tcp.ephemeral_ports: {text!r} is out of range")
+    return low, high
+
+
+def build_config(toml_text: str | None = None, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """Defaults, then the TOML file, then each `section.key=value`; later wins."""
+    config = {section: dict(values) for section, values in DEFAULTS.items()}
+    if toml_text:
+        try:
+            data = tomllib.loads(toml_text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file: {exc}") from None
+        for section, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"configuration file: {section} is not a [section]")
+            for key, value in values.items():
+                config.setdefault(section, {})[key] = _coerce(section, key, value)
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.strip().partition(".")
+        if not sep or not dot:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        config[section][key] = _coerce(section, key, value.strip())
+    return config

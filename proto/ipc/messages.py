@@ -1,0 +1,150 @@
+"""Every message that crosses between processes, declared once.
+
+A message travels as ZeroMQ frames: one small msgpack header, then its payload
+bytes, each payload its own frame (never re-encoded, never copied into the
+header).  The header is a msgpack array::
+
+    [VERSION, op, field_1, field_2, ...]
+
+with the fields in the order of the dataclass.  `proto.ipc.codec` encodes,
+decodes and validates; a message that fails validation is a `MessageError`,
+which the receiving service counts and logs.
+
+Payload frames are listed in `payload` (a tuple of bytes-like objects); the
+header says nothing of them except through its own fields (a batch of packets,
+for example, is one header and N frames).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    OP: ClassVar[str] = ""
+    payload: tuple = field(default=(), kw_only=True)
+
+
+# --- lifecycle ------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """A service announces a new incarnation: `[1, "hello", service, incarnation, pid]`."""
+    OP: ClassVar[str] = "hello"
+    service: str
+    incarnation: str
+    pid: int
+
+
+# --- nicd <-> ipd: whole IP packets -----------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DeviceReceived(Message):
+    """nicd -> ipd: packets read from the device, one frame each: `[1, "dev_rx"]` + N frames."""
+    OP: ClassVar[str] = "dev_rx"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTransmit(Message):
+    """ipd -> nicd: packets to write to the device, one frame each: `[1, "dev_tx"]` + N frames."""
+    OP: ClassVar[str] = "dev_tx"
+
+
+# --- ipd <-> tcpd: TCP segments with their addresses ------------------------
+
+@dataclass(frozen=True, slots=True)
+class SegmentsReceived(Message):
+    """ipd -> tcpd: `[1, "tcp_rx", [[src, dst], ...]]` + one frame per segment.
+
+    src and dst are 4-byte addresses; segment i travels in frame i.
+    """
+    OP: ClassVar[str] = "tcp_rx"
+    addresses: list
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentsTransmit(Message):
+    """tcpd -> ipd: `[1, "tcp_tx", [[src, dst], ...]]` + one frame per segment (checksummed)."""
+    OP: ClassVar[str] = "tcp_tx"
+    addresses: list
+
+
+# --- owners <-> timerd ------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class TimerSet(Message):
+    """owner -> timerd: `[1, "timer_set", owner, [[key, deadline|None], ...]]`.
+
+    Deadlines are absolute CLOCK_MONOTONIC seconds (one clock for every process
+    of the machine); None cancels.  Arming an armed key moves it.
+    """
+    OP: ClassVar[str] = "timer_set"
+    owner: str
+    entries: list
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired(Message):
+    """timerd -> owner: `[1, "timer_fired", [[key, deadline], ...]]` (expired, in deadline order)."""
+    OP: ClassVar[str] = "timer_fired"
+    entries: list
+
+
+# --- libsock <-> tcpd: the system calls -------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Call(Message):
+    """libsock -> tcpd: `[1, "call", id, op, sid, args, timeout]` (+ a data frame for send).
+
+    sid is `[incarnation, socket id]` so that a call never reaches a socket of
+    another tcpd incarnation; timeout is the longest the call may block (None:
+    forever, 0: non-blocking).
+    """
+    OP: ClassVar[str] = "call"
+    id: int
+    op: str
+    sid: Any
+    args: list
+    timeout: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Message):
+    """tcpd -> libsock: `[1, "reply", id, errno, value, incarnation]` (+ a data frame for recv).
+
+    errno 0 means success and `value` is the result.
+    """
+    OP: ClassVar[str] = "reply"
+    id: int
+    errno: int
+    value: Any
+    incarnation: str
+
+
+# --- the netstack command <-> any service -----------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Control(Message):
+    """netstack -> service: `[1, "ctl", id, what, args]`; answered with a ControlReply."""
+    OP: ClassVar[str] = "ctl"
+    id: int
+    what: str
+    args: dict
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReply(Message):
+    """service -> netstack: `[1, "ctl_reply", id, ok, value]`."""
+    OP: ClassVar[str] = "ctl_reply"
+    id: int
+    ok: bool
+    value: Any
+
+
+ALL_MESSAGES: tuple[type[Message], ...] = (
+    Hello, DeviceReceived, DeviceTransmit, SegmentsReceived, SegmentsTransmit,
+    TimerSet, TimerFired, Call, Reply, Control, ControlReply,
+)
