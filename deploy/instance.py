@@ -1,0 +1,279 @@
+"""One running stack: its run directory, namespace, device and supervisord.
+
+`up` and `down` are here; both are idempotent where the contract says so and
+fail with `InstanceError` (one clear line) on a foreseeable fault.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from deploy import control as ctl
+from proto.config import ConfigError, build_config
+
+RUN_ROOT = Path(os.environ.get("NETSTACK_RUN_ROOT", "/run/netstack"))
+TEMPLATE = Path(__file__).with_name("supervisord.conf.tmpl")
+UP_TIMEOUT = 10.0
+
+
+class InstanceError(RuntimeError):
+    """A foreseeable fault, reported to the user as one line."""
+
+
+@dataclass
+class Instance:
+    name: str
+    netns: str
+    dev: str = "tun0"
+    addr: str = "198.18.0.2"
+    prefix: int = 24
+    host_addr: str = "198.18.0.1"
+    mtu: int = 1500
+    netns_created: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return RUN_ROOT / self.name
+
+    @classmethod
+    def load(cls, name: str) -> "Instance":
+        path = RUN_ROOT / name / "instance.json"
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise InstanceError(f"instance {name!r} is not running ({RUN_ROOT / name} does not exist)") from None
+
+    def save(self) -> None:
+        (self.run_dir / "instance.json").write_text(json.dumps(asdict(self)))
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise InstanceError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def netns_exists(netns: str) -> bool:
+    return Path("/run/netns", netns).exists()
+
+
+def supervisord_pid(run_dir: Path) -> int | None:
+    try:
+        pid = int((run_dir / "supervisord.pid").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:       # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def check_can_run() -> None:
+    if os.geteuid() != 0:
+        raise InstanceError("netstack up needs root (it creates a namespace and a TUN device)")
+    if not os.path.exists("/dev/net/tun"):
+        raise InstanceError("/dev/net/tun is missing: this kernel or container has no TUN support")
+    if shutil.which("ip") is None:
+        raise InstanceError("the 'ip' command (iproute2) is not installed")
+
+
+def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: int,
+       config_file: str | None, overrides: list[str]) -> Instance:
+    check_can_run()
+    if "/" not in addr:
+        addr += "/24"
+    address, _, prefix = addr.partition("/")
+    instance = Instance(name=name, netns=netns or f"netstack-{name}", dev=dev, addr=address,
+                        prefix=int(prefix), host_addr=host_addr, mtu=mtu)
+    try:
+        toml_text = Path(config_file).read_text() if config_file else None
+        config = build_config(toml_text, overrides)
+    except OSError as exc:
+        raise InstanceError(f"cannot read {config_file}: {exc.strerror}") from None
+    except ConfigError as exc:
+        raise InstanceError(str(exc)) from None
+    run_dir = instance.run_dir
+    if run_dir.exists():
+        if supervisord_pid(run_dir):
+            raise InstanceError(f"instance {name!r} is already running (netstack down --name {name} stops it)")
+        shutil.rmtree(run_dir)          # left by a crash: start afresh
+    run_dir.mkdir(parents=True, mode=0o700)
+    os.chmod(run_dir, 0o700)
+    (run_dir / "logs").mkdir()
+    try:
+        if not netns_exists(instance.netns):
+            _ip("netns", "add", instance.netns)
+            instance.netns_created = True
+        instance.save()
+        _ip("-n", instance.netns, "link", "set", "lo", "up")
+        if _ip("-n", instance.netns, "link", "show", dev, check=False).returncode == 0:
+            raise InstanceError(f"device {dev} already exists in namespace {instance.netns}")
+        _ip("-n", instance.netns, "tuntap", "add", "dev", dev, "mode", "tun")
+        _ip("-n", instance.netns, "addr", "add", f"{host_addr}/{instance.prefix}", "dev", dev)
+        _ip("-n", instance.netns, "link", "set", dev, "mtu", str(mtu), "up")
+        config["instance"] = {"name": name, "dev": dev, "addr": address, "mtu": mtu, "netns": instance.netns}
+        (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+        common = "\n".join([
+            "autostart=true", "autorestart=true", "startsecs=0", "startretries=1000000",
+            "stopsignal=TERM", "stopwaitsecs=3", "redirect_stderr=true",
+            "stdout_logfile={run}/logs/%(program_name)s.log", "stdout_logfile_maxbytes=10MB",
+            "stdout_logfile_backups=1",
+        ]).format(run=run_dir)
+        conf = TEMPLATE.read_text().format(name=name, run=run_dir, python=sys.executable,
+                                           ip=shutil.which("ip"), netns=instance.netns, common=common)
+        (run_dir / "supervisord.conf").write_text(conf)
+        supervisord = Path(sys.executable).with_name("supervisord")
+        started = subprocess.run([str(supervisord) if supervisord.exists() else "supervisord",
+                                  "-c", str(run_dir / "supervisord.conf")], capture_output=True, text=True)
+        if started.returncode != 0:
+            raise InstanceError(f"supervisord failed to start: {started.stderr.strip() or started.stdout.strip()}")
+        wait_until_serving(run_dir, UP_TIMEOUT)
+    except BaseException:
+        down(name, quiet=True)
+        raise
+    return instance
+
+
+def wait_until_serving(run_dir: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    missing = list(ctl.SERVICES)
+    while time.monotonic() < deadline:
+        missing = [s for s in ctl.SERVICES if not _answers(run_dir, s)]
+        if not missing:
+            return
+        time.sleep(0.05)
+    raise InstanceError(f"services did not start within {timeout:g} s: {', '.join(missing)} "
+                        f"(see {run_dir}/logs/)")
+
+
+def _answers(run_dir: Path, service: str, timeout: float = 0.5) -> bool:
+    if not (run_dir / f"{service}.sock").exists():
+        return False
+    try:
+        ctl.control(run_dir, service, "status", timeout=timeout)
+        return True
+    except ctl.ControlError:
+        return False
+
+
+def incarnations(run_dir: Path, service: str) -> list[tuple[str, int, float]]:
+    try:
+        lines = (run_dir / "incarnations" / service).read_text().split()
+    except FileNotFoundError:
+        return []
+    return [(lines[i], int(lines[i + 1]), float(lines[i + 2])) for i in range(0, len(lines) - 2, 3)]
+
+
+def status(name: str) -> list[dict]:
+    instance = Instance.load(name)
+    run_dir = instance.run_dir
+    infos = {}
+    if supervisord_pid(run_dir):
+        try:
+            infos = {info["name"]: info for info in ctl.supervisor(run_dir).supervisor.getAllProcessInfo()}
+        except OSError:
+            infos = {}
+    rows = []
+    now = time.time()
+    for service in ctl.SERVICES:
+        info = infos.get(service, {})
+        starts = incarnations(run_dir, service)
+        state = info.get("statename", "UNKNOWN" if infos else "NO_SUPERVISOR")
+        pid = info.get("pid") or None
+        rows.append({
+            "service": service, "state": state, "pid": pid,
+            "uptime": round(now - info["start"], 1) if state == "RUNNING" and info.get("start") else None,
+            "incarnation": starts[-1][0] if starts else None,
+            "restarts": max(0, len(starts) - 1),
+        })
+    return rows
+
+
+def kill(name: str, service: str, signame: str) -> int:
+    if service not in ctl.SERVICES:
+        raise InstanceError(f"unknown service {service!r} (one of {', '.join(ctl.SERVICES)})")
+    sig = signame.upper().removeprefix("SIG")
+    if not hasattr(signal, "SIG" + sig):
+        raise InstanceError(f"unknown signal {signame!r}")
+    row = next(r for r in status(name) if r["service"] == service)
+    if not row["pid"]:
+        raise InstanceError(f"{service} is not running ({row['state']})")
+    os.kill(row["pid"], getattr(signal, "SIG" + sig))
+    return row["pid"]
+
+
+def _stack_pids(run_dir: Path) -> list[int]:
+    """Service processes of this instance still alive (checked by their command line)."""
+    pids = []
+    for service in ctl.SERVICES:
+        for _, pid, _ in incarnations(run_dir, service):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(run_dir).encode() in cmdline and pid_alive(pid):
+                pids.append(pid)
+    return pids
+
+
+def down(name: str, quiet: bool = False) -> bool:
+    """Stop everything of the instance and delete what `up` created. True if anything was there."""
+    run_dir = RUN_ROOT / name
+    try:
+        instance = Instance.load(name)
+    except InstanceError:
+        instance = None
+    if not run_dir.exists():
+        return False
+    pid = supervisord_pid(run_dir)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        _wait_gone([pid], 10.0)
+    leftovers = _stack_pids(run_dir)
+    for sig in (signal.SIGCONT, signal.SIGTERM):
+        for leftover in leftovers:
+            try:
+                os.kill(leftover, sig)
+            except ProcessLookupError:
+                pass
+    if leftovers and not _wait_gone(leftovers, 3.0):
+        for leftover in _stack_pids(run_dir):
+            os.kill(leftover, signal.SIGKILL)
+        _wait_gone(leftovers, 3.0)
+    if instance is not None:
+        if netns_exists(instance.netns):
+            _ip("-n", instance.netns, "link", "del", instance.dev, check=False)
+            if instance.netns_created:
+                _ip("netns", "del", instance.netns, check=False)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return True
+
+
+def _wait_gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(pid_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.02)
+    return False

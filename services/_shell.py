@@ -1,0 +1,203 @@
+"""The loop every service shares: receive a message, call the core, send, count.
+
+A service binds one ROUTER socket at `RUN/<name>.sock` (anyone may talk to it)
+and reaches the services it needs through DEALER sockets whose routing id is
+its own name, so replies and timer fires find it again after a restart.
+A message that fails to decode is counted under its reason and logged; no
+message ever kills a service.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import zmq
+
+from proto.ipc import codec
+from proto.ipc.messages import Control, ControlReply, Hello, Message
+
+log = logging.getLogger("netstack")
+
+SEND_HWM = 100_000
+
+
+def endpoint(run_dir: str | Path, service: str) -> str:
+    return f"ipc://{Path(run_dir) / (service + '.sock')}"
+
+
+class Service:
+    name = "service"
+
+    def __init__(self, run_dir: str):
+        self.run_dir = Path(run_dir)
+        self.config = json.loads((self.run_dir / "config.json").read_text())
+        self.incarnation = secrets.token_hex(4)
+        self.started = time.time()
+        self.counters: dict[str, int] = {"ipc_in": 0, "ipc_out": 0, "ipc_send_dropped": 0}
+        self.context = zmq.Context.instance()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.RCVHWM, SEND_HWM)
+        self.router.setsockopt(zmq.SNDHWM, SEND_HWM)
+        self.router.setsockopt(zmq.LINGER, 0)
+        sock_path = self.run_dir / f"{self.name}.sock"
+        self.router.bind(endpoint(self.run_dir, self.name))
+        os.chmod(sock_path, 0o600)
+        self.peers: dict[str, zmq.Socket] = {}
+        self.poller = zmq.Poller()
+        self.poller.register(self.router, zmq.POLLIN)
+        self.fd_handlers: dict[int, Callable[[], None]] = {}
+        self.handlers: dict[str, Callable[[bytes, Message], None]] = {
+            "ctl": self._on_control, "hello": self._on_hello}
+        self.peer_incarnations: dict[str, str] = {}
+        self._stop = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(signal.SIGINT, self._on_sigterm)
+        self._record_incarnation()
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _record_incarnation(self) -> None:
+        """Append this start to RUN/incarnations/<name>: `netstack status` counts restarts from it."""
+        folder = self.run_dir / "incarnations"
+        folder.mkdir(exist_ok=True)
+        with open(folder / self.name, "a") as record:
+            record.write(f"{self.incarnation} {os.getpid()} {self.started:.3f}\n")
+
+    def peer(self, service: str) -> zmq.Socket:
+        sock = self.peers.get(service)
+        if sock is None:
+            sock = self.context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.ROUTING_ID, self.name.encode())
+            sock.setsockopt(zmq.SNDHWM, SEND_HWM)
+            sock.setsockopt(zmq.RCVHWM, SEND_HWM)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint(self.run_dir, service))
+            self.poller.register(sock, zmq.POLLIN)
+            self.peers[service] = sock
+        return sock
+
+    def send(self, service: str, msg: Message) -> None:
+        """Send to a service without ever blocking: a full queue drops, like a full NIC ring."""
+        try:
+            self.peer(service).send_multipart(codec.encode(msg), flags=zmq.NOBLOCK, copy=False)
+            self.counters["ipc_out"] += 1
+        except zmq.Again:
+            self.counters["ipc_send_dropped"] += 1
+
+    def reply(self, identity: bytes, msg: Message) -> None:
+        try:
+            self.router.send_multipart([identity, *codec.encode(msg)], flags=zmq.NOBLOCK, copy=False)
+            self.counters["ipc_out"] += 1
+        except (zmq.Again, zmq.ZMQError):
+            self.counters["ipc_send_dropped"] += 1
+
+    def announce(self, service: str) -> None:
+        self.send(service, Hello(self.name, self.incarnation, os.getpid()))
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    # -- the loop ---------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The next CLOCK_MONOTONIC instant the service must wake at, if any."""
+        return None
+
+    def tick(self, now: float) -> None:
+        """Called after every wake-up: expire what is due."""
+
+    def run(self) -> None:
+        log.info("%s incarnation %s pid %d", self.name, self.incarnation, os.getpid())
+        while not self._stop:
+            deadline = self.next_deadline()
+            timeout = None
+            if deadline is not None:
+                timeout = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+            for sock, _ in self.poller.poll(timeout):
+                if isinstance(sock, int):
+                    self.fd_handlers[sock]()
+                else:
+                    self._drain(sock, sock is self.router)
+            self.tick(time.monotonic())
+        self.close()
+
+    def _drain(self, sock: zmq.Socket, routed: bool, budget: int = 256) -> None:
+        for _ in range(budget):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity = b""
+            if routed:
+                identity, frames = frames[0], frames[1:]
+            self.counters["ipc_in"] += 1
+            try:
+                msg = codec.decode(frames)
+            except codec.MessageError as exc:
+                self.count("ipc_bad_" + exc.reason)
+                log.warning("%s: dropped a malformed message: %s", self.name, exc)
+                continue
+            handler = self.handlers.get(msg.OP)
+            if handler is None:
+                self.count("ipc_unexpected_op")
+                log.warning("%s: no handler for %s", self.name, msg.OP)
+                continue
+            try:
+                handler(identity, msg)
+            except Exception:       # a bug in us: log it loudly, keep serving
+                self.count("handler_errors")
+                log.exception("%s: handler for %s failed", self.name, msg.OP)
+
+    def _on_hello(self, identity: bytes, msg: Hello) -> None:
+        previous = self.peer_incarnations.get(msg.service)
+        self.peer_incarnations[msg.service] = msg.incarnation
+        if previous != msg.incarnation:
+            log.info("%s: %s is incarnation %s (pid %d)", self.name, msg.service, msg.incarnation, msg.pid)
+            self.peer_restarted(msg.service, previous)
+
+    def peer_restarted(self, service: str, previous: str | None) -> None:
+        """A peer announced a new incarnation; re-synchronise with it if needed."""
+
+    def _on_control(self, identity: bytes, msg: Control) -> None:
+        method = getattr(self, "control_" + msg.what, None)
+        if method is None:
+            self.reply(identity, ControlReply(msg.id, False, f"unknown control {msg.what!r}"))
+            return
+        try:
+            value = method(**msg.args)
+        except Exception as exc:
+            self.reply(identity, ControlReply(msg.id, False, f"{type(exc).__name__}: {exc}"))
+            return
+        self.reply(identity, ControlReply(msg.id, True, value))
+
+    def control_status(self) -> dict:
+        return {"service": self.name, "incarnation": self.incarnation, "pid": os.getpid(),
+                "started": self.started}
+
+    def control_stats(self) -> dict:
+        return dict(self.counters)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop = True
+
+    def close(self) -> None:
+        for sock in self.peers.values():
+            sock.close(0)
+        self.router.close(0)
+
+
+def main(service_class: type[Service]) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: {sys.argv[0]} RUN_DIR")
+    service_class(sys.argv[1]).run()

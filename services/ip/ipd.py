@@ -1,0 +1,68 @@
+"""ipd: the IP layer.  Packets from nicd go through the pure IP layer
+(checks, reassembly, ICMP); TCP segments go to tcpd, and tcpd's segments
+go out through the same layer (header, fragmentation) to nicd.
+"""
+from __future__ import annotations
+
+import time
+
+from proto.ip.layer import IpConfig, IpLayer, IpOutput
+from proto.ipc.messages import DeviceReceived, DeviceTransmit, SegmentsReceived, SegmentsTransmit
+from proto.wire.ipv4 import PROTO_TCP, str_to_addr
+from services._shell import Service, main
+
+
+class Ipd(Service):
+    name = "ipd"
+
+    def __init__(self, run_dir: str):
+        super().__init__(run_dir)
+        instance, ip = self.config["instance"], self.config["ip"]
+        self.layer = IpLayer(IpConfig(
+            address=str_to_addr(instance["addr"]), mtu=instance["mtu"], ttl=ip["ttl"],
+            reassembly_timeout=ip["reassembly_timeout"], reassembly_max_bytes=ip["reassembly_max_bytes"]))
+        self.handlers["dev_rx"] = self.on_device_received
+        self.handlers["tcp_tx"] = self.on_segments_transmit
+
+    def on_device_received(self, identity: bytes, msg: DeviceReceived) -> None:
+        out = IpOutput([], [])
+        now = time.monotonic()
+        packet_in = self.layer.packet_in
+        for packet in msg.payload:
+            packet_in(now, packet, out)
+        self.flush(out)
+
+    def on_segments_transmit(self, identity: bytes, msg: SegmentsTransmit) -> None:
+        if len(msg.addresses) != len(msg.payload):
+            self.count("ipc_bad_segment_count")
+            return
+        out = IpOutput([], [])
+        now = time.monotonic()
+        send = self.layer.send
+        for (src, dst), segment in zip(msg.addresses, msg.payload):
+            send(now, src, dst, PROTO_TCP, segment, out)
+        self.flush(out)
+
+    def flush(self, out: IpOutput) -> None:
+        if out.to_device:
+            self.send("nicd", DeviceTransmit(payload=tuple(out.to_device)))
+        if out.to_tcp:
+            self.send("tcpd", SegmentsReceived([[src, dst] for src, dst, _ in out.to_tcp],
+                                               payload=tuple(seg for _, _, seg in out.to_tcp)))
+
+    def next_deadline(self) -> float | None:
+        return self.layer.next_deadline()
+
+    def tick(self, now: float) -> None:
+        deadline = self.layer.next_deadline()
+        if deadline is not None and deadline <= now:
+            out = IpOutput([], [])
+            self.layer.expire(now, out)
+            self.flush(out)
+
+    def control_stats(self) -> dict:
+        return {**self.counters, **self.layer.counters}
+
+
+if __name__ == "__main__":
+    main(Ipd)

@@ -1,0 +1,272 @@
+"""tcpd: the TCP engine's shell.  Segments from ipd, calls from libsock and
+timer fires from timerd go into the pure engine; its segments go to ipd, its
+timers to timerd, and the calls it woke are answered.
+
+A blocking call is a parked request: every engine call is non-blocking, and a
+call that would block waits here until the engine wakes its socket (Linux's
+`wake_up_interruptible`) or its timeout passes, then is tried again.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from proto.ipc.messages import Call, Reply, SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
+from proto.tcp.config import TcpConfig
+from proto.tcp.engine import TcpEngine, TcpError
+from proto.wire.ipv4 import addr_to_str, str_to_addr
+from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
+from services._shell import Service, log, main
+
+TRACE_RING = 4096
+# errors after which a blocked call is retried when its socket wakes
+_WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
+
+
+@dataclass(slots=True)
+class ParkedCall:
+    identity: bytes
+    call: Call
+    deadline: float | None      # CLOCK_MONOTONIC; None waits forever
+    sent: int = 0               # a blocking send's progress
+
+
+class Tcpd(Service):
+    name = "tcpd"
+
+    def __init__(self, run_dir: str):
+        super().__init__(run_dir)
+        instance = self.config["instance"]
+        tcp = dict(self.config["tcp"])
+        tcp.setdefault("mss", instance["mtu"] - 40)
+        self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
+        self.parked: dict[int, list[ParkedCall]] = {}
+        self.trace: deque = deque(maxlen=TRACE_RING)
+        self._addr_bytes: dict[str, bytes] = {}
+        self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
+        self.calls = {
+            "socket": self._socket, "bind": self._simple, "listen": self._simple, "connect": self._simple,
+            "accept": self._simple, "send": self._send, "recv": self._recv, "shutdown": self._simple,
+            "close": self._close, "setsockopt": self._simple, "getsockopt": self._simple,
+            "getsockname": self._simple, "getpeername": self._simple, "poll": self._poll,
+        }
+        self.peer("ipd")
+        self.peer("timerd")
+
+    # -- segments ---------------------------------------------------------------
+
+    def on_segments(self, identity: bytes, msg: SegmentsReceived) -> None:
+        if len(msg.addresses) != len(msg.payload):
+            self.count("ipc_bad_segment_count")
+            return
+        now = time.monotonic()
+        segment_in = self.engine.segment_in
+        for (src, dst), data in zip(msg.addresses, msg.payload):
+            try:
+                segment = parse_tcp(data, src, dst)
+            except TcpParseError as exc:
+                self.count("drop_" + exc.reason)
+                continue
+            segment_in(now, addr_to_str(src), addr_to_str(dst), segment)
+        self.flush(now)
+
+    def _addr(self, text: str) -> bytes:
+        packed = self._addr_bytes.get(text)
+        if packed is None:
+            packed = self._addr_bytes[text] = str_to_addr(text)
+        return packed
+
+    def flush(self, now: float) -> None:
+        """Carry out what the engine decided: send, arm timers, wake sleepers."""
+        effects = self.engine.take_effects()
+        if effects.segments:
+            addresses, frames = [], []
+            for src, dst, segment in effects.segments:
+                src_b, dst_b = self._addr(src), self._addr(dst)
+                addresses.append([src_b, dst_b])
+                frames.append(build_tcp(segment, src_b, dst_b))
+            self.send("ipd", SegmentsTransmit(addresses, payload=tuple(frames)))
+        if effects.timers:
+            self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))
+        if effects.transitions:
+            self.trace.extend(effects.transitions)
+        for sid in effects.woken:
+            if sid in self.parked:
+                self._retry(now, sid)
+
+    # -- timers -----------------------------------------------------------------
+
+    def on_timer_fired(self, identity: bytes, msg: TimerFired) -> None:
+        now = time.monotonic()
+        for key, _deadline in msg.entries:
+            if isinstance(key, list) and len(key) == 2:
+                self.engine.timer_fired(now, (key[0], key[1]))
+        self.flush(now)
+
+    def peer_restarted(self, service: str, previous: str | None) -> None:
+        if service == "timerd" and previous is not None:
+            armed = self.engine.armed_timers()
+            log.info("tcpd: timerd restarted; re-arming %d timers", len(armed))
+            self.count("timer_rearms")
+            self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in armed.items()]))
+
+    # -- calls ------------------------------------------------------------------
+
+    def on_call(self, identity: bytes, call: Call) -> None:
+        now = time.monotonic()
+        handler = self.calls.get(call.op)
+        if handler is None:
+            self._answer(identity, call, errno.EINVAL)
+            return
+        if call.op != "socket":
+            sid = call.sid
+            if not (isinstance(sid, list) and len(sid) == 2 and isinstance(sid[1], int)):
+                self._answer(identity, call, errno.EBADF)
+                return
+            if sid[0] != self.incarnation:     # a socket of a tcpd that died
+                self._answer(identity, call, errno.ECONNRESET if call.op != "close" else 0)
+                return
+        timeout = call.timeout
+        if timeout is not None and not isinstance(timeout, (int, float)):
+            self._answer(identity, call, errno.EINVAL)
+            return
+        parked = ParkedCall(identity, call, None if timeout is None else now + timeout)
+        try:
+            done = handler(now, parked)
+        except TcpError as exc:
+            if exc.errno in _WAIT_ERRNOS and timeout != 0:
+                self._park(parked)
+            else:
+                self._answer(identity, call, exc.errno)
+        except (TypeError, ValueError, IndexError):
+            self._answer(identity, call, errno.EINVAL)
+        else:
+            if done is not None:
+                self._answer(identity, call, 0, *done)
+            else:
+                self._park(parked)
+        self.flush(now)
+
+    def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
+        self.reply(identity, Reply(call.id, err, value, self.incarnation,
+                                   payload=(data,) if data is not None else ()))
+
+    def _park(self, parked: ParkedCall) -> None:
+        self.parked.setdefault(parked.call.sid[1], []).append(parked)
+
+    def _retry(self, now: float, sid: int) -> None:
+        waiting = self.parked.pop(sid, [])
+        still = []
+        for parked in waiting:
+            call = parked.call
+            try:
+                done = self.calls[call.op](now, parked)
+            except TcpError as exc:
+                if exc.errno in _WAIT_ERRNOS and not (call.op == "connect" and exc.errno == errno.EINPROGRESS):
+                    still.append(parked)
+                elif call.op == "connect" and exc.errno == errno.EISCONN:
+                    self._answer(parked.identity, call, 0)
+                elif call.op == "send" and parked.sent:
+                    self._answer(parked.identity, call, 0, parked.sent)
+                else:
+                    self._answer(parked.identity, call, exc.errno)
+                continue
+            except (TypeError, ValueError, IndexError):
+                self._answer(parked.identity, call, errno.EINVAL)
+                continue
+            if done is None:
+                still.append(parked)
+            else:
+                self._answer(parked.identity, call, 0, *done)
+        if still:
+            self.parked.setdefault(sid, []).extend(still)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [p.deadline for calls in self.parked.values() for p in calls if p.deadline is not None]
+        return min(deadlines) if deadlines else None
+
+    def tick(self, now: float) -> None:
+        if not self.parked:
+            return
+        for sid in list(self.parked):
+            keep = []
+            for parked in self.parked[sid]:
+                if parked.deadline is not None and parked.deadline <= now:
+                    if parked.call.op == "send" and parked.sent:
+                        self._answer(parked.identity, parked.call, 0, parked.sent)
+                    else:
+                        self._answer(parked.identity, parked.call, errno.EAGAIN)
+                else:
+                    keep.append(parked)
+            if keep:
+                self.parked[sid] = keep
+            else:
+                del self.parked[sid]
+
+    # -- one method per call: return (value,) or (value, data) when done, None to keep waiting
+
+    def _socket(self, now: float, parked: ParkedCall):
+        return ([self.incarnation, self.engine.socket(now)],)
+
+    def _simple(self, now: float, parked: ParkedCall):
+        call = parked.call
+        result = getattr(self.engine, call.op)(now, call.sid[1], *call.args)
+        if call.op == "accept":
+            child, (addr, port) = result
+            return ([[self.incarnation, child], [addr, port]],)
+        if isinstance(result, tuple):
+            result = list(result)
+        return (result,)
+
+    def _send(self, now: float, parked: ParkedCall):
+        call = parked.call
+        data = call.payload[0] if call.payload else b""
+        flags = call.args[0] if call.args else 0
+        while parked.sent < len(data):
+            try:
+                parked.sent += self.engine.send(now, call.sid[1], data[parked.sent:], flags)
+            except TcpError as exc:
+                if exc.errno == errno.EAGAIN and parked.sent and call.timeout == 0:
+                    return (parked.sent,)
+                raise
+        return (parked.sent,)
+
+    def _recv(self, now: float, parked: ParkedCall):
+        call = parked.call
+        size, flags = call.args
+        data = self.engine.recv(now, call.sid[1], size, flags)
+        return (len(data), data)
+
+    def _close(self, now: float, parked: ParkedCall):
+        sid = parked.call.sid[1]
+        self.engine.close(now, sid)
+        for waiting in self.parked.pop(sid, []):
+            self._answer(waiting.identity, waiting.call, errno.EBADF)
+        return (None,)
+
+    def _poll(self, now: float, parked: ParkedCall):
+        """Answer with the poll mask once any of the wanted events is set."""
+        wanted = parked.call.args[0]
+        mask = self.engine.poll(parked.call.sid[1])
+        if mask & (wanted | 0x18):            # POLLERR | POLLHUP always count
+            return (mask,)
+        return None
+
+    # -- control ----------------------------------------------------------------
+
+    def control_stats(self) -> dict:
+        return {**self.counters, **self.engine.counters}
+
+    def control_ss(self) -> list:
+        return self.engine.listing(time.monotonic())
+
+    def control_trace(self, since: int = 0) -> list:
+        return [list(t) if isinstance(t, tuple) else t.__dict__ if hasattr(t, "__dict__") else repr(t)
+                for t in list(self.trace)[since:]]
+
+
+if __name__ == "__main__":
+    main(Tcpd)
