@@ -1,0 +1,334 @@
+"""The BSD socket object an application holds, mirroring Python's `socket`.
+
+Each method is one call across to tcpd (`sys_socketcall`), except what lives
+in the socket object itself, as in Linux's `struct socket`: the blocking mode
+and timeout, and the SS_* state that decides what connect() may do.
+"""
+from __future__ import annotations
+
+import errno
+import io
+import os
+import socket as _std
+import struct
+
+from libsock._rpc import stack
+
+AF_INET = _std.AF_INET
+SOCK_STREAM = _std.SOCK_STREAM
+SOL_SOCKET, IPPROTO_TCP, IPPROTO_IP = _std.SOL_SOCKET, _std.IPPROTO_TCP, _std.IPPROTO_IP
+SO_REUSEADDR, SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF = _std.SO_REUSEADDR, _std.SO_KEEPALIVE, _std.SO_RCVBUF, _std.SO_SNDBUF
+SO_ERROR, SO_LINGER, SO_TYPE = _std.SO_ERROR, _std.SO_LINGER, _std.SO_TYPE
+TCP_NODELAY, TCP_MAXSEG = _std.TCP_NODELAY, _std.TCP_MAXSEG
+TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = _std.TCP_KEEPIDLE, _std.TCP_KEEPINTVL, _std.TCP_KEEPCNT
+SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
+MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL = _std.MSG_PEEK, _std.MSG_DONTWAIT, _std.MSG_WAITALL
+SOMAXCONN = _std.SOMAXCONN
+INADDR_ANY = 0
+has_ipv6 = False
+
+timeout = _std.timeout            # TimeoutError, as in Python 3.10+
+error = OSError
+gaierror, herror = _std.gaierror, _std.herror
+inet_aton, inet_ntoa = _std.inet_aton, _std.inet_ntoa
+htons, ntohs, htonl, ntohl = _std.htons, _std.ntohs, _std.htonl, _std.ntohl
+getdefaulttimeout, setdefaulttimeout = _std.getdefaulttimeout, _std.setdefaulttimeout
+SocketIO = _std.SocketIO
+
+# SS_* of Linux's struct socket
+SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED = "SS_UNCONNECTED", "SS_CONNECTING", "SS_CONNECTED"
+
+_SEND_CHUNK = 1 << 20
+_POLLIN, _POLLOUT = 0x1, 0x4
+
+
+def _resolve(address, allow_any: bool) -> tuple[str, int]:
+    """A numeric (host, port) pair; hostnames other than localhost are not resolved."""
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError("AF_INET address must be a tuple (host, port)")
+    host, port = address
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
+    if not 0 <= port <= 65535:
+        raise OverflowError("bind(): port must be 0-65535.")
+    if isinstance(host, bytes):
+        host = host.decode()
+    if host == "" and allow_any:
+        host = "0.0.0.0"
+    elif host == "<broadcast>":
+        host = "255.255.255.255"
+    try:
+        host = _std.inet_ntoa(_std.inet_aton(host)) if host.count(".") == 3 else None
+    except OSError:
+        host = None
+    if host is None:
+        raise _std.gaierror(_std.EAI_NONAME, "Name or service not known (libsock resolves numeric addresses only)")
+    return host, port
+
+
+class socket:
+    """An AF_INET, SOCK_STREAM socket on the netstack."""
+
+    def __init__(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0, fileno=None):
+        if fileno is not None:
+            raise OSError(errno.EINVAL, "libsock cannot adopt a file descriptor")
+        if family != AF_INET:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        if type & 0xF != SOCK_STREAM:
+            raise OSError(errno.EPROTONOSUPPORT, "libsock supports SOCK_STREAM only")
+        if proto not in (0, IPPROTO_TCP):
+            raise OSError(errno.EPROTONOSUPPORT, os.strerror(errno.EPROTONOSUPPORT))
+        self._stack = stack()
+        self._timeout = getdefaulttimeout()
+        self._state = SS_UNCONNECTED
+        self._io_refs = 0
+        self._closed = False
+        self._fd = -1
+        self._sid = None
+        self._sid, _ = self._stack.call("socket", None, [], 0)
+
+    @classmethod
+    def _adopt(cls, sid) -> "socket":
+        sock = cls.__new__(cls)
+        sock._stack, sock._timeout, sock._state = stack(), getdefaulttimeout(), SS_CONNECTED
+        sock._io_refs, sock._closed, sock._fd, sock._sid = 0, False, -1, sid
+        return sock
+
+    family = property(lambda self: _std.AddressFamily.AF_INET)
+    type = property(lambda self: _std.SocketKind.SOCK_STREAM)
+    proto = property(lambda self: 0)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self._state
+        return f"<libsock.socket sid={self._sid and self._sid[1]} {state} timeout={self._timeout}>"
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _call(self, op: str, *args, timeout: float | None = 0.0, data: bytes | None = None):
+        if self._closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return self._stack.call(op, self._sid, list(args), timeout, data)
+
+    def _blocking_call(self, op: str, *args, data: bytes | None = None, flags: int = 0):
+        """A call that may sleep: honours the timeout and MSG_DONTWAIT like CPython."""
+        wait = 0.0 if flags & MSG_DONTWAIT else self._timeout
+        try:
+            return self._call(op, *args, timeout=wait, data=data)
+        except BlockingIOError:
+            if wait:              # the timeout passed while the call slept
+                raise timeout("timed out") from None
+            raise
+
+    # -- blocking mode ----------------------------------------------------------
+
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    # -- the calls ----------------------------------------------------------------
+
+    def bind(self, address) -> None:
+        host, port = _resolve(address, allow_any=True)
+        self._call("bind", host, port)
+
+    def listen(self, backlog: int = min(SOMAXCONN, 128)) -> None:
+        self._call("listen", max(0, int(backlog)))
+
+    def accept(self) -> tuple["socket", tuple[str, int]]:
+        (child, peer), _ = self._blocking_call("accept")
+        return socket._adopt(child), (peer[0], peer[1])
+
+    def connect(self, address) -> None:
+        err = self.connect_ex(address, raising=True)
+        if err:
+            raise OSError(err, os.strerror(err))
+
+    def connect_ex(self, address, raising: bool = False) -> int:
+        host, port = _resolve(address, allow_any=False)
+        try:
+            self._call("connect", host, port, timeout=self._timeout)
+        except BlockingIOError as exc:
+            if self._timeout:         # slept for the whole timeout
+                if raising:
+                    raise timeout("timed out") from None
+                return errno.EAGAIN if exc.errno == errno.EAGAIN else exc.errno
+            self._state = SS_CONNECTING
+            if raising:
+                raise
+            return exc.errno
+        except OSError as exc:
+            if exc.errno == errno.EISCONN and self._state == SS_CONNECTING:
+                self._state = SS_CONNECTED           # a non-blocking connect that completed
+                return 0
+            if raising or exc.errno in (errno.EBADF,):
+                raise
+            return exc.errno
+        self._state = SS_CONNECTED
+        return 0
+
+    def send(self, data, flags: int = 0) -> int:
+        data = bytes(memoryview(data)[:_SEND_CHUNK]) if not isinstance(data, bytes) or len(data) > _SEND_CHUNK \
+            else data
+        sent, _ = self._blocking_call("send", flags & ~MSG_DONTWAIT, data=data, flags=flags)
+        return sent
+
+    def sendall(self, data, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        offset = 0
+        while offset < total:
+            offset += self.send(view[offset:offset + _SEND_CHUNK], flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        if flags & MSG_WAITALL and not flags & MSG_PEEK:
+            return self._recv_all(bufsize, flags)
+        _, data = self._blocking_call("recv", bufsize, flags & MSG_PEEK, flags=flags)
+        return data or b""
+
+    def _recv_all(self, bufsize: int, flags: int) -> bytes:
+        chunks, got = [], 0
+        while got < bufsize:
+            chunk = self.recv(bufsize - got, flags & ~MSG_WAITALL)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        nbytes = nbytes or len(view)
+        if nbytes > len(view):
+            raise ValueError("buffer too small for requested bytes")
+        data = self.recv(nbytes, flags)
+        view[:len(data)] = data
+        return len(data)
+
+    def shutdown(self, how: int) -> None:
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self._call("shutdown", how)
+
+    def setsockopt(self, level: int, optname: int, value, optlen: int | None = None) -> None:
+        if isinstance(value, (bytes, bytearray)):
+            if level == SOL_SOCKET and optname == SO_LINGER:
+                value = list(struct.unpack("ii", bytes(value)[:8]))
+            else:
+                value = int.from_bytes(bytes(value)[:4].ljust(4, b"\0"), "little")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            value = int(value)
+        self._call("setsockopt", level, optname, value)
+
+    def getsockopt(self, level: int, optname: int, buflen: int = 0):
+        value, _ = self._call("getsockopt", level, optname)
+        if isinstance(value, list):          # SO_LINGER: (l_onoff, l_linger)
+            packed = struct.pack("ii", *value)
+            return packed[:buflen] if buflen else value[0]
+        if buflen:
+            return int(value).to_bytes(4, "little", signed=True)[:buflen].ljust(buflen, b"\0")
+        return value
+
+    def getsockname(self) -> tuple[str, int]:
+        (host, port), _ = self._call("getsockname")
+        return host, port
+
+    def getpeername(self) -> tuple[str, int]:
+        (host, port), _ = self._call("getpeername")
+        return host, port
+
+    def fileno(self) -> int:
+        """A real descriptor, so that code which registers it with a selector works.
+
+        It is /dev/null, always ready: selectors then call the blocking method,
+        which waits in tcpd as usual.  -1 once closed, as in CPython.
+        """
+        if self._closed:
+            return -1
+        if self._fd < 0:
+            self._fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        return self._fd
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        if self._io_refs > 0:       # makefile() objects keep the socket open, as in CPython
+            self._closing = True
+            return
+        self._really_close()
+
+    def _really_close(self) -> None:
+        self._closed = True
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._sid is not None:
+            try:
+                self._stack.call("close", self._sid, [], 0)
+            except OSError:
+                pass
+
+    def detach(self) -> int:
+        raise OSError(errno.EOPNOTSUPP, "libsock sockets have no descriptor to detach")
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if getattr(self, "_closing", False) and self._io_refs == 0:
+            self._really_close()
+
+    def makefile(self, mode="r", buffering=None, *, encoding=None, errors=None, newline=None):
+        """As CPython's socket.makefile: a SocketIO raw stream, buffered and wrapped as asked."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing, reading, binary = "w" in mode, "r" in mode or "w" not in mode, "b" in mode
+        rawmode = ("r" if reading else "") + ("w" if writing else "")
+        raw = SocketIO(self, rawmode)
+        self._io_refs += 1
+        if buffering is None:
+            buffering = -1
+        if buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if not binary:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if binary:
+            return buffer
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)
+        text.mode = mode
+        return text
+
+    def __enter__(self) -> "socket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self._closed and self._sid is not None:
+                self.close()
+        except Exception:
+            pass
