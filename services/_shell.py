@@ -58,7 +58,6 @@ class Service:
         self.handlers: dict[str, Callable[[bytes, Message], None]] = {
             "ctl": self._on_control, "hello": self._on_hello}
         self.peer_incarnations: dict[str, str] = {}
-        self._stop = False
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.signal(signal.SIGINT, self._on_sigterm)
         self._record_incarnation()
@@ -117,7 +116,15 @@ class Service:
 
     def run(self) -> None:
         log.info("%s incarnation %s pid %d", self.name, self.incarnation, os.getpid())
-        while not self._stop:
+        try:
+            self._loop()
+        except SystemExit:
+            pass
+        finally:
+            self.close()
+
+    def _loop(self) -> None:
+        while True:
             deadline = self.next_deadline()
             timeout = None
             if deadline is not None:
@@ -128,7 +135,6 @@ class Service:
                 else:
                     self._drain(sock, sock is self.router)
             self.tick(time.monotonic())
-        self.close()
 
     def _drain(self, sock: zmq.Socket, routed: bool, budget: int = 256) -> None:
         for _ in range(budget):
@@ -187,7 +193,8 @@ class Service:
         return dict(self.counters)
 
     def _on_sigterm(self, signum, frame) -> None:
-        self._stop = True
+        # raised from inside the poll, which would otherwise retry after EINTR
+        raise SystemExit(0)
 
     def close(self) -> None:
         for sock in self.peers.values():
