@@ -99,6 +99,11 @@ def cmd_ss(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from deploy.demo import run_demo
+    return run_demo()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netstack", description="A user-space TCP/IP stack in Python.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -129,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ss", cmd_ss, "list sockets")
     p.add_argument("-a", "--all", action="store_true", help="listening and closed sockets too")
     p.add_argument("--json", action="store_true")
+    command("demo", cmd_demo, "an instance, an HTTP server on libsock, curl, the stack's view, teardown")
     return parser
 
 
