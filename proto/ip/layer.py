@@ -31,6 +31,20 @@ from proto.wire.ipv4 import (
 MIN_MTU = 68                    # RFC 791 section 3.2: every host link carries 68 bytes
 ICMP_ERROR_BURST = 50           # like Linux's net.ipv4.icmp_msgs_burst
 
+# Every counter, in the order `stats` shows them (RFC 4293's ipSystemStats names
+# where one exists):
+#   in_receives, in_bytes   every packet handed to packet_in (IPv6 included), and its bytes
+#   in_delivers             datagrams given to TCP or consumed by ICMP (InDelivers)
+#   out_requests            datagrams we originate: send() calls, echo replies, ICMP errors
+#   out_packets, out_bytes  packets put in IpOutput.to_device, fragments counted one by one
+#   echo_requests, echo_replies   ICMP echo served (RFC 1122 section 3.2.2.6)
+#   icmp_ignored            well-formed ICMP other than echo requests (replies, errors, ...)
+#   icmp_errors_sent        protocol unreachable and reassembly time exceeded sent
+#   reasm_reqds, reasm_oks, reasm_fails   fragments in, datagrams rebuilt, datagrams given up
+#   frag_oks, frag_creates  datagrams fragmented on output, fragments made
+#   drop_<reason>           a packet (or a datagram being reassembled) dropped, and why
+#   not_ipv4                IPv6 packets (the kernel's router solicitations), ignored
+#   icmp_ratelimited        ICMP errors the token bucket held back
 COUNTER_NAMES = (
     "in_receives", "in_bytes", "in_delivers",
     "out_requests", "out_packets", "out_bytes",
@@ -110,9 +124,16 @@ class IpLayer:
 
     # ---- input ---------------------------------------------------------------
 
-    def packet_in(self, now: float, packet: bytes, out: IpOutput) -> None:
-        """One packet from the device (RFC 1122 section 3.2.1; Linux `ip_rcv`)."""
-        if not isinstance(packet, bytes):
+    def packet_in(self, now: float, packet: bytes | memoryview, out: IpOutput) -> None:
+        """One packet from the device (RFC 1122 section 3.2.1; Linux `ip_rcv`).
+
+        `packet` is bytes or a read-only byte memoryview (a ZeroMQ frame): the
+        segment handed to TCP is a view of it, not a copy.  Anything mutable is
+        copied first, since TCP may hold the view.
+        """
+        if type(packet) is not bytes and not (
+                type(packet) is memoryview and packet.readonly and packet.format == "B"
+                and packet.ndim == 1):
             packet = bytes(packet)
         counters = self.counters
         counters["in_receives"] += 1
@@ -128,7 +149,7 @@ class IpLayer:
                     and packet[16:20] == self.address
                     and 0 < packet[12] < 224 and packet[12] != 127
                     and ones_complement_sum(packet[:MIN_HEADER_LENGTH]) == 0xFFFF):
-                src = packet[12:16]
+                src = bytes(packet[12:16])
                 if src != self.address:
                     counters["in_delivers"] += 1
                     out.to_tcp.append((src, self.address,

@@ -103,6 +103,26 @@ def test_link_padding_is_stripped():
     assert [bytes(segment) for _, _, segment in out.to_tcp] == [b"tiny", b"ba"]
 
 
+def test_read_only_views_are_not_copied_and_mutable_buffers_are():
+    layer = make_layer()
+    packet = tcp_from_peer()
+    view = memoryview(packet)
+    mutable = bytearray(packet)
+    out = receive(layer, view, memoryview(mutable), mutable)
+    assert [bytes(segment) for _, _, segment in out.to_tcp] == [SEGMENT] * 3
+    assert out.to_tcp[0][2].obj is packet
+    assert all(type(src) is bytes for src, _, _ in out.to_tcp)
+    mutable[-1] ^= 0xFF                                         # TCP's copies do not change
+    assert [bytes(segment) for _, _, segment in out.to_tcp[1:]] == [SEGMENT] * 2
+
+
+def test_views_take_the_full_path_too():
+    layer = make_layer()
+    request = build_ipv4(PEER, US, PROTO_ICMP, build_echo_request(1, 1, b"v"), options=b"\x01" * 4)
+    out = receive(layer, memoryview(request), memoryview(b"\x60" * 40))
+    assert len(out.to_device) == 1 and layer.counters["not_ipv4"] == 1
+
+
 def test_ttl_one_is_fine_for_local_delivery():
     layer = make_layer()
     assert len(receive(layer, tcp_from_peer(ttl=1)).to_tcp) == 1
