@@ -40,7 +40,10 @@ class Ipd(Service):
         now = time.monotonic()
         send = self.layer.send
         for (src, dst), segment in zip(msg.addresses, msg.payload):
-            send(now, src, dst, PROTO_TCP, segment, out)
+            try:
+                send(now, src, dst, PROTO_TCP, segment, out)
+            except ValueError:          # a malformed address or an oversized segment from tcpd
+                self.count("drop_bad_tcp_tx")
         self.flush(out)
 
     def flush(self, out: IpOutput) -> None:
