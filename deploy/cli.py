@@ -104,6 +104,11 @@ def cmd_demo(args) -> int:
     return run_demo()
 
 
+def cmd_bench(args) -> int:
+    from deploy.bench import run_bench
+    return run_bench(quick=args.quick, as_json=args.json, mtu=args.mtu, targets=args.targets)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netstack", description="A user-space TCP/IP stack in Python.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ss", cmd_ss, "list sockets")
     p.add_argument("-a", "--all", action="store_true", help="listening and closed sockets too")
     p.add_argument("--json", action="store_true")
+    p = command("bench", cmd_bench, "throughput, latency and connection rate beside the kernel's")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true", help="small sizes, one trial")
+    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--targets", default="all", help="comma-separated: netstack,veth,tun-relay")
     command("demo", cmd_demo, "an instance, an HTTP server on libsock, curl, the stack's view, teardown")
     return parser
 

@@ -1,0 +1,378 @@
+"""`netstack bench`: throughput, latency and connection rate of the stack, beside
+the kernel's own figures measured in the same run.
+
+Targets (the same workload code for each, with the socket module passed in):
+- netstack:   libsock in a process of its own  <->  the kernel in the instance's namespace
+- veth:       the kernel to itself over a veth pair between two namespaces
+- tun-relay:  the kernel to itself over two TUN devices joined by a Python relay
+              (one user-space hop with no TCP in it)
+Each figure is the median of several trials, with min and max.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import multiprocessing
+import os
+import select
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+from deploy import instance as inst
+
+MiB = 1 << 20
+PORT = 9000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# -- where things run -------------------------------------------------------------
+
+def _enter(netns: str | None) -> None:
+    if netns:
+        fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+        try:
+            if _libc.setns(fd, 0x40000000) != 0:
+                raise OSError(ctypes.get_errno(), "setns")
+        finally:
+            os.close(fd)
+
+
+def _child(netns, module, fn, args, queue, env):
+    try:
+        os.environ.update(env)
+        _enter(netns)
+        sockmod = __import__(module)
+        queue.put(("ok", fn(sockmod, *args)))
+    except BaseException:
+        queue.put(("error", traceback.format_exc()))
+
+
+class Side:
+    """One end of a workload: a namespace (or none) and a socket module."""
+
+    def __init__(self, netns: str | None, module: str, addr: str, env: dict | None = None):
+        self.netns, self.module, self.addr, self.env = netns, module, addr, env or {}
+
+    def start(self, fn, *args):
+        ctx = multiprocessing.get_context("fork")
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(self.netns, self.module, fn, args, queue, self.env), daemon=True)
+        proc.start()
+        return proc, queue
+
+
+def _finish(started, timeout: float = 600):
+    proc, queue = started
+    try:
+        status, value = queue.get(timeout=timeout)
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+    if status != "ok":
+        raise RuntimeError(value)
+    return value
+
+
+# -- workloads: fn(sockmod, ...) run inside a Side ---------------------------------------
+
+def _pattern(size: int) -> bytes:
+    return (bytes(range(256)) * 4096 * (size // MiB + 1))[:size]
+
+
+def w_send(sm, host, port, size):
+    data = _pattern(size)
+    view = memoryview(data)
+    for _ in range(200):
+        try:
+            sock = sm.create_connection((host, port), timeout=60)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.02)
+    start = time.perf_counter()
+    with sock:
+        for off in range(0, size, MiB):
+            sock.sendall(view[off:off + MiB])
+        sock.shutdown(sm.SHUT_WR)
+        sock.recv(1)
+    return time.perf_counter() - start, hashlib.sha256(data).hexdigest()
+
+
+def w_receive(sm, host, port):
+    with sm.create_server((host, port)) as listener:
+        conn, _ = listener.accept()
+        with conn:
+            digest, total = hashlib.sha256(), 0
+            start = None
+            while data := conn.recv(MiB):
+                if start is None:
+                    start = time.perf_counter()
+                digest.update(data)
+                total += len(data)
+            elapsed = time.perf_counter() - (start or time.perf_counter())
+    return total, digest.hexdigest(), elapsed
+
+
+def w_echo_server(sm, host, port, connections):
+    with sm.create_server((host, port), backlog=128) as listener:
+        for _ in range(connections):
+            conn, _ = listener.accept()
+            with conn:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+    return True
+
+
+def w_request_response(sm, host, port, count):
+    sock = _connect_retry(sm, host, port)
+    sock.setsockopt(sm.IPPROTO_TCP, sm.TCP_NODELAY, 1)
+    samples = []
+    with sock:
+        for _ in range(count):
+            t = time.perf_counter()
+            sock.send(b"x")
+            sock.recv(1)
+            samples.append(time.perf_counter() - t)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+def _connect_retry(sm, host, port):
+    for _ in range(250):
+        try:
+            return sm.create_connection((host, port), timeout=30)
+        except ConnectionRefusedError:
+            time.sleep(0.02)
+    raise ConnectionRefusedError(f"{host}:{port}")
+
+
+def w_connection_rate(sm, host, port, count):
+    _connect_retry(sm, host, port).close()           # the server is up; this is connection 0
+    marks = []
+    start = time.perf_counter()
+    for i in range(count - 1):
+        with sm.create_connection((host, port), timeout=30) as sock:
+            sock.send(b"x")
+            sock.recv(1)
+        if (i + 2) % 1000 == 0 or i == count - 2:
+            marks.append(time.perf_counter())
+    block = min(1000, count - 1)
+    first = block / (marks[0] - start)
+    last = block / (marks[-1] - marks[-2]) if len(marks) > 1 else first
+    return first, last
+
+
+# -- targets --------------------------------------------------------------------------------
+
+class Target:
+    name = ""
+
+    def sides(self) -> tuple[Side, Side]:
+        """(the side under test, the kernel peer)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+class Veth(Target):
+    name = "veth"
+
+    def __init__(self, mtu: int):
+        self.a, self.b = "netstack-bench-va", "netstack-bench-vb"
+        for ns in (self.a, self.b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", self.a, "link", "add", "veth0", "mtu", str(mtu), "type", "veth", "peer", "name", "veth1",
+            "netns", self.b, "mtu", str(mtu))
+        _ip("-n", self.a, "addr", "add", "198.18.1.1/24", "dev", "veth0")
+        _ip("-n", self.b, "addr", "add", "198.18.1.2/24", "dev", "veth1")
+        _ip("-n", self.a, "link", "set", "veth0", "up")
+        _ip("-n", self.b, "link", "set", "veth1", "up")
+
+    def sides(self):
+        return Side(self.b, "socket", "198.18.1.2"), Side(self.a, "socket", "198.18.1.1")
+
+    def close(self):
+        for ns in (self.a, self.b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def _relay(ns_a: str, ns_b: str, ready) -> None:
+    import fcntl
+    import struct
+    fds = []
+    for ns in (ns_a, ns_b):
+        _enter(ns)
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK)
+        fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"tun0", 0x0001 | 0x1000))   # TUNSETIFF, IFF_TUN|IFF_NO_PI
+        fds.append(fd)
+    ready.set()
+    a, b = fds
+    other = {a: b, b: a}
+    while True:
+        for fd in select.select(fds, [], [])[0]:
+            for _ in range(64):
+                try:
+                    os.write(other[fd], os.read(fd, 65536))
+                except OSError:          # BlockingIOError: drained; others: drop like a wire
+                    break
+
+
+class TunRelay(Target):
+    name = "tun-relay"
+
+    def __init__(self, mtu: int):
+        self.a, self.b = "netstack-bench-ta", "netstack-bench-tb"
+        for ns, addr in ((self.a, "198.18.2.1"), (self.b, "198.18.2.2")):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "tuntap", "add", "dev", "tun0", "mode", "tun")
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "tun0")
+            _ip("-n", ns, "link", "set", "tun0", "mtu", str(mtu), "up")
+        ctx = multiprocessing.get_context("fork")
+        ready = ctx.Event()
+        self.proc = ctx.Process(target=_relay, args=(self.a, self.b, ready), daemon=True)
+        self.proc.start()
+        ready.wait(10)
+
+    def sides(self):
+        return Side(self.b, "socket", "198.18.2.2"), Side(self.a, "socket", "198.18.2.1")
+
+    def close(self):
+        self.proc.kill()
+        self.proc.join(5)
+        for ns in (self.a, self.b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+class Netstack(Target):
+    name = "netstack"
+
+    def __init__(self, mtu: int):
+        inst.down("bench", quiet=True)
+        self.instance = inst.up("bench", None, "tun0", "198.18.0.2/24", "198.18.0.1", mtu, None, [])
+
+    def sides(self):
+        env = {"NETSTACK_RUN": str(self.instance.run_dir)}
+        return (Side(None, "libsock", self.instance.addr, env),
+                Side(self.instance.netns, "socket", self.instance.host_addr))
+
+    def service_pids(self) -> dict[str, int]:
+        return {row["service"]: row["pid"] for row in inst.status("bench")}
+
+    def close(self):
+        inst.down("bench")
+
+
+# -- running ----------------------------------------------------------------------------------
+
+def _trials(n: int, fn) -> dict:
+    values = [fn() for _ in range(n)]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def measure(target: Target, quick: bool, trials: int) -> dict:
+    ours, peer = target.sides()
+    bulk = 16 * MiB if quick else 256 * MiB
+    port = [PORT]
+
+    def next_port():
+        port[0] += 1
+        return port[0]
+
+    def bulk_in():         # kernel -> the side under test
+        p = next_port()
+        rx = ours.start(w_receive, ours.addr, p)
+        tx = peer.start(w_send, ours.addr, p, bulk)
+        seconds, digest = _finish(tx)
+        total, got, _ = _finish(rx)
+        assert total == bulk and got == digest, "bulk in: data differs"
+        return bulk / seconds / 1e6
+
+    def bulk_out():        # the side under test -> kernel
+        p = next_port()
+        rx = peer.start(w_receive, peer.addr, p)
+        tx = ours.start(w_send, peer.addr, p, bulk)
+        seconds, digest = _finish(tx)
+        total, got, _ = _finish(rx)
+        assert total == bulk and got == digest, "bulk out: data differs"
+        return bulk / seconds / 1e6
+
+    latencies = []
+
+    def rr():
+        p = next_port()
+        srv = peer.start(w_echo_server, peer.addr, p, 1)
+        p50, p99 = _finish(ours.start(w_request_response, peer.addr, p, 2000 if quick else 20000))
+        _finish(srv)
+        latencies.append(p99)
+        return p50
+
+    rates_last = []
+
+    def rate():
+        p = next_port()
+        count = 1000 if quick else 10000
+        srv = peer.start(w_echo_server, peer.addr, p, count)
+        first, last = _finish(ours.start(w_connection_rate, peer.addr, p, count))
+        _finish(srv)
+        rates_last.append(last)
+        return first
+
+    result = {
+        "bulk_in_MBps": _trials(trials, bulk_in),
+        "bulk_out_MBps": _trials(trials, bulk_out),
+        "rr_p50_us": _trials(trials, rr),
+    }
+    result["rr_p99_us"] = {"median": statistics.median(latencies), "min": min(latencies), "max": max(latencies)}
+    result["conn_rate_first_per_s"] = _trials(trials, rate)
+    result["conn_rate_last_per_s"] = {"median": statistics.median(rates_last), "min": min(rates_last),
+                                      "max": max(rates_last)}
+    return result
+
+
+def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targets: str = "all") -> int:
+    trials = 1 if quick else 3
+    names = ["netstack", "veth", "tun-relay"] if targets == "all" else targets.split(",")
+    classes = {"netstack": Netstack, "veth": Veth, "tun-relay": TunRelay}
+    results = {"mtu": mtu, "quick": quick, "trials": trials, "targets": {}}
+    for name in names:
+        if not as_json:
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        target = classes[name](mtu)
+        try:
+            results["targets"][name] = measure(target, quick, trials)
+        finally:
+            target.close()
+    if as_json:
+        print(json.dumps(results, indent=1))
+    else:
+        print(format_table(results))
+    return 0
+
+
+def format_table(results: dict) -> str:
+    rows = [("bulk kernel -> side (MB/s)", "bulk_in_MBps"), ("bulk side -> kernel (MB/s)", "bulk_out_MBps"),
+            ("1-byte req/resp p50 (us)", "rr_p50_us"), ("1-byte req/resp p99 (us)", "rr_p99_us"),
+            ("conn/s, first 1000", "conn_rate_first_per_s"), ("conn/s, last 1000", "conn_rate_last_per_s")]
+    targets = list(results["targets"])
+    lines = [f"netstack bench (MTU {results['mtu']}, {results['trials']} trial(s) each, median [min-max])",
+             f"{'figure':28}" + "".join(f"{t:>24}" for t in targets)]
+    for label, key in rows:
+        cells = []
+        for t in targets:
+            v = results["targets"][t][key]
+            cells.append(f"{v['median']:.0f} [{v['min']:.0f}-{v['max']:.0f}]")
+        lines.append(f"{label:28}" + "".join(f"{c:>24}" for c in cells))
+    return "\n".join(lines)
