@@ -258,7 +258,8 @@ class Tcpd(Service):
     # -- control ----------------------------------------------------------------
 
     def control_stats(self) -> dict:
-        return {**self.counters, **self.engine.counters}
+        parked = sum(len(calls) for calls in self.parked.values())
+        return {**self.counters, **self.engine.counters, "parked_calls": parked}
 
     def control_ss(self) -> list:
         return self.engine.listing(time.monotonic())
