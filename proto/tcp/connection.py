@@ -1,0 +1,148 @@
+"""The transmission control block: one connection (or listener, or bare socket), as plain data.
+
+A socket id and a connection id are the same number: `socket()` makes a TCB in
+CLOSED, and a listener's children get fresh ids that `accept()` hands out.
+RFC 9293 variable names are kept where the RFC variable is meant
+(snd_una = SND.UNA, rcv_nxt = RCV.NXT, ...).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from proto.tcp import seqnum
+from proto.tcp.state import State
+
+TIMER_KINDS = ("retransmit", "connect", "persist", "fin_wait_2", "time_wait", "delayed_ack", "keepalive")
+
+# BSD socket-layer state (Linux struct socket's SS_*)
+SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED = "unconnected", "connecting", "connected"
+
+
+def _no_timers() -> dict[str, float | None]:
+    return dict.fromkeys(TIMER_KINDS)
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    id: int
+    state: State = State.CLOSED
+    local_addr: str = "0.0.0.0"
+    local_port: int = 0
+    remote_addr: str = "0.0.0.0"
+    remote_port: int = 0
+
+    # --- the socket as the application sees it ---
+    user_open: bool = True              # the application holds this id (False: orphan or unaccepted child)
+    sock_state: str = SS_UNCONNECTED    # SS_* of the BSD socket layer
+    bound: bool = False                 # holds local_port in the engine's port table
+    port_explicit: bool = False         # bound by bind()/listen() (kept when the connection ends), Linux's userlock
+    rcv_shutdown: bool = False          # Linux sk_shutdown & RCV_SHUTDOWN
+    snd_shutdown: bool = False          # Linux sk_shutdown & SEND_SHUTDOWN
+    done: bool = False                  # SOCK_DONE: the peer's FIN was received (recv returns b"")
+    pending_error: int = 0              # sk_err: reported once by a call or SO_ERROR
+    nospace: bool = False               # a writer found the send buffer full: wake it when room frees up
+    # socket options
+    so_reuseaddr: bool = False
+    so_keepalive: bool = False
+    so_linger: tuple[int, int] = (0, 0)
+    so_rcvbuf: int = 262144
+    so_sndbuf: int = 262144
+    tcp_nodelay: bool = False
+    tcp_maxseg: int = 0                 # TCP_MAXSEG set by the user (0 = unset)
+    tcp_keepidle: float = 0.0           # 0 = the config default
+    tcp_keepintvl: float = 0.0
+    tcp_keepcnt: int = 0
+
+    # --- listener ---
+    backlog: int = 0
+    accept_queue: deque = field(default_factory=deque)   # child ids, ESTABLISHED (or later), not yet accepted
+    syn_queue: set = field(default_factory=set)          # child ids in SYN_RCVD
+    parent: int | None = None           # the listener of an unaccepted child
+    queued: bool = False                # in the parent's accept queue
+
+    # --- send sequence space (RFC 9293 3.3.1) ---
+    iss: int = 0
+    snd_una: int = 0                    # SND.UNA oldest unacknowledged
+    snd_nxt: int = 0                    # SND.NXT next to send (moves back on a retransmission timeout)
+    snd_max: int = 0                    # highest sequence number sent + 1
+    snd_wnd: int = 0                    # SND.WND in bytes (already scaled)
+    snd_wl1: int = 0
+    snd_wl2: int = 0
+    max_snd_wnd: int = 0                # MAX.SND.WND (RFC 5961)
+    snd_wscale: int = 0                 # the peer's shift, applied to the windows it advertises
+    wscale_ok: bool = False             # both SYNs carried the window scale option
+    send_mss: int = 536                 # effective send MSS
+    peer_mss: int = 536
+    send_buffer: bytearray = field(default_factory=bytearray)   # unacknowledged + unsent bytes
+    send_buffer_seq: int = 0            # sequence number of send_buffer[0]
+    fin_queued: bool = False            # our FIN follows the last byte of send_buffer
+    active_open: bool = False
+    # congestion control (RFC 5681, NewReno RFC 6582)
+    cwnd: int = 0
+    ssthresh: int = 1 << 30
+    ca_acked: int = 0
+    dupacks: int = 0
+    in_recovery: bool = False
+    recover: int = 0                    # NewReno's "recover" (RFC 6582)
+    rto_recovery: bool = False          # after an RTO, no fast retransmit until SND.UNA passes recover
+    # retransmission (RFC 6298)
+    srtt: float | None = None
+    rttvar: float = 0.0
+    rto: float = 1.0
+    rtt_seq: int | None = None          # timing the segment that ends here (Karn: one at a time, never a retransmission)
+    rtt_time: float = 0.0
+    retransmits: int = 0                # consecutive expiries without progress
+    total_retransmits: int = 0
+    probes_out: int = 0                 # unanswered persist / keepalive probes
+    persist_backoff: int = 0
+
+    # --- receive sequence space ---
+    irs: int = 0
+    rcv_nxt: int = 0                    # RCV.NXT
+    rcv_adv: int = 0                    # right edge of the window we advertised (RCV.NXT + RCV.WND): never moves left
+    rcv_wscale: int = 0                 # our shift
+    rcv_mss: int = 536                  # estimate of the peer's full-sized segment
+    recv_queue: deque = field(default_factory=deque)    # in-order bytes chunks not yet read
+    recv_queue_len: int = 0
+    recv_offset: int = 0                # bytes of recv_queue[0] already read
+    ooo: list = field(default_factory=list)             # out-of-order [(seq, bytes)], sorted, non-overlapping
+    ooo_len: int = 0
+    fin_seq: int | None = None          # sequence number of a FIN seen beyond a hole
+    ack_pending: bool = False           # an ACK is owed (delayed)
+    ack_now: bool = False               # an ACK is owed at once
+    acked_upto: int = 0                 # RCV.NXT as of the last ACK we sent
+    last_recv: float = 0.0              # time of the last acceptable segment (keepalive idle)
+
+    # --- timers: kind -> absolute deadline (None = not running); armed = what the timer service holds ---
+    timers: dict = field(default_factory=_no_timers)
+    armed: dict = field(default_factory=_no_timers)
+
+    # ---- derived values ----
+    @property
+    def key(self) -> tuple[int, str, int]:
+        return (self.local_port, self.remote_addr, self.remote_port)
+
+    @property
+    def flight_size(self) -> int:
+        return seqnum.diff(self.snd_max, self.snd_una)
+
+    @property
+    def unsent(self) -> int:
+        """Bytes of data in the send buffer not yet sent (at snd_nxt)."""
+        return len(self.send_buffer) - seqnum.diff(self.snd_nxt, self.send_buffer_seq)
+
+    @property
+    def fin_seq_out(self) -> int:
+        """Sequence number our FIN has (or will have)."""
+        return seqnum.add(self.send_buffer_seq, len(self.send_buffer))
+
+    @property
+    def fin_acked(self) -> bool:
+        return self.fin_queued and self.snd_una == seqnum.add(self.send_buffer_seq, len(self.send_buffer) + 1)
+
+    @property
+    def rcv_wnd(self) -> int:
+        """The window currently offered to the peer (from the last advertisement)."""
+        w = seqnum.diff(self.rcv_adv, self.rcv_nxt)
+        return w if w > 0 else 0

@@ -1,0 +1,534 @@
+"""The input path: tcp_rcv's steps for a connection that exists (RFC 9293 3.10.7,
+RFC 5961), in the seed's order: SYN_SENT; then acceptability, RST, SYN, ACK,
+URG (ignored), data, FIN.  LISTEN is in listener.py.
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from proto.tcp import seqnum, snd
+from proto.tcp.connection import Connection
+from proto.tcp.rtt import rtt_sample
+from proto.tcp.state import State
+from proto.wire.tcp import TcpFlags, TcpSegment
+
+if TYPE_CHECKING:
+    from proto.tcp.engine import TcpEngine
+
+S = State
+ACK, SYN, FIN, RST = TcpFlags.ACK, TcpFlags.SYN, TcpFlags.FIN, TcpFlags.RST
+SYN_FIN_RST = SYN | FIN | RST
+MASK = seqnum.MASK
+HALF = seqnum.HALF
+MIN_SEND_MSS = 48        # Linux tcp_min_snd_mss
+
+
+# ---------------------------------------------------------------- handshake helpers
+def take_syn_options(eng: "TcpEngine", conn: Connection, seg: TcpSegment) -> None:
+    """Record the peer's SYN: IRS, MSS (RFC 9293 3.7.1; 536 when absent), window scale (RFC 7323)."""
+    o = seg.options
+    ours = snd.our_mss(eng, conn)
+    peer_mss = o.mss if o.mss else 536
+    conn.peer_mss = peer_mss
+    conn.send_mss = min(max(peer_mss, MIN_SEND_MSS), ours)
+    conn.rcv_mss = min(536, ours)
+    if o.window_scale is not None:
+        conn.wscale_ok = True
+        conn.snd_wscale = min(o.window_scale, 14)
+    else:
+        conn.wscale_ok = False
+        conn.snd_wscale = 0
+        conn.rcv_wscale = 0
+    conn.irs = seg.seq
+    conn.rcv_nxt = (seg.seq + 1) & MASK
+    conn.acked_upto = conn.rcv_nxt
+
+
+def syn_window(conn: Connection) -> int:
+    free = conn.so_rcvbuf - conn.recv_queue_len
+    return 0xFFFF if free > 0xFFFF else max(free, 0)
+
+
+def enter_established(eng: "TcpEngine", conn: Connection, now: float, cause: str) -> None:
+    cfg = eng.config
+    eng.set_state(conn, now, S.ESTABLISHED, cause)
+    conn.cwnd = cfg.initial_cwnd_segments * conn.send_mss
+    conn.ssthresh = 1 << 30
+    conn.retransmits = 0
+    conn.last_recv = now
+    timers = conn.timers
+    timers["connect"] = None
+    if conn.srtt is None:
+        conn.rto = cfg.rto_initial
+    if conn.so_keepalive:
+        eng.arm(conn, "keepalive", now + eng.keepalive_idle(conn))
+
+
+# ---------------------------------------------------------------- SYN_SENT
+def syn_sent_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment) -> None:
+    flags = seg.flags
+    if flags & ACK:
+        if seqnum.le(seg.ack, conn.iss) or seqnum.gt(seg.ack, conn.snd_max):
+            eng.count("drop_syn_sent_bad_ack")
+            if not flags & RST:
+                eng.reply_reset(conn.local_addr, conn.remote_addr, seg)
+            return
+    if flags & RST:
+        if flags & ACK:
+            eng.abort(conn, now, errno.ECONNREFUSED, "RST (connection refused)")
+        else:
+            eng.count("drop_syn_sent_rst_no_ack")
+        return
+    if not flags & SYN:
+        eng.count("drop_syn_sent_no_syn")
+        return
+    take_syn_options(eng, conn, seg)
+    conn.rcv_adv = (conn.rcv_nxt + syn_window(conn)) & MASK
+    conn.snd_wnd = seg.window                 # never scaled in a SYN
+    conn.max_snd_wnd = seg.window
+    conn.snd_wl1 = seg.seq
+    conn.last_recv = now
+    if flags & ACK:
+        ack = seg.ack
+        conn.snd_una = ack
+        conn.snd_wl2 = ack
+        if conn.rtt_seq is not None and seqnum.ge(ack, conn.rtt_seq):
+            rtt_sample(conn, now - conn.rtt_time, eng.config.rto_min, eng.config.rto_max)
+        conn.rtt_seq = None
+        enter_established(eng, conn, now, "SYN+ACK / ACK")
+        conn.timers["retransmit"] = None
+        snd.send_ack(eng, conn)
+        eng.wake(conn)
+        snd.output(eng, conn, now)
+    else:
+        conn.snd_wl2 = conn.iss
+        eng.set_state(conn, now, S.SYN_RCVD, "SYN (simultaneous open) / SYN+ACK")
+        snd.send_syn(eng, conn)
+
+
+# ---------------------------------------------------------------- TIME_WAIT (Linux tcp_timewait_state_process)
+def time_wait_arrives(eng: "TcpEngine", conn: Connection, now: float, src: str, dst: str, seg: TcpSegment) -> None:
+    flags = seg.flags
+    seq = seg.seq
+    if flags & RST:
+        if seq == conn.rcv_nxt:
+            eng.set_state(conn, now, S.CLOSED, "RST in TIME_WAIT")
+        else:
+            eng.count("drop_time_wait_rst")
+        return
+    if flags & SYN and not flags & ACK and seqnum.gt(seq, conn.rcv_nxt):
+        listener = eng.listeners.get(conn.local_port)
+        if listener is not None:
+            # A new incarnation of the connection (RFC 1122 4.2.2.13): its ISN goes beyond the old one.
+            isn = (conn.snd_nxt + 65535 + 2) & MASK
+            eng.set_state(conn, now, S.CLOSED, "SYN reuses TIME_WAIT")
+            eng.count("time_wait_recycled")
+            from proto.tcp import listener as listener_mod
+            listener_mod.listen_arrives(eng, listener, now, src, dst, seg, isn=isn)
+            return
+    if flags & ACK and seg.seg_len == 0 and seq == conn.rcv_nxt:
+        return                                      # a bare in-window ACK: nothing to do
+    # A retransmitted FIN (our ACK was lost), old data, a stray SYN: ACK it; 2MSL starts again.
+    if flags & FIN or flags & ACK:
+        eng.arm(conn, "time_wait", now + 2 * eng.config.msl)
+    eng.count("time_wait_acks")
+    snd.send_ack(eng, conn)
+
+
+# ---------------------------------------------------------------- the synchronised states
+def challenge_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
+    """RFC 5961 challenge ACK, rate-limited like Linux's tcp_challenge_ack_limit."""
+    if eng.challenge_allowed(now):
+        eng.counters["challenge_acks"] += 1
+        snd.send_ack(eng, conn)
+    else:
+        eng.count("challenge_acks_limited")
+
+
+def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment) -> None:
+    """A segment for a connection in SYN_SENT, SYN_RCVD or a synchronised state other than TIME_WAIT."""
+    state = conn.state
+    if state is S.SYN_SENT:
+        syn_sent_arrives(eng, conn, now, seg)
+        return
+    flags = seg.flags
+    seq = seg.seq
+    payload = seg.payload
+    plen = len(payload)
+    rcv_nxt = conn.rcv_nxt
+
+    # --- fast path (header prediction): in-order data or a pure ACK in ESTABLISHED
+    if (state is S.ESTABLISHED and seq == rcv_nxt and (flags & SYN_FIN_RST) == 0 and flags & ACK
+            and not conn.ooo and conn.fin_seq is None and not conn.in_recovery and conn.dupacks == 0):
+        ack = seg.ack
+        if ((ack - conn.snd_una) & MASK) <= ((conn.snd_max - conn.snd_una) & MASK):
+            conn.last_recv = now
+            conn.probes_out = 0
+            process_ack(eng, conn, now, seg, ack, plen)
+            if plen:
+                if plen > conn.rcv_wnd:
+                    receive_data(eng, conn, now, seq, payload)
+                else:
+                    _append_in_order(eng, conn, payload, plen)
+            respond(eng, conn, now)
+            return
+
+    seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+
+    # --- RFC 5961 4.2 / Linux: the crossed SYN+ACK of a simultaneous open passes as an ACK;
+    #     a retransmitted SYN in a passive SYN_RCVD is answered with the SYN+ACK again.
+    if flags & SYN and state is S.SYN_RCVD and seq == conn.irs and not flags & RST:
+        if flags & ACK and seg.ack == conn.snd_max and conn.active_open:
+            flags = flags & ~SYN
+            seq = (seq + 1) & MASK
+            seg_len -= 1
+        elif not flags & ACK:
+            eng.count("syn_retransmit_answered")
+            snd.retransmit_head(eng, conn, now)
+            return
+
+    # --- first: sequence number (RFC 9293 3.10.7.4; Linux tcp_sequence)
+    wnd = conn.rcv_wnd
+    end = (seq + seg_len) & MASK
+    if not (((end - rcv_nxt) & MASK) < HALF and ((seq - rcv_nxt) & MASK) <= wnd):
+        if flags & RST:
+            eng.count("drop_rst_outside_window")
+        elif flags & SYN:
+            eng.count("drop_syn_outside_window")
+            challenge_ack(eng, conn, now)
+        else:
+            eng.count("drop_outside_window")
+            snd.send_ack(eng, conn)
+        return
+
+    # --- second: RST (RFC 5961 3.2: only exactly at RCV.NXT; otherwise a challenge ACK)
+    if flags & RST:
+        if seq == rcv_nxt:
+            reset_received(eng, conn, now)
+        else:
+            eng.count("rst_challenged")
+            challenge_ack(eng, conn, now)
+        return
+
+    # --- fourth: SYN in a synchronised state (RFC 5961 4.2): challenge ACK
+    if flags & SYN:
+        eng.count("drop_syn_in_window")
+        challenge_ack(eng, conn, now)
+        return
+
+    # --- fifth: ACK
+    if not flags & ACK:
+        eng.count("drop_no_ack")
+        return
+    ack = seg.ack
+    if state is S.SYN_RCVD:
+        if not (seqnum.lt(conn.snd_una, ack) and seqnum.le(ack, conn.snd_max)):
+            eng.count("drop_syn_rcvd_bad_ack")
+            eng.reply_reset(conn.local_addr, conn.remote_addr, seg)
+            return
+        if conn.parent is not None:
+            from proto.tcp import listener as listener_mod
+            if not listener_mod.child_established(eng, conn, now):
+                return
+        else:
+            enter_established(eng, conn, now, "ACK (simultaneous open)")
+            eng.wake(conn)
+        conn.snd_wnd = seg.window << conn.snd_wscale
+        conn.snd_wl1 = seq
+        conn.snd_wl2 = ack
+        if conn.snd_wnd > conn.max_snd_wnd:
+            conn.max_snd_wnd = conn.snd_wnd
+        state = conn.state
+    if seqnum.gt(ack, conn.snd_max):
+        eng.count("drop_ack_unsent")                  # RFC 9293: ACK for data not yet sent -> ACK, drop
+        snd.send_ack(eng, conn)
+        return
+    if seqnum.lt(ack, (conn.snd_una - conn.max_snd_wnd) & MASK):
+        eng.count("drop_ack_too_old")                 # RFC 5961 5.2
+        challenge_ack(eng, conn, now)
+        return
+    conn.last_recv = now
+    conn.probes_out = 0
+    process_ack(eng, conn, now, seg, ack, plen)
+    if conn.fin_queued and conn.fin_acked:
+        if state is S.FIN_WAIT_1:
+            if not flags & FIN:
+                eng.fin_wait_2(conn, now)
+        elif state is S.CLOSING:
+            eng.enter_time_wait(conn, now, "ACK of FIN")
+            return
+        elif state is S.LAST_ACK:
+            eng.set_state(conn, now, S.CLOSED, "ACK of FIN")
+            return
+    state = conn.state
+
+    # --- seventh: segment text
+    if plen:
+        if state is S.ESTABLISHED or state is S.FIN_WAIT_1 or state is S.FIN_WAIT_2:
+            if conn.rcv_shutdown and state is not S.ESTABLISHED and seqnum.gt((seq + plen) & MASK, conn.rcv_nxt):
+                # Linux: new data for a socket whose reader is gone (close or SHUT_RD) in FIN_WAIT -> RST
+                eng.count("abort_on_data")
+                snd.send_rst(eng, conn)
+                eng.abort(conn, now, errno.ECONNRESET, "data after close / RST")
+                return
+            receive_data(eng, conn, now, seq, payload)
+        else:
+            eng.count("drop_data_after_fin")
+
+    # --- eighth: FIN
+    if flags & FIN:
+        fin_pos = (seq + plen) & MASK
+        d = seqnum.diff(fin_pos, conn.rcv_nxt)
+        if d == 0 and conn.state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
+            fin_received(eng, conn, now)
+        elif d < 0:
+            conn.ack_now = True                        # a duplicate FIN: ACK it again
+        elif d <= conn.rcv_wnd:
+            conn.fin_seq = fin_pos                     # beyond a hole: wait for the data before it
+            conn.ack_now = True
+    if conn.state is S.FIN_WAIT_1 and conn.fin_acked:
+        eng.fin_wait_2(conn, now)
+    respond(eng, conn, now)
+
+
+def respond(eng: "TcpEngine", conn: Connection, now: float) -> None:
+    """After a segment: send what can go now, then any ACK still owed, or schedule a delayed one."""
+    if conn.state is S.CLOSED:
+        return
+    if conn.send_buffer or conn.fin_queued:
+        snd.output(eng, conn, now)
+    if conn.ack_now:
+        snd.send_ack(eng, conn)
+    elif conn.ack_pending and conn.timers["delayed_ack"] is None:
+        eng.arm(conn, "delayed_ack", now + eng.config.delayed_ack)
+
+
+def reset_received(eng: "TcpEngine", conn: Connection, now: float) -> None:
+    """An acceptable RST (Linux tcp_reset): the error the application sees depends on the state."""
+    state = conn.state
+    if state is S.SYN_RCVD and conn.parent is not None:
+        eng.set_state(conn, now, S.CLOSED, "RST (back to LISTEN)")
+        return
+    if state is S.SYN_SENT or state is S.SYN_RCVD:
+        error = errno.ECONNREFUSED
+    elif state is S.CLOSE_WAIT:
+        error = errno.EPIPE
+    elif state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
+        error = errno.ECONNRESET
+    else:
+        error = 0
+    eng.abort(conn, now, error, "RST received")
+
+
+# ---------------------------------------------------------------- ACK processing
+def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment, ack: int, plen: int) -> None:
+    """SND.UNA, the send window, RTT, congestion window, retransmission timer (RFC 9293, 5681, 6298, 6582)."""
+    snd_una = conn.snd_una
+    window = seg.window << conn.snd_wscale
+    same_window = window == conn.snd_wnd
+    seq = seg.seq
+    wl1 = conn.snd_wl1
+    if (0 < ((seq - wl1) & MASK) < HALF) or (seq == wl1 and ((ack - conn.snd_wl2) & MASK) < HALF):
+        if conn.snd_wnd == 0 and window:
+            conn.persist_backoff = 0
+            conn.timers["persist"] = None
+        conn.snd_wnd = window
+        conn.snd_wl1 = seq
+        conn.snd_wl2 = ack
+        if window > conn.max_snd_wnd:
+            conn.max_snd_wnd = window
+    acked = (ack - snd_una) & MASK
+    if acked == 0 or acked >= HALF:
+        # RFC 5681 duplicate ACK: no data, no SYN/FIN, same window, data outstanding
+        if (acked == 0 and plen == 0 and same_window and not seg.flags & (FIN | SYN)
+                and conn.snd_max != snd_una):
+            duplicate_ack(eng, conn, now)
+        return
+    # --- new data acknowledged
+    cfg = eng.config
+    flight_before = (conn.snd_max - snd_una) & MASK
+    if conn.rtt_seq is not None and ((ack - conn.rtt_seq) & MASK) < HALF:
+        rtt_sample(conn, now - conn.rtt_time, cfg.rto_min, cfg.rto_max)
+        conn.rtt_seq = None
+    buf = conn.send_buffer
+    n = (ack - conn.send_buffer_seq) & MASK
+    if n >= HALF:
+        n = 0
+    if n > len(buf):
+        n = len(buf)                                   # the rest is our FIN (or SYN)
+    if n:
+        del buf[:n]
+        conn.send_buffer_seq = (conn.send_buffer_seq + n) & MASK
+    conn.snd_una = ack
+    if ((conn.snd_nxt - ack) & MASK) >= HALF:
+        conn.snd_nxt = ack
+    conn.retransmits = 0
+    mss = conn.send_mss
+    if conn.rto_recovery and ((ack - conn.recover) & MASK) < HALF:
+        conn.rto_recovery = False
+    if conn.in_recovery:
+        if ((ack - conn.recover) & MASK) < HALF:       # full ACK: leave fast recovery (RFC 6582 3.2 step 3)
+            flight = (conn.snd_max - ack) & MASK
+            conn.cwnd = min(conn.ssthresh, flight + mss)
+            conn.in_recovery = False
+            conn.dupacks = 0
+        else:                                          # partial ACK: retransmit the next hole
+            snd.retransmit_head(eng, conn, now)
+            conn.cwnd = max(conn.cwnd - acked + mss, mss)
+    else:
+        conn.dupacks = 0
+        if flight_before + mss >= conn.cwnd:           # grow only when cwnd was the limit
+            if conn.cwnd < conn.ssthresh:              # slow start (RFC 5681 3.1, ABC L=2)
+                conn.cwnd += acked if acked < 2 * mss else 2 * mss
+            else:                                      # congestion avoidance
+                conn.ca_acked += acked
+                if conn.ca_acked >= conn.cwnd:
+                    conn.ca_acked -= conn.cwnd
+                    conn.cwnd += mss
+    # RFC 6298 5.2 / 5.3
+    if ack == conn.snd_max:
+        conn.timers["retransmit"] = None
+    else:
+        eng.arm(conn, "retransmit", now + conn.rto)
+    if conn.nospace and eng.writable(conn):
+        conn.nospace = False
+        eng.wake(conn)
+
+
+def duplicate_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
+    conn.dupacks += 1
+    mss = conn.send_mss
+    if conn.in_recovery:
+        conn.cwnd += mss                               # inflate for each segment that left the network
+        return
+    if conn.dupacks == 3 and not conn.rto_recovery:
+        flight = (conn.snd_max - conn.snd_una) & MASK
+        conn.ssthresh = max(flight // 2, 2 * mss)
+        conn.recover = conn.snd_max
+        conn.in_recovery = True
+        eng.counters["fast_retransmits"] += 1
+        snd.retransmit_head(eng, conn, now)
+        conn.cwnd = conn.ssthresh + 3 * mss
+
+
+# ---------------------------------------------------------------- data and FIN
+def _append_in_order(eng: "TcpEngine", conn: Connection, payload: bytes, plen: int) -> None:
+    """In-order data that fits the window, with no out-of-order queue (the common path)."""
+    if plen > conn.rcv_mss:
+        ours = eng.config.mss
+        conn.rcv_mss = plen if plen < ours else ours
+    was_empty = not conn.recv_queue_len
+    conn.recv_queue.append(payload)
+    conn.recv_queue_len += plen
+    rcv_nxt = conn.rcv_nxt = (conn.rcv_nxt + plen) & MASK
+    if ((rcv_nxt - conn.acked_upto) & MASK) >= 2 * conn.rcv_mss:
+        conn.ack_now = True                            # every second full-sized segment
+    else:
+        conn.ack_pending = True
+    if was_empty:
+        eng.wake(conn)
+
+
+def receive_data(eng: "TcpEngine", conn: Connection, now: float, seq: int, payload: bytes) -> None:
+    """Queue a segment's text: trim to the window, in order or into the out-of-order queue."""
+    plen = len(payload)
+    rcv_nxt = conn.rcv_nxt
+    d = seqnum.diff(rcv_nxt, seq)
+    if d > 0:                                          # starts before RCV.NXT: partly or wholly a duplicate
+        conn.ack_now = True
+        if d >= plen:
+            eng.count("duplicate_segments")
+            return
+        payload = payload[d:]
+        plen -= d
+        seq = rcv_nxt
+    room = seqnum.diff(conn.rcv_adv, seq)
+    if room < plen:                                    # beyond the window we offered
+        conn.ack_now = True
+        if room <= 0:
+            eng.count("drop_beyond_window")
+            return
+        payload = payload[:room]
+        plen = room
+    if seq == rcv_nxt:
+        _append_in_order(eng, conn, payload, plen)
+        if conn.ooo:
+            if deliver_out_of_order(eng, conn):
+                conn.ack_now = True                    # a segment that fills a hole is ACKed at once
+        if conn.fin_seq is not None and conn.fin_seq == conn.rcv_nxt:
+            fin_received(eng, conn, now)
+    else:
+        insert_out_of_order(conn, seq, payload)
+        eng.count("ofo_segments")
+        conn.ack_now = True                            # out-of-order: duplicate ACK at once (RFC 5681 4.2)
+
+
+def insert_out_of_order(conn: Connection, seq: int, data: bytes) -> None:
+    base = conn.rcv_nxt
+    start = seqnum.diff(seq, base)
+    end = start + len(data)
+    pieces = []
+    cur = start
+    for bseq, bdata in conn.ooo:
+        bs = seqnum.diff(bseq, base)
+        be = bs + len(bdata)
+        if be <= cur:
+            continue
+        if bs >= end:
+            break
+        if bs > cur:
+            pieces.append((cur, min(bs, end)))
+        cur = max(cur, be)
+        if cur >= end:
+            break
+    if cur < end:
+        pieces.append((cur, end))
+    if not pieces:
+        return
+    for ps, pe in pieces:
+        conn.ooo.append(((base + ps) & MASK, data[ps - start:pe - start]))
+        conn.ooo_len += pe - ps
+    conn.ooo.sort(key=lambda block: seqnum.diff(block[0], base))
+
+
+def deliver_out_of_order(eng: "TcpEngine", conn: Connection) -> bool:
+    """Move blocks that now follow RCV.NXT into the receive queue."""
+    ooo = conn.ooo
+    moved = False
+    while ooo:
+        bseq, data = ooo[0]
+        d = seqnum.diff(conn.rcv_nxt, bseq)
+        if d < 0:
+            break
+        ooo.pop(0)
+        conn.ooo_len -= len(data)
+        if d >= len(data):
+            continue
+        if d:
+            data = data[d:]
+        conn.recv_queue.append(data)
+        conn.recv_queue_len += len(data)
+        conn.rcv_nxt = (conn.rcv_nxt + len(data)) & MASK
+        moved = True
+    return moved
+
+
+def fin_received(eng: "TcpEngine", conn: Connection, now: float) -> None:
+    """The peer's FIN, in order (RFC 9293 3.10.7.4 eighth; Linux tcp_fin)."""
+    conn.rcv_nxt = (conn.rcv_nxt + 1) & MASK
+    conn.fin_seq = None
+    conn.done = True
+    conn.rcv_shutdown = True
+    conn.ack_now = True
+    eng.wake(conn)
+    state = conn.state
+    if state is S.ESTABLISHED:
+        eng.set_state(conn, now, S.CLOSE_WAIT, "FIN / ACK (passive close)")
+    elif state is S.FIN_WAIT_1:
+        if conn.fin_acked:
+            eng.enter_time_wait(conn, now, "FIN+ACK / ACK")
+        else:
+            eng.set_state(conn, now, S.CLOSING, "FIN / ACK (simultaneous close)")
+    elif state is S.FIN_WAIT_2:
+        eng.enter_time_wait(conn, now, "FIN / ACK")

@@ -1,0 +1,264 @@
+"""The output path: building segments, segmentation, Nagle, SWS avoidance,
+retransmission of the head, probes, resets (lwIP's tcp_out.c, gVisor's snd.go).
+
+Functions take the engine (`eng`) for its effects, counters and config.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from proto.tcp import seqnum
+from proto.tcp.connection import Connection
+from proto.tcp.state import SENDING, State
+from proto.wire.tcp import NO_OPTIONS, TcpFlags, TcpOptions, TcpSegment
+
+if TYPE_CHECKING:
+    from proto.tcp.engine import TcpEngine
+
+ACK = TcpFlags.ACK
+SYN = TcpFlags.SYN
+FIN = TcpFlags.FIN
+RST = TcpFlags.RST
+PSH = TcpFlags.PSH
+ACK_PSH = ACK | PSH
+ACK_FIN = ACK | FIN
+ACK_PSH_FIN = ACK | PSH | FIN
+SYN_ACK = SYN | ACK
+RST_ACK = RST | ACK
+MASK = seqnum.MASK
+
+
+# ---------------------------------------------------------------- windows
+def our_mss(eng: "TcpEngine", conn: Connection) -> int:
+    """The MSS we announce (config.mss, or TCP_MAXSEG if smaller)."""
+    mss = eng.config.mss
+    if conn.tcp_maxseg and conn.tcp_maxseg < mss:
+        mss = conn.tcp_maxseg
+    return mss
+
+
+def choose_wscale(rcvbuf: int) -> int:
+    """Smallest shift that lets the 16-bit window field cover `rcvbuf` (RFC 7323, at most 14)."""
+    shift = 0
+    while shift < 14 and (rcvbuf >> shift) > 0xFFFF:
+        shift += 1
+    return shift
+
+
+def select_window(conn: Connection) -> int:
+    """The 16-bit window field to send now, and move conn.rcv_adv to match.
+
+    The window follows the free receive buffer, but its right edge never moves
+    left (RFC 9293 3.8.6.2.2) and only moves right by a worthwhile amount
+    (receiver SWS avoidance, RFC 1122 4.2.3.3: min(rcvbuf/2, MSS)).
+    """
+    rcvbuf = conn.so_rcvbuf
+    free = rcvbuf - conn.recv_queue_len - conn.ooo_len
+    rcv_nxt = conn.rcv_nxt
+    current = (conn.rcv_adv - rcv_nxt) & MASK
+    if current >= seqnum.HALF:
+        current = 0
+    if free > current:
+        threshold = conn.rcv_mss if conn.rcv_mss < rcvbuf // 2 else rcvbuf // 2
+        window = free if free - current >= threshold else current
+    else:
+        window = current
+    shift = conn.rcv_wscale
+    field = window >> shift
+    if (field << shift) < current:
+        field += 1                      # round up rather than shrink the offered edge
+    if field > 0xFFFF:
+        field = 0xFFFF
+    edge = (rcv_nxt + (field << shift)) & MASK
+    if ((edge - conn.rcv_adv) & MASK) < seqnum.HALF:
+        conn.rcv_adv = edge
+    return field
+
+
+def window_after_read(conn: Connection) -> bool:
+    """Would an ACK now open the window enough to be worth sending (Linux cleanup_rbuf)?"""
+    rcvbuf = conn.so_rcvbuf
+    free = rcvbuf - conn.recv_queue_len - conn.ooo_len
+    current = conn.rcv_wnd
+    threshold = conn.rcv_mss if conn.rcv_mss < rcvbuf // 2 else rcvbuf // 2
+    # Only when the window offered has closed to half the buffer or less:
+    # above that, the ACKs for arriving data carry the update anyway.
+    return free - current >= threshold and current <= rcvbuf // 2
+
+
+# ---------------------------------------------------------------- sending
+def emit(eng: "TcpEngine", conn: Connection, flags: TcpFlags, seq: int, payload: bytes = b"",
+         options: TcpOptions = NO_OPTIONS) -> None:
+    """Send one segment of this connection with the current ACK and window."""
+    if flags & SYN:
+        free = conn.so_rcvbuf - conn.recv_queue_len
+        window = 0xFFFF if free > 0xFFFF else max(free, 0)      # never scaled in a SYN (RFC 7323 2.2)
+    else:
+        window = select_window(conn)
+    if flags & ACK:
+        ack = conn.rcv_nxt
+        conn.ack_pending = False
+        conn.ack_now = False
+        conn.acked_upto = ack
+        if conn.timers["delayed_ack"] is not None:
+            conn.timers["delayed_ack"] = None                 # lazily cancelled: see timers.py
+    else:
+        ack = 0
+    seg = TcpSegment(conn.local_port, conn.remote_port, seq & MASK, ack, flags, window, 0, options, payload)
+    eng._effects.segments.append((conn.local_addr, conn.remote_addr, seg))
+    eng.counters["out_segs"] += 1
+    if flags & RST:
+        eng.counters["out_rsts"] += 1
+
+
+def send_ack(eng: "TcpEngine", conn: Connection) -> None:
+    emit(eng, conn, ACK, conn.snd_nxt)
+
+
+def send_rst(eng: "TcpEngine", conn: Connection) -> None:
+    """An active reset from a synchronised connection (close with unread data, linger 0, abort)."""
+    emit(eng, conn, RST_ACK, conn.snd_nxt)
+
+
+def syn_options(eng: "TcpEngine", conn: Connection, reply_to_wscale: bool) -> TcpOptions:
+    return TcpOptions(mss=our_mss(eng, conn), window_scale=conn.rcv_wscale if reply_to_wscale else None)
+
+
+def send_syn(eng: "TcpEngine", conn: Connection) -> None:
+    """SYN (SYN_SENT) or SYN+ACK (SYN_RCVD), first transmission or retransmission."""
+    if conn.state is State.SYN_SENT:
+        emit(eng, conn, SYN, conn.iss, options=syn_options(eng, conn, True))
+    else:
+        emit(eng, conn, SYN_ACK, conn.iss, options=syn_options(eng, conn, conn.wscale_ok))
+
+
+def send_probe(eng: "TcpEngine", conn: Connection) -> None:
+    """Zero-window / keepalive probe: an ACK with SEG.SEQ = SND.UNA - 1 and no data (Linux tcp_xmit_probe_skb).
+
+    Its sequence number is already acknowledged, so the peer must answer with an ACK.
+    """
+    emit(eng, conn, ACK, (conn.snd_una - 1) & MASK)
+
+
+def send_range(eng: "TcpEngine", conn: Connection, now: float, seq: int, size: int) -> int:
+    """Send up to `size` data bytes of the send buffer starting at `seq` (plus our FIN if it
+    follows them). Returns the sequence space used.  Does not move snd_nxt."""
+    buf = conn.send_buffer
+    offset = (seq - conn.send_buffer_seq) & MASK
+    end = offset + size
+    if end > len(buf):
+        end = len(buf)
+    payload = bytes(buf[offset:end])
+    used = end - offset
+    if end == len(buf):
+        if conn.fin_queued:
+            flags = ACK_PSH_FIN if used else ACK_FIN
+            used += 1
+        else:
+            flags = ACK_PSH
+    else:
+        flags = ACK
+    if used == 0:
+        return 0
+    if seqnum.lt(seq, conn.snd_max):
+        eng.counters["retrans_segs"] += 1
+        conn.total_retransmits += 1
+    emit(eng, conn, flags, seq, payload)
+    return used
+
+
+def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) -> None:
+    """Send what the windows, Nagle and SWS avoidance allow (tcp_write_xmit).
+
+    `force` (persist timer as the SWS override) sends one segment that fits
+    the offered window even if it is small.
+    """
+    if conn.state not in SENDING:
+        return
+    buf = conn.send_buffer
+    mss = conn.send_mss
+    sent = False
+    while True:
+        snd_nxt = conn.snd_nxt
+        offset = (snd_nxt - conn.send_buffer_seq) & MASK
+        available = len(buf) - offset
+        if available < 0:
+            break                                   # only our FIN is beyond snd_nxt... already sent
+        in_flight = (snd_nxt - conn.snd_una) & MASK
+        window = conn.snd_wnd if conn.snd_wnd < conn.cwnd else conn.cwnd
+        usable = window - in_flight
+        if available > 0:
+            size = mss if mss < available else available
+            if usable < size:
+                size = usable
+            if size <= 0:
+                break
+            if size < mss and not force:
+                if size == available:
+                    # Nagle (RFC 896, RFC 1122 4.2.3.4): a small final segment waits while data
+                    # is in flight, unless TCP_NODELAY or it carries our FIN.
+                    if in_flight and not conn.tcp_nodelay and not conn.fin_queued:
+                        break
+                elif size * 2 < conn.max_snd_wnd:
+                    break                           # sender SWS avoidance: wait for a useful window
+            used = send_range(eng, conn, now, snd_nxt, size)
+            force = False
+        elif conn.fin_queued and available == 0:
+            used = send_range(eng, conn, now, snd_nxt, 0)   # FIN alone
+        else:
+            break
+        if used == 0:
+            break
+        new_nxt = (snd_nxt + used) & MASK
+        if seqnum.ge(snd_nxt, conn.snd_max):
+            if conn.rtt_seq is None:
+                conn.rtt_seq = new_nxt
+                conn.rtt_time = now
+            conn.snd_max = new_nxt
+        elif seqnum.gt(new_nxt, conn.snd_max):
+            conn.snd_max = new_nxt
+        conn.snd_nxt = new_nxt
+        sent = True
+    timers = conn.timers
+    if conn.snd_una != conn.snd_max:
+        if timers["retransmit"] is None:
+            eng.arm(conn, "retransmit", now + conn.rto)
+        if timers["persist"] is not None:
+            timers["persist"] = None
+    elif conn.unsent > 0 and timers["persist"] is None and timers["retransmit"] is None:
+        # Nothing in flight, data waiting for the window: the persist timer probes
+        # a zero window, and also serves as the SWS-avoidance override.
+        eng.arm(conn, "persist", now + persist_interval(eng, conn))
+
+
+def persist_interval(eng: "TcpEngine", conn: Connection) -> float:
+    base = conn.rto * (1 << min(conn.persist_backoff, 16))
+    cfg = eng.config
+    return min(max(base, cfg.rto_min), cfg.rto_max)
+
+
+def retransmit_head(eng: "TcpEngine", conn: Connection, now: float) -> None:
+    """Resend the first unacknowledged segment (RTO or fast retransmit)."""
+    if conn.state is State.SYN_SENT or conn.state is State.SYN_RCVD:
+        send_syn(eng, conn)
+        eng.counters["retrans_segs"] += 1
+        conn.total_retransmits += 1
+        return
+    outstanding = (conn.snd_max - conn.snd_una) & MASK
+    if outstanding == 0:
+        return
+    size = conn.send_mss if conn.send_mss < outstanding else outstanding
+    used = send_range(eng, conn, now, conn.snd_una, size)
+    end = (conn.snd_una + used) & MASK
+    if seqnum.lt(conn.snd_nxt, end):
+        conn.snd_nxt = end
+    conn.rtt_seq = None                      # Karn: never time a retransmitted segment
+
+
+def reset_for(seg: TcpSegment) -> TcpSegment | None:
+    """The RST answering a segment that has no connection (RFC 9293 3.10.7.1); None for a RST."""
+    if seg.flags & RST:
+        return None
+    if seg.flags & ACK:
+        return TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+    return TcpSegment(seg.dst_port, seg.src_port, 0, (seg.seq + seg.seg_len) & MASK, RST_ACK, 0)
