@@ -109,6 +109,21 @@ def cmd_bench(args) -> int:
     return run_bench(quick=args.quick, as_json=args.json, mtu=args.mtu, targets=args.targets)
 
 
+def cmd_pcap(args) -> int:
+    from deploy.trace import pcap_command
+    return pcap_command(_run_dir(args.name), args.file, args.count, args.seconds)
+
+
+def cmd_impair(args) -> int:
+    from deploy.trace import impair_command
+    return impair_command(_run_dir(args.name), args)
+
+
+def cmd_trace(args) -> int:
+    from deploy.trace import trace_command
+    return trace_command(lambda: _run_dir(args.name), args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netstack", description="A user-space TCP/IP stack in Python.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -144,6 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small sizes, one trial")
     p.add_argument("--mtu", type=int, default=1500)
     p.add_argument("--targets", default="all", help="comma-separated: netstack,veth,tun-relay")
+    p = command("pcap", cmd_pcap, "write what crosses the device to a pcap file (tcpdump, Wireshark)")
+    p.add_argument("file", help="the pcap file to write")
+    p.add_argument("--count", type=int, help="stop after N packets")
+    p.add_argument("--seconds", type=float, help="stop after S seconds (default: at Ctrl-C)")
+    p = command("impair", cmd_impair, "nicd's impairment stage: loss, delay, reordering, duplication")
+    p.add_argument("--loss", type=float, metavar="P", help="drop each packet with probability P")
+    p.add_argument("--delay", type=float, metavar="MS", help="hold each packet MS milliseconds")
+    p.add_argument("--jitter", type=float, metavar="MS", help="vary the delay by up to +-MS milliseconds")
+    p.add_argument("--reorder", type=float, metavar="P", help="let the next packet overtake with probability P")
+    p.add_argument("--duplicate", type=float, metavar="P", help="send a packet twice with probability P")
+    p.add_argument("--direction", choices=("in", "out", "both"),
+                   help="in: device to stack, out: stack to device (default both)")
+    p.add_argument("--seed", type=int, help="seed of the random choices (repeatable runs)")
+    p.add_argument("--off", action="store_true", help="switch the stage off")
+    p.add_argument("--json", action="store_true")
+    p = command("trace", cmd_trace, "state transitions and segments as they happen; ladder diagrams")
+    p.add_argument("--ladder", metavar="FILE.svg", help="draw the connection's ladder diagram to FILE.svg")
+    p.add_argument("--conn", metavar="ADDR:PORT", help="only the connection with an end at ADDR:PORT (or PORT)")
+    p.add_argument("--pcap", metavar="FILE", help="draw from a capture instead of the running stack")
+    p.add_argument("--seconds", type=float, help="stop after S seconds (default: at Ctrl-C)")
     command("demo", cmd_demo, "an instance, an HTTP server on libsock, curl, the stack's view, teardown")
     return parser
 

@@ -231,7 +231,8 @@ def _track(rows: list[Row], left_initial: str, right_initial: str) -> list[Mark]
         old = side.state
         side.state = new
         if at == "rst":
-            marks.append(Mark(index, left, new, "recv", "reset", previous=old))
+            note = "connect() fails: ECONNREFUSED" if old == "SYN_SENT" else "reset"
+            marks.append(Mark(index, left, new, "recv", note, previous=old))
             return
         # one segment, two moves (a FIN+ACK that also acknowledges our FIN takes
         # FIN_WAIT_1 through FIN_WAIT_2 to TIME_WAIT): one mark, as in the diagram
@@ -317,9 +318,12 @@ def build_ladder(segments: list[SegmentEvent], states: list[StateEvent] = (),
     mine = [s for s in segments if {s.src, s.dst} == {left, right}]
     mine.sort(key=lambda s: s.time)        # stable: equal times keep their recorded order
     opened = any(s.src == left and s.flags & SYN and not s.flags & ACK for s in mine)
+    # a server whose first answer is a reset had no listener: the connection is refused
+    first_answer = next((s for s in mine if s.src == right), None)
+    refused = opened and first_answer is not None and bool(first_answer.flags & RST)
     ladder = Ladder(left, right, "client" if opened else "", "server" if opened else "",
-                    "CLOSED" if opened else "ESTABLISHED", "LISTEN" if opened else "ESTABLISHED",
-                    source=source)
+                    "CLOSED" if opened else "ESTABLISHED",
+                    ("CLOSED" if refused else "LISTEN") if opened else "ESTABLISHED", source=source)
     if len(mine) > max_rows:
         ladder.omitted = len(mine) - max_rows
         mine = mine[:max_rows]

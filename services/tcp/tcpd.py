@@ -9,6 +9,7 @@ call that would block waits here until the engine wakes its socket (Linux's
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import time
 from collections import deque
@@ -21,7 +22,8 @@ from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
 
-TRACE_RING = 4096
+TRACE_RING = 16384            # state transitions, and segments while `netstack trace` runs
+TRACE_BATCH = 2000            # events per control_trace answer
 # errors after which a blocked call is retried when its socket wakes
 _WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
 
@@ -44,7 +46,9 @@ class Tcpd(Service):
         tcp.setdefault("mss", instance["mtu"] - 40)
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.parked: dict[int, list[ParkedCall]] = {}
-        self.trace: deque = deque(maxlen=TRACE_RING)
+        self.trace: deque = deque(maxlen=TRACE_RING)     # (event number, Transition or segment tuple)
+        self.trace_count = 0
+        self.trace_segments_until = 0.0     # CLOCK_MONOTONIC end of the segment trace's lease; 0: off
         self._addr_bytes: dict[str, bytes] = {}
         self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
         self.calls = {
@@ -64,12 +68,15 @@ class Tcpd(Service):
             return
         now = time.monotonic()
         segment_in = self.engine.segment_in
+        tracing = self.trace_segments_until > now
         for (src, dst), data in zip(msg.addresses, msg.payload):
             try:
                 segment = parse_tcp(data, src, dst)
             except TcpParseError as exc:
                 self.count("drop_" + exc.reason)
                 continue
+            if tracing:
+                self._trace_segment(now, "in", addr_to_str(src), addr_to_str(dst), segment)
             segment_in(now, addr_to_str(src), addr_to_str(dst), segment)
         self.flush(now)
 
@@ -92,7 +99,12 @@ class Tcpd(Service):
         if effects.timers:
             self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))
         if effects.transitions:
-            self.trace.extend(effects.transitions)
+            for transition in effects.transitions:
+                self.trace_count += 1
+                self.trace.append((self.trace_count, transition))
+        if effects.segments and self.trace_segments_until > now:
+            for src, dst, segment in effects.segments:
+                self._trace_segment(now, "out", src, dst, segment)
         for sid in effects.woken:
             if sid in self.parked:
                 self._retry(now, sid)
@@ -264,9 +276,47 @@ class Tcpd(Service):
     def control_ss(self) -> list:
         return self.engine.listing(time.monotonic())
 
-    def control_trace(self, since: int = 0) -> list:
-        return [list(t) if isinstance(t, tuple) else t.__dict__ if hasattr(t, "__dict__") else repr(t)
-                for t in list(self.trace)[since:]]
+    # -- netstack trace: transitions always, segments while a trace holds a lease
+
+    def _trace_segment(self, now: float, direction: str, src: str, dst: str, segment) -> None:
+        self.trace_count += 1
+        self.trace.append((self.trace_count, (now, direction, src, segment.src_port, dst, segment.dst_port,
+                                              int(segment.flags), segment.seq, segment.ack,
+                                              len(segment.payload), segment.window)))
+
+    def control_trace_start(self, lease: float = 10.0) -> dict:
+        """Record segments too, for `lease` seconds unless control_trace renews it."""
+        self.trace_segments_until = max(self.trace_segments_until, time.monotonic() + lease)
+        return {"next": self.trace_count + 1}
+
+    def control_trace_stop(self) -> dict:
+        self.trace_segments_until = 0.0
+        return {"next": self.trace_count + 1}
+
+    def control_trace(self, since: int = 0, lease: float | None = None) -> dict:
+        """Events numbered `since` and after (at most TRACE_BATCH): state transitions
+        and, while traced, segments; `next` is the number to ask for next time,
+        `lost` how many asked for had already left the ring."""
+        if lease is not None:
+            self.trace_segments_until = max(self.trace_segments_until, time.monotonic() + lease)
+        first = self.trace[0][0] if self.trace else self.trace_count + 1
+        start = max(since, first)
+        skip = start - first
+        events = []
+        for number, event in itertools.islice(self.trace, skip, skip + TRACE_BATCH):
+            if isinstance(event, tuple):
+                now, direction, src, sport, dst, dport, flags, seq, ack, length, window = event
+                events.append({"n": number, "kind": "segment", "time": now, "dir": direction,
+                               "src": [src, sport], "dst": [dst, dport], "flags": flags, "seq": seq,
+                               "ack": ack, "len": length, "window": window})
+            else:
+                events.append({"n": number, "kind": "state", "time": event.time, "conn": event.conn_id,
+                               "local": list(event.local), "remote": list(event.remote),
+                               "from": event.from_state.value, "to": event.to_state.value,
+                               "cause": event.cause})
+        following = events[-1]["n"] + 1 if events else max(since, self.trace_count + 1)
+        return {"next": following, "lost": max(0, min(first, self.trace_count + 1) - since) if since else 0,
+                "events": events, "incarnation": self.incarnation}
 
 
 if __name__ == "__main__":

@@ -210,3 +210,11 @@ def test_special_characters_are_escaped():
     ladder = build_ladder(full_connection(), source="<capture & co>")
     root = ET.fromstring(render_svg(ladder).encode())
     assert any("<capture & co>" in (t.text or "") for t in root.iter(SVG + "text"))
+
+
+def test_a_refused_connection_has_no_listener():
+    segments = [seg(0.0, CLIENT, SYN, CLIENT_ISN), seg(0.001, SERVER, RST | ACK, 0, CLIENT_ISN + 1)]
+    ladder = build_ladder(segments)
+    assert ladder.states("client") == ["CLOSED", "SYN_SENT", "CLOSED"]
+    assert ladder.states("server") == ["CLOSED"]
+    assert "ECONNREFUSED" in render_svg(ladder)
