@@ -66,6 +66,7 @@ class Connection:
     snd_una: int = 0                    # SND.UNA oldest unacknowledged
     snd_nxt: int = 0                    # SND.NXT next to send (moves back on a retransmission timeout)
     snd_max: int = 0                    # highest sequence number sent + 1
+    snd_sml: int = 0                    # end of the last small segment sent (Minshall's Nagle)
     snd_wnd: int = 0                    # SND.WND in bytes (already scaled)
     snd_wl1: int = 0
     snd_wl2: int = 0

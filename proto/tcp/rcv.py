@@ -191,7 +191,8 @@ def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegm
     # --- first: sequence number (RFC 9293 3.10.7.4; Linux tcp_sequence)
     wnd = conn.rcv_wnd
     end = (seq + seg_len) & MASK
-    if not (((end - rcv_nxt) & MASK) < HALF and ((seq - rcv_nxt) & MASK) <= wnd):
+    ahead = (seq - rcv_nxt) & MASK                     # Linux tcp_sequence: end >= RCV.NXT, seq <= RCV.NXT + RCV.WND
+    if not (((end - rcv_nxt) & MASK) < HALF and (ahead <= wnd or ahead >= HALF)):
         if flags & RST:
             eng.count("drop_rst_outside_window")
         elif flags & SYN:

@@ -54,6 +54,11 @@ def select_window(conn: Connection) -> int:
     """
     rcvbuf = conn.so_rcvbuf
     free = rcvbuf - conn.recv_queue_len - conn.ooo_len
+    largest = 0xFFFF << conn.rcv_wscale
+    if rcvbuf > largest:
+        rcvbuf = largest
+        if free > largest:
+            free = largest
     rcv_nxt = conn.rcv_nxt
     current = (conn.rcv_adv - rcv_nxt) & MASK
     if current >= seqnum.HALF:
@@ -79,6 +84,11 @@ def window_after_read(conn: Connection) -> bool:
     """Would an ACK now open the window enough to be worth sending (Linux cleanup_rbuf)?"""
     rcvbuf = conn.so_rcvbuf
     free = rcvbuf - conn.recv_queue_len - conn.ooo_len
+    largest = 0xFFFF << conn.rcv_wscale
+    if rcvbuf > largest:
+        rcvbuf = largest
+        if free > largest:
+            free = largest
     current = conn.rcv_wnd
     threshold = conn.rcv_mss if conn.rcv_mss < rcvbuf // 2 else rcvbuf // 2
     # Only when the window offered has closed to half the buffer or less:
@@ -195,13 +205,17 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
                 break
             if size < mss and not force:
                 if size == available:
-                    # Nagle (RFC 896, RFC 1122 4.2.3.4): a small final segment waits while data
-                    # is in flight, unless TCP_NODELAY or it carries our FIN.
-                    if in_flight and not conn.tcp_nodelay and not conn.fin_queued:
+                    # Nagle (RFC 896, RFC 1122 4.2.3.4) in Minshall's form, as Linux: a small final
+                    # segment waits while an earlier small segment is unacknowledged, unless
+                    # TCP_NODELAY or it carries our FIN.
+                    if (in_flight and not conn.tcp_nodelay and not conn.fin_queued
+                            and 0 < ((conn.snd_sml - conn.snd_una) & MASK) < seqnum.HALF):
                         break
                 elif size * 2 < conn.max_snd_wnd:
                     break                           # sender SWS avoidance: wait for a useful window
             used = send_range(eng, conn, now, snd_nxt, size)
+            if size < mss:
+                conn.snd_sml = (snd_nxt + size) & MASK
             force = False
         elif conn.fin_queued and available == 0:
             used = send_range(eng, conn, now, snd_nxt, 0)   # FIN alone

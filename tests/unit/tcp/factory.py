@@ -35,13 +35,49 @@ def make_engine(**config) -> TcpEngine:
     return eng
 
 
+class Hub:
+    """What all the peers of one engine share: the clock, the timer table, the effects log."""
+
+    def __init__(self, eng: TcpEngine, now: float):
+        self.eng = eng
+        self.now = now
+        self.peers: dict[int, "Peer"] = {}
+        self.timers: dict[tuple[int, str], float] = {}
+        self.transitions = []
+        self.woken: set[int] = set()
+        self.all_segments: list[TcpSegment] = []
+
+    def collect(self) -> None:
+        eff = self.eng.take_effects()
+        first = next(iter(self.peers.values()), None)
+        for src, dst, seg in eff.segments:
+            self.all_segments.append(seg)
+            peer = self.peers.get(seg.dst_port, first)
+            if peer is not None:
+                peer.inbox.append(seg)
+                peer.all_segments.append(seg)
+                if dst == peer.addr and seg.dst_port == peer.port:
+                    peer._track(seg)
+        for key, deadline in eff.timers:
+            if deadline is None:
+                self.timers.pop(key, None)
+            else:
+                self.timers[key] = deadline
+        self.woken |= eff.woken
+        self.transitions.extend(eff.transitions)
+
+
 class Peer:
-    """The remote end of one connection, plus the fake clock and timer service."""
+    """The remote end of one connection; through its hub also the fake clock and timer service."""
 
     def __init__(self, eng: TcpEngine, port: int = 40000, engine_port: int = 80, now: float = START,
                  iss: int = 1_000_000, window: int = 65535, mss: int | None = 1460, wscale: int | None = None):
+        hub = getattr(eng, "_test_hub", None)
+        if hub is None:
+            hub = eng._test_hub = Hub(eng, now)
+        self.hub = hub
+        hub.peers[port] = self
         self.eng = eng
-        self.now = now
         self.addr = PEER_ADDR
         self.port = port
         self.engine_port = engine_port
@@ -54,26 +90,30 @@ class Peer:
         self.received = bytearray()        # in-order payload received from the engine
         self.inbox: list[TcpSegment] = []  # segments from the engine not yet taken
         self.all_segments: list[TcpSegment] = []
-        self.timers: dict[tuple[int, str], float] = {}
-        self.transitions = []
-        self.woken: set[int] = set()
         self.conn: Connection | None = None    # the connection under test
 
-    # ------------------------------------------------------------ engine output
+    @property
+    def now(self) -> float:
+        return self.hub.now
+
+    @now.setter
+    def now(self, value: float) -> None:
+        self.hub.now = value
+
+    @property
+    def timers(self):
+        return self.hub.timers
+
+    @property
+    def transitions(self):
+        return self.hub.transitions
+
+    @property
+    def woken(self):
+        return self.hub.woken
+
     def collect(self) -> None:
-        eff = self.eng.take_effects()
-        for src, dst, seg in eff.segments:
-            self.inbox.append(seg)
-            self.all_segments.append(seg)
-            if dst == self.addr and seg.dst_port == self.port:
-                self._track(seg)
-        for key, deadline in eff.timers:
-            if deadline is None:
-                self.timers.pop(key, None)
-            else:
-                self.timers[key] = deadline
-        self.woken |= eff.woken
-        self.transitions.extend(eff.transitions)
+        self.hub.collect()
 
     def _track(self, seg: TcpSegment) -> None:
         if seg.flags & RST:
