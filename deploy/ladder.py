@@ -174,6 +174,8 @@ class Ladder:
     source: str = ""
     omitted: int = 0                # segments left out (max_rows)
     notes: list[str] = field(default_factory=list)
+    left_tag: str = ""              # "netstack" or "peer" when known
+    right_tag: str = ""
 
     def ordered_marks(self) -> list[Mark]:
         order = {"send": 0, "recv": 1, "alone": 1}
@@ -306,10 +308,11 @@ def _kind(flags: int, length: int) -> str:
 
 def build_ladder(segments: list[SegmentEvent], states: list[StateEvent] = (),
                  conn: tuple[Endpoint, Endpoint] | None = None, source: str = "",
-                 max_rows: int = 400) -> Ladder:
+                 max_rows: int = 400, local: set[Endpoint] | frozenset = frozenset()) -> Ladder:
     """The ladder of one connection: `conn` as (client, server), or the one
     `select_connection` picks.  `states` are tcpd's real transitions (any
-    connection; those of this one replace what the tracker infers for its side)."""
+    connection; those of this one replace what the tracker infers for its side).
+    `local`: the stack's own endpoints, when known, tagged "netstack" in the picture."""
     if conn is None:
         conn = select_connection(segments)
     if conn is None:
@@ -324,6 +327,9 @@ def build_ladder(segments: list[SegmentEvent], states: list[StateEvent] = (),
     ladder = Ladder(left, right, "client" if opened else "", "server" if opened else "",
                     "CLOSED" if opened else "ESTABLISHED",
                     ("CLOSED" if refused else "LISTEN") if opened else "ESTABLISHED", source=source)
+    if local:
+        ladder.left_tag = "netstack" if left in local else "peer"
+        ladder.right_tag = "netstack" if right in local else "peer"
     if len(mine) > max_rows:
         ladder.omitted = len(mine) - max_rows
         mine = mine[:max_rows]
@@ -495,13 +501,18 @@ def render_svg(ladder: Ladder) -> str:
         f"{escape(subtitle)}</text>")
 
     # the endpoints
-    for x, endpoint, role in ((LEFT_X, ladder.left, ladder.left_role), (RIGHT_X, ladder.right, ladder.right_role)):
-        add(f'<rect x="{x - 105}" y="{HEAD_Y}" width="210" height="52" rx="10" fill="#f1f3f4" '
-            f'stroke="#dadce0" filter="url(#shadow)"/>')
-        add(f'<text x="{x}" y="{HEAD_Y + 22}" text-anchor="middle" font-size="15" font-weight="bold" '
+    for x, endpoint, role, tag in ((LEFT_X, ladder.left, ladder.left_role, ladder.left_tag),
+                                   (RIGHT_X, ladder.right, ladder.right_role, ladder.right_tag)):
+        box_y = HEAD_Y - (8 if tag else 0)
+        add(f'<rect x="{x - 105}" y="{box_y}" width="210" height="{66 if tag else 52}" rx="10" '
+            f'fill="{"#e8f0fe" if tag == "netstack" else "#f1f3f4"}" stroke="#dadce0" filter="url(#shadow)"/>')
+        add(f'<text x="{x}" y="{box_y + 22}" text-anchor="middle" font-size="15" font-weight="bold" '
             f'letter-spacing="1.5" fill="#202124">{escape((role or "endpoint").upper())}</text>')
-        add(f'<text x="{x}" y="{HEAD_Y + 41}" text-anchor="middle" font-size="13" font-family="{escape(MONO)}" '
+        add(f'<text x="{x}" y="{box_y + 41}" text-anchor="middle" font-size="13" font-family="{escape(MONO)}" '
             f'fill="#3c4043">{escape(f"{endpoint[0]}:{endpoint[1]}")}</text>')
+        if tag:
+            add(f'<text x="{x}" y="{box_y + 58}" text-anchor="middle" font-size="11" font-style="italic" '
+                f'fill="#5f6368">{escape("this stack" if tag == "netstack" else "its peer")}</text>')
     add(f'<text x="88" y="{LINE_TOP - 8}" text-anchor="end" font-size="11" fill="#80868b">time</text>')
 
     # the phases of the connection, as tinted bands

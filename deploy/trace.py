@@ -168,8 +168,9 @@ def trace_command(run_dir_of, args) -> int:
             raise CommandError(f"{args.pcap}: {exc}") from None
         states: list = []
         source = f"from the capture {os.path.basename(args.pcap)}"
+        local: set = set()
     else:
-        segments, states = _trace_live(run_dir_of(), args, wanted)
+        segments, states, local = _trace_live(run_dir_of(), args, wanted)
         source = "traced by tcpd"
     if not segments:
         if args.ladder or args.pcap:
@@ -179,7 +180,7 @@ def trace_command(run_dir_of, args) -> int:
     if conn is None:
         raise CommandError(f"no connection with an end at {args.conn}")
     others = len(lad.connections(segments)) - 1
-    ladder = lad.build_ladder(segments, states, conn, source=source)
+    ladder = lad.build_ladder(segments, states, conn, source=source, local=local)
     print()
     print(lad.render_text(ladder), end="")
     if others:
@@ -190,7 +191,9 @@ def trace_command(run_dir_of, args) -> int:
     return 0
 
 
-def _trace_live(run_dir, args, wanted) -> tuple[list, list]:
+def _trace_live(run_dir, args, wanted) -> tuple[list, list, set]:
+    """Print tcpd's events as they come; return the segments, the state changes
+    and the stack's own endpoints seen."""
     printer = _Printer(wanted)
     collected: list[dict] = []
     with interruptible():
@@ -229,4 +232,6 @@ def _trace_live(run_dir, args, wanted) -> tuple[list, list]:
         finally:
             with contextlib.suppress(ctl.ControlError):
                 ctl.control(run_dir, "tcpd", "trace_stop")
-    return lad.events_from_trace(collected)
+    segments, states = lad.events_from_trace(collected)
+    local = {tuple(e["src"] if e["dir"] == "out" else e["dst"]) for e in collected if e["kind"] == "segment"}
+    return segments, states, local

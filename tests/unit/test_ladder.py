@@ -218,3 +218,11 @@ def test_a_refused_connection_has_no_listener():
     assert ladder.states("client") == ["CLOSED", "SYN_SENT", "CLOSED"]
     assert ladder.states("server") == ["CLOSED"]
     assert "ECONNREFUSED" in render_svg(ladder)
+
+
+def test_the_stacks_side_is_tagged_when_known():
+    ladder = build_ladder(full_connection(), local={SERVER})
+    assert (ladder.left_tag, ladder.right_tag) == ("peer", "netstack")
+    svg = render_svg(ladder)
+    assert "this stack" in svg and "its peer" in svg
+    assert "this stack" not in render_svg(build_ladder(full_connection()))
