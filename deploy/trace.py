@@ -222,8 +222,12 @@ def _trace_live(run_dir, args, wanted) -> tuple[list, list, set]:
 
         try:
             while deadline is None or time.monotonic() < deadline:
-                if fetch() < 100:
-                    time.sleep(POLL)
+                try:
+                    if fetch() < 100:
+                        time.sleep(POLL)
+                except ctl.ControlError as exc:      # tcpd restarting: keep asking
+                    _say(f"({exc})")
+                    time.sleep(0.5)
             fetch()
         except KeyboardInterrupt:
             with contextlib.suppress(ctl.ControlError, KeyboardInterrupt):
