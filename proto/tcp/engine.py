@@ -329,9 +329,12 @@ class TcpEngine:
 
     def timer_fired(self, now: float, key: tuple[int, str]) -> None:
         """A timer went off.  Stale, early, repeated or unknown keys are tolerated."""
+        if not isinstance(key, (tuple, list)) or len(key) != 2:
+            self.count("timer_bad_key")
+            return
         try:
             conn_id, kind = key
-            conn = self.conns.get(conn_id)
+            conn = self.conns.get(conn_id) if isinstance(conn_id, int) else None
             if conn is None or kind not in conn.timers:
                 self.count("timer_stale")
                 return
