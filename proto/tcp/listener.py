@@ -13,13 +13,13 @@ from proto.tcp import seqnum, snd
 from proto.tcp.connection import Connection
 from proto.tcp.rcv import enter_established, syn_window, take_syn_options
 from proto.tcp.state import State
-from proto.wire.tcp import TcpFlags, TcpSegment
+from proto.wire.tcp import TcpSegment
 
 if TYPE_CHECKING:
     from proto.tcp.engine import TcpEngine
 
 S = State
-ACK, SYN, RST = TcpFlags.ACK, TcpFlags.SYN, TcpFlags.RST
+SYN, RST, ACK = 0x02, 0x04, 0x10
 MASK = seqnum.MASK
 INHERITED = ("so_reuseaddr", "so_keepalive", "so_linger", "so_rcvbuf", "so_sndbuf", "tcp_nodelay",
              "tcp_maxseg", "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt")
@@ -31,7 +31,7 @@ def accept_queue_full(listener: Connection) -> bool:
 
 def listen_arrives(eng: "TcpEngine", listener: Connection, now: float, src: str, dst: str,
                    seg: TcpSegment, isn: int | None = None) -> None:
-    flags = seg.flags
+    flags = int(seg.flags)
     if flags & RST:
         eng.count("drop_listen_rst")
         return

@@ -11,13 +11,13 @@ from proto.tcp import seqnum, snd
 from proto.tcp.connection import Connection
 from proto.tcp.rtt import rtt_sample
 from proto.tcp.state import State
-from proto.wire.tcp import TcpFlags, TcpSegment
+from proto.wire.tcp import TcpSegment
 
 if TYPE_CHECKING:
     from proto.tcp.engine import TcpEngine
 
 S = State
-ACK, SYN, FIN, RST = TcpFlags.ACK, TcpFlags.SYN, TcpFlags.FIN, TcpFlags.RST
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10      # plain ints: see snd.py
 SYN_FIN_RST = SYN | FIN | RST
 MASK = seqnum.MASK
 HALF = seqnum.HALF
@@ -67,7 +67,7 @@ def enter_established(eng: "TcpEngine", conn: Connection, now: float, cause: str
 
 # ---------------------------------------------------------------- SYN_SENT
 def syn_sent_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment) -> None:
-    flags = seg.flags
+    flags = int(seg.flags)
     if flags & ACK:
         if seqnum.le(seg.ack, conn.iss) or seqnum.gt(seg.ack, conn.snd_max):
             eng.count("drop_syn_sent_bad_ack")
@@ -109,7 +109,7 @@ def syn_sent_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSeg
 
 # ---------------------------------------------------------------- TIME_WAIT (Linux tcp_timewait_state_process)
 def time_wait_arrives(eng: "TcpEngine", conn: Connection, now: float, src: str, dst: str, seg: TcpSegment) -> None:
-    flags = seg.flags
+    flags = int(seg.flags)
     seq = seg.seq
     if flags & RST:
         if seq == conn.rcv_nxt:
@@ -127,7 +127,7 @@ def time_wait_arrives(eng: "TcpEngine", conn: Connection, now: float, src: str, 
             from proto.tcp import listener as listener_mod
             listener_mod.listen_arrives(eng, listener, now, src, dst, seg, isn=isn)
             return
-    if flags & ACK and seg.seg_len == 0 and seq == conn.rcv_nxt:
+    if flags & ACK and not seg.payload and not flags & (SYN | FIN) and seq == conn.rcv_nxt:
         return                                      # a bare in-window ACK: nothing to do
     # A retransmitted FIN (our ACK was lost), old data, a stray SYN: ACK it; 2MSL starts again.
     if flags & FIN or flags & ACK:
@@ -152,7 +152,7 @@ def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegm
     if state is S.SYN_SENT:
         syn_sent_arrives(eng, conn, now, seg)
         return
-    flags = seg.flags
+    flags = int(seg.flags)
     seq = seg.seq
     payload = seg.payload
     plen = len(payload)
@@ -342,7 +342,7 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
     acked = (ack - snd_una) & MASK
     if acked == 0 or acked >= HALF:
         # RFC 5681 duplicate ACK: no data, no SYN/FIN, same window, data outstanding
-        if (acked == 0 and plen == 0 and same_window and not seg.flags & (FIN | SYN)
+        if (acked == 0 and plen == 0 and same_window and not int(seg.flags) & (FIN | SYN)
                 and conn.snd_max != snd_una):
             duplicate_ack(eng, conn, now)
         return

@@ -10,16 +10,13 @@ from typing import TYPE_CHECKING
 from proto.tcp import seqnum
 from proto.tcp.connection import Connection
 from proto.tcp.state import SENDING, State
-from proto.wire.tcp import NO_OPTIONS, TcpFlags, TcpOptions, TcpSegment
+from proto.wire.tcp import FLAGS_BY_VALUE, NO_OPTIONS, TcpOptions, TcpSegment
 
 if TYPE_CHECKING:
     from proto.tcp.engine import TcpEngine
 
-ACK = TcpFlags.ACK
-SYN = TcpFlags.SYN
-FIN = TcpFlags.FIN
-RST = TcpFlags.RST
-PSH = TcpFlags.PSH
+# Flags as plain ints on the hot path (enum.IntFlag arithmetic is slow); segments carry TcpFlags.
+FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 ACK_PSH = ACK | PSH
 ACK_FIN = ACK | FIN
 ACK_PSH_FIN = ACK | PSH | FIN
@@ -97,7 +94,7 @@ def window_after_read(conn: Connection) -> bool:
 
 
 # ---------------------------------------------------------------- sending
-def emit(eng: "TcpEngine", conn: Connection, flags: TcpFlags, seq: int, payload: bytes = b"",
+def emit(eng: "TcpEngine", conn: Connection, flags: int, seq: int, payload: bytes = b"",
          options: TcpOptions = NO_OPTIONS) -> None:
     """Send one segment of this connection with the current ACK and window."""
     if flags & SYN:
@@ -114,7 +111,8 @@ def emit(eng: "TcpEngine", conn: Connection, flags: TcpFlags, seq: int, payload:
             conn.timers["delayed_ack"] = None                 # lazily cancelled: see timers.py
     else:
         ack = 0
-    seg = TcpSegment(conn.local_port, conn.remote_port, seq & MASK, ack, flags, window, 0, options, payload)
+    seg = TcpSegment(conn.local_port, conn.remote_port, seq & MASK, ack, FLAGS_BY_VALUE[flags], window, 0,
+                     options, payload)
     eng._effects.segments.append((conn.local_addr, conn.remote_addr, seg))
     eng.counters["out_segs"] += 1
     if flags & RST:
@@ -271,8 +269,10 @@ def retransmit_head(eng: "TcpEngine", conn: Connection, now: float) -> None:
 
 def reset_for(seg: TcpSegment) -> TcpSegment | None:
     """The RST answering a segment that has no connection (RFC 9293 3.10.7.1); None for a RST."""
-    if seg.flags & RST:
+    flags = int(seg.flags)
+    if flags & RST:
         return None
-    if seg.flags & ACK:
-        return TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
-    return TcpSegment(seg.dst_port, seg.src_port, 0, (seg.seq + seg.seg_len) & MASK, RST_ACK, 0)
+    if flags & ACK:
+        return TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, FLAGS_BY_VALUE[RST], 0)
+    seg_len = len(seg.payload) + (flags & SYN and 1) + (flags & FIN)
+    return TcpSegment(seg.dst_port, seg.src_port, 0, (seg.seq + seg_len) & MASK, FLAGS_BY_VALUE[RST_ACK], 0)

@@ -69,7 +69,7 @@ PROTO_TCP = 6
 
 OPT_EOL, OPT_NOP, OPT_MSS, OPT_WSCALE, OPT_SACK_PERM, OPT_SACK, OPT_TIMESTAMPS = 0, 1, 2, 3, 4, 5, 8
 _FIXED_LENGTHS = {OPT_MSS: 4, OPT_WSCALE: 3, OPT_SACK_PERM: 2, OPT_TIMESTAMPS: 10}
-_FLAG_CACHE = [TcpFlags(i) for i in range(256)]
+FLAGS_BY_VALUE = tuple(TcpFlags(i) for i in range(256))   # int -> TcpFlags without enum arithmetic
 
 
 def _parse_options(raw: bytes) -> TcpOptions:
@@ -131,7 +131,7 @@ def parse_tcp(data: bytes, src_ip: bytes, dst_ip: bytes, verify_checksum: bool =
             raise TcpParseError("bad_checksum")
     options = _parse_options(data[HEADER_LEN:header_len]) if header_len > HEADER_LEN else NO_OPTIONS
     payload = bytes(data[header_len:]) if header_len < length else b""
-    return TcpSegment(src_port, dst_port, seq, ack, _FLAG_CACHE[flags], window, urgent, options, payload)
+    return TcpSegment(src_port, dst_port, seq, ack, FLAGS_BY_VALUE[flags], window, urgent, options, payload)
 
 
 def _build_options(o: TcpOptions) -> bytes:
