@@ -147,3 +147,26 @@ class Connection:
         """The window currently offered to the peer (from the last advertisement)."""
         w = seqnum.diff(self.rcv_adv, self.rcv_nxt)
         return w if w > 0 else 0
+
+    def as_dict(self) -> dict:
+        """The control block as plain, JSON/msgpack-able data (queues summarised as lengths,
+        the send buffer and queued bytes are not copied)."""
+        out = {}
+        for name in self.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, State):
+                value = value.value
+            elif isinstance(value, (bytearray, bytes)):
+                value = len(value)
+            elif isinstance(value, deque):
+                value = len(value) if name == "recv_queue" else list(value)
+            elif isinstance(value, set):
+                value = sorted(value)
+            elif isinstance(value, list):
+                value = [(seq, len(data)) for seq, data in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = dict(value)
+            out[name] = value
+        return out

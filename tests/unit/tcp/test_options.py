@@ -6,7 +6,7 @@ import pytest
 from proto.tcp.config import TcpConfig
 from proto.tcp.state import State
 
-from .factory import closed, established, listening
+from .factory import ACK, closed, established, listening
 
 SOL_SOCKET, IPPROTO_TCP = 1, 6
 
@@ -115,3 +115,14 @@ def test_listing_for_ss():
     assert row["timers"]["retransmit"] == pytest.approx(1.0)
     for key in ("rto", "srtt", "rttvar", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmits", "mss"):
         assert key in row
+
+
+def test_control_block_is_plain_serialisable_data():
+    import json
+    eng, sid, peer = established()
+    peer.call("send", sid, b"x" * 10)
+    peer.send(ACK, b"abc", seq=peer.seq + 5, ack=peer.ack - 10, advance=False)   # out of order too
+    d = peer.conn.as_dict()
+    json.dumps(d)
+    assert d["state"] == "ESTABLISHED" and d["send_buffer"] == 10 and d["ooo"] == [((peer.seq + 5), 3)]
+    assert d["timers"]["retransmit"] is not None
