@@ -120,12 +120,16 @@ def emit(eng: "TcpEngine", conn: Connection, flags: int, seq: int, payload: byte
 
 
 def send_ack(eng: "TcpEngine", conn: Connection) -> None:
-    emit(eng, conn, ACK, conn.snd_nxt)
+    """A pure ACK.  Its sequence number is the highest sent (snd_max), not snd_nxt: after a
+    retransmission timeout snd_nxt moves back (go-back-N), and an ACK carrying a sequence number
+    the peer has already passed would be unacceptable to it and dropped unread (Linux never
+    moves snd_nxt back, so its ACKs carry the same number)."""
+    emit(eng, conn, ACK, conn.snd_max)
 
 
 def send_rst(eng: "TcpEngine", conn: Connection) -> None:
     """An active reset from a synchronised connection (close with unread data, linger 0, abort)."""
-    emit(eng, conn, RST_ACK, conn.snd_nxt)
+    emit(eng, conn, RST_ACK, conn.snd_max)
 
 
 def syn_options(eng: "TcpEngine", conn: Connection, reply_to_wscale: bool) -> TcpOptions:

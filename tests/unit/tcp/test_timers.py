@@ -320,3 +320,19 @@ def test_closed_connection_cancels_its_timers():
     peer.send(RST)
     assert (sid, "retransmit") not in peer.timers           # explicit cancel sent to the service
     assert eng.armed_timers() == {}
+
+
+def test_pure_acks_after_go_back_carry_the_highest_sequence_sent():
+    """After an RTO moves snd_nxt back, a pure ACK must not carry a sequence number the peer
+    has already passed (it would be dropped as unacceptable: both ends could stall)."""
+    eng, sid, peer = established(peer_kwargs={"mss": 1000})
+    conn = peer.conn
+    peer.call("send", sid, b"x" * 4000)
+    peer.take()
+    peer.run_timer("retransmit")
+    peer.take()
+    assert conn.snd_nxt != conn.snd_max
+    peer.send(ACK, b"data", ack=conn.snd_una)          # ACK lost earlier; the peer sends data
+    peer.advance(0.2)
+    ack = [s for s in peer.take() if not s.payload][-1]
+    assert ack.seq == conn.snd_max
