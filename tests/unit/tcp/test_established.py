@@ -6,7 +6,7 @@ import pytest
 from proto.tcp import seqnum
 from proto.tcp.engine import MSG_PEEK, POLLIN, POLLOUT
 from proto.tcp.state import State
-from proto.wire.tcp import TcpFlags, TcpOptions
+from proto.wire.tcp import TcpFlags
 
 from .factory import ACK, FIN, PSH, PEER_ADDR, RST, SYN, established
 

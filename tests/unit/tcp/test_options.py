@@ -4,7 +4,6 @@ import errno
 import pytest
 
 from proto.tcp.config import TcpConfig
-from proto.tcp.state import State
 
 from .factory import ACK, closed, established, listening
 

@@ -7,7 +7,7 @@ from proto.tcp import rtt
 from proto.tcp.connection import Connection
 from proto.tcp.state import State
 
-from .factory import ACK, FIN, PSH, RST, established, in_state
+from .factory import ACK, RST, established
 
 
 # ---------------------------------------------------------------- RFC 6298

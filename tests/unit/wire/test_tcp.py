@@ -4,7 +4,7 @@ import struct
 import pytest
 from hypothesis import given, strategies as st
 
-from proto.wire.tcp import (NO_OPTIONS, TcpFlags, TcpOptions, TcpParseError, TcpSegment, build_tcp,
+from proto.wire.tcp import (TcpFlags, TcpOptions, TcpParseError, TcpSegment, build_tcp,
                             parse_tcp)
 
 SRC = bytes([198, 18, 0, 1])
