@@ -21,6 +21,7 @@ from proto.config import ConfigError, build_config
 RUN_ROOT = Path(os.environ.get("NETSTACK_RUN_ROOT", "/run/netstack"))
 TEMPLATE = Path(__file__).with_name("supervisord.conf.tmpl")
 UP_TIMEOUT = 10.0
+TX_QUEUE_LEN = 10000
 
 
 class InstanceError(RuntimeError):
@@ -128,7 +129,9 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
             raise InstanceError(f"device {dev} already exists in namespace {instance.netns}")
         _ip("-n", instance.netns, "tuntap", "add", "dev", dev, "mode", "tun")
         _ip("-n", instance.netns, "addr", "add", f"{host_addr}/{instance.prefix}", "dev", dev)
-        _ip("-n", instance.netns, "link", "set", dev, "mtu", str(mtu), "up")
+        # the device's queue towards nicd is its receive ring: 500 packets (the TUN default)
+        # overflow when hundreds of connections burst at once
+        _ip("-n", instance.netns, "link", "set", dev, "mtu", str(mtu), "txqueuelen", str(TX_QUEUE_LEN), "up")
         config["instance"] = {"name": name, "dev": dev, "addr": address, "mtu": mtu, "netns": instance.netns}
         (run_dir / "config.json").write_text(json.dumps(config, indent=1))
         common = "\n".join([

@@ -51,7 +51,7 @@ def receive_file(host: str, port: int) -> tuple[int, str]:
 
 
 def sink_and_source_server(host: str, port: int, size: int, ready=None) -> None:
-    """For each connection: receive until EOF (hash it), send `size` bytes back... forever."""
+    """For each connection: send `size` bytes, receive until EOF, answer the sha256 of what came; forever."""
     listener = socket.create_server((host, port), backlog=256)
     if ready is not None:
         ready.set()
@@ -60,7 +60,6 @@ def sink_and_source_server(host: str, port: int, size: int, ready=None) -> None:
     def serve(conn):
         with conn:
             conn.sendall(data)
-            conn.shutdown(socket.SHUT_WR)
             digest = hashlib.sha256()
             while chunk := conn.recv(1 << 16):
                 digest.update(chunk)
