@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from proto.ipc.messages import Call, Reply, SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
 from proto.tcp.config import TcpConfig
-from proto.tcp.engine import TcpEngine, TcpError
+from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, TcpEngine, TcpError
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
@@ -34,6 +34,7 @@ class ParkedCall:
     call: Call
     deadline: float | None      # CLOCK_MONOTONIC; None waits forever
     sent: int = 0               # a blocking send's progress
+    started: bool = False       # a connect whose handshake has begun
 
 
 class Tcpd(Service):
@@ -52,7 +53,7 @@ class Tcpd(Service):
         self._addr_bytes: dict[str, bytes] = {}
         self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
         self.calls = {
-            "socket": self._socket, "bind": self._simple, "listen": self._simple, "connect": self._simple,
+            "socket": self._socket, "bind": self._simple, "listen": self._simple, "connect": self._connect,
             "accept": self._simple, "send": self._send, "recv": self._recv, "shutdown": self._simple,
             "close": self._close, "setsockopt": self._simple, "getsockopt": self._simple,
             "getsockname": self._simple, "getpeername": self._simple, "poll": self._poll,
@@ -177,10 +178,8 @@ class Tcpd(Service):
             try:
                 done = self.calls[call.op](now, parked)
             except TcpError as exc:
-                if exc.errno in _WAIT_ERRNOS and not (call.op == "connect" and exc.errno == errno.EINPROGRESS):
+                if exc.errno in _WAIT_ERRNOS:
                     still.append(parked)
-                elif call.op == "connect" and exc.errno == errno.EISCONN:
-                    self._answer(parked.identity, call, 0)
                 elif call.op == "send" and parked.sent:
                     self._answer(parked.identity, call, 0, parked.sent)
                 else:
@@ -232,6 +231,26 @@ class Tcpd(Service):
         if isinstance(result, tuple):
             result = list(result)
         return (result,)
+
+    def _connect(self, now: float, parked: ParkedCall):
+        """Start the handshake, then wait for its end as the caller would.
+
+        A blocking connect sleeps inside Linux's inet_stream_connect, which marks
+        the socket connected; CPython's connect with a timeout instead polls for
+        POLLOUT and reads SO_ERROR, leaving a second connect() to return 0 once.
+        """
+        call = parked.call
+        sid = call.sid[1]
+        if not parked.started or call.timeout is None:
+            parked.started = True
+            self.engine.connect(now, sid, *call.args)
+            return (None,)
+        if not self.engine.poll(sid) & (POLLOUT | POLLERR | POLLHUP):
+            return None
+        error = self.engine.getsockopt(now, sid, SOL_SOCKET, SO_ERROR)
+        if error:
+            raise TcpError(error)
+        return (None,)
 
     def _send(self, now: float, parked: ParkedCall):
         call = parked.call

@@ -29,13 +29,15 @@ def _crafted_exchange(stack_addr: str, port: int) -> dict:
 
     def exchange(segment, timeout=1.0):
         """Send one segment and return the stack's first answer on this connection, or None."""
-        sniffer = AsyncSniffer(iface="tun0", count=1, timeout=timeout,
+        started = threading.Event()
+        sniffer = AsyncSniffer(iface="tun0", count=1, started_callback=started.set,
                                lfilter=lambda p: TCP in p and p[IP].src == stack_addr and p[TCP].dport == sport)
         sniffer.start()
-        import time
-        time.sleep(0.05)      # the sniffer's socket must be open before the segment leaves
+        started.wait(5)
         send(ip / segment, iface="tun0")
-        sniffer.join()
+        sniffer.join(timeout=timeout)
+        if sniffer.running:
+            sniffer.stop()
         got = sniffer.results
         return got[0][TCP] if got else None
 
