@@ -14,7 +14,7 @@ install: $(STAMP) debs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
 	@rm -f $(VENV)/.installed-*; touch $@
 
 debs:
