@@ -88,26 +88,33 @@ class Tcpd(Service):
         return packed
 
     def flush(self, now: float) -> None:
-        """Carry out what the engine decided: send, arm timers, wake sleepers."""
-        effects = self.engine.take_effects()
-        if effects.segments:
-            addresses, frames = [], []
-            for src, dst, segment in effects.segments:
-                src_b, dst_b = self._addr(src), self._addr(dst)
-                addresses.append([src_b, dst_b])
-                frames.append(build_tcp(segment, src_b, dst_b))
-            self.send("ipd", SegmentsTransmit(addresses, payload=tuple(frames)))
-        if effects.timers:
-            self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))
-        if effects.transitions:
-            for transition in effects.transitions:
-                self.trace_count += 1
-                self.trace.append((self.trace_count, transition))
-        if effects.segments and self.trace_segments_until > now:
-            for src, dst, segment in effects.segments:
-                self._trace_segment(now, "out", src, dst, segment)
-        for sid in effects.woken:
-            if sid in self.parked:
+        """Carry out what the engine decided: send, arm timers, wake sleepers.
+
+        A woken call may make the engine decide more (a send that fills the
+        window), so this repeats until the engine has nothing left to say.
+        """
+        while True:
+            effects = self.engine.take_effects()
+            if effects.segments:
+                addresses, frames = [], []
+                for src, dst, segment in effects.segments:
+                    src_b, dst_b = self._addr(src), self._addr(dst)
+                    addresses.append([src_b, dst_b])
+                    frames.append(build_tcp(segment, src_b, dst_b))
+                self.send("ipd", SegmentsTransmit(addresses, payload=tuple(frames)))
+            if effects.timers:
+                self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))
+            if effects.transitions:
+                for transition in effects.transitions:
+                    self.trace_count += 1
+                    self.trace.append((self.trace_count, transition))
+            if effects.segments and self.trace_segments_until > now:
+                for src, dst, segment in effects.segments:
+                    self._trace_segment(now, "out", src, dst, segment)
+            woken = [sid for sid in effects.woken if sid in self.parked]
+            if not woken:
+                return
+            for sid in woken:
                 self._retry(now, sid)
 
     # -- timers -----------------------------------------------------------------
