@@ -63,6 +63,7 @@ COUNTER_NAMES = (
 class IpConfig:
     address: bytes                  # our 4-byte address
     mtu: int = 1500
+    tso: bool = False       # the device segments TCP (TSO): TCP datagrams up to 64 KiB go out whole
     ttl: int = 64
     reassembly_timeout: float = 30.0
     reassembly_max_bytes: int = 4 * 1024 * 1024
@@ -270,7 +271,7 @@ class IpLayer:
         ident = self.next_ident
         self.next_ident = (ident + 1) & 0xFFFF
         config = self.config
-        if MIN_HEADER_LENGTH + len(payload) <= config.mtu:
+        if MIN_HEADER_LENGTH + len(payload) <= config.mtu or (config.tso and protocol == PROTO_TCP):
             packet = build_ipv4(src, dst, protocol, payload, ttl=config.ttl, ident=ident, df=df)
             out.to_device.append(packet)
             counters["out_packets"] += 1

@@ -189,6 +189,12 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
         return
     buf = conn.send_buffer
     mss = conn.send_mss
+    # TSO: a full-sized segment may be a super-segment of whole MSS-sized pieces, which the
+    # device cuts apart (only at our own MSS, the size the device cuts at)
+    chunk = mss
+    gso = eng.config.gso_max_size
+    if gso > mss and mss == eng.config.mss:
+        chunk = gso - gso % mss
     sent = False
     while True:
         snd_nxt = conn.snd_nxt
@@ -200,9 +206,11 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
         window = conn.snd_wnd if conn.snd_wnd < conn.cwnd else conn.cwnd
         usable = window - in_flight
         if available > 0:
-            size = mss if mss < available else available
+            size = chunk if chunk < available else available
             if usable < size:
                 size = usable
+                if size > mss:
+                    size -= size % mss          # a super-segment cut by the window ends on an MSS boundary
             if size <= 0:
                 break
             if size < mss and not force:

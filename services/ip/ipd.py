@@ -19,7 +19,8 @@ class Ipd(Service):
         super().__init__(run_dir)
         instance, ip = self.config["instance"], self.config["ip"]
         self.layer = IpLayer(IpConfig(
-            address=str_to_addr(instance["addr"]), mtu=instance["mtu"], ttl=ip["ttl"],
+            address=str_to_addr(instance["addr"]), mtu=instance["mtu"], tso=bool(instance.get("offload")),
+            ttl=ip["ttl"],
             reassembly_timeout=ip["reassembly_timeout"], reassembly_max_bytes=ip["reassembly_max_bytes"]))
         self.handlers["dev_rx"] = self.on_device_received
         self.handlers["tcp_tx"] = self.on_segments_transmit

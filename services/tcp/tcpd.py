@@ -45,6 +45,8 @@ class Tcpd(Service):
         instance = self.config["instance"]
         tcp = dict(self.config["tcp"])
         tcp.setdefault("mss", instance["mtu"] - 40)
+        if instance.get("offload"):
+            tcp.setdefault("gso_max_size", 65535 - 40)
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.parked: dict[int, list[ParkedCall]] = {}
         self.trace: deque = deque(maxlen=TRACE_RING)     # (event number, Transition or segment tuple)

@@ -1,0 +1,54 @@
+"""The virtio-net header a TUN device opened with IFF_VNET_HDR puts before each
+packet (struct virtio_net_hdr, 10 bytes, host byte order): how the kernel and
+the driver hand each other TCP super-segments (GSO/TSO) and checksums left to do.
+
+Pure: the driver (nicd) calls these on every packet when offloads are on.
+"""
+from __future__ import annotations
+
+import struct
+
+from proto.wire.checksum import ones_complement_sum
+
+HEADER = struct.Struct("=BBHHHH")      # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+SIZE = HEADER.size
+NEEDS_CSUM = 0x01                      # VIRTIO_NET_HDR_F_NEEDS_CSUM
+GSO_NONE, GSO_TCPV4 = 0, 1             # VIRTIO_NET_HDR_GSO_*
+PLAIN = HEADER.pack(0, GSO_NONE, 0, 0, 0, 0)
+_PROTO_TCP = 6
+
+
+def from_device(frame: bytes) -> bytes:
+    """The IP packet in a frame read from the device, its checksum completed.
+
+    With TUN_F_CSUM the kernel may leave the transport checksum to the device
+    (CHECKSUM_PARTIAL): the field holds the pseudo-header sum, and the
+    one's-complement sum from csum_start to the end, complemented, goes there.
+    A super-segment (gso_type TCPV4) is passed on whole: TCP takes it as one
+    segment, as Linux's GRO would.
+    """
+    flags, _gso_type, _hdr_len, _gso_size, csum_start, csum_offset = HEADER.unpack_from(frame)
+    if not flags & NEEDS_CSUM:
+        return frame[SIZE:]
+    packet = bytearray(memoryview(frame)[SIZE:])
+    start, where = csum_start, csum_start + csum_offset
+    if where + 2 > len(packet):
+        return bytes(packet)            # nonsense offsets: the checksum check downstream drops it
+    checksum = ~ones_complement_sum(memoryview(packet)[start:]) & 0xFFFF
+    packet[where] = checksum >> 8
+    packet[where + 1] = checksum & 0xFF
+    return bytes(packet)
+
+
+def to_device(packet: bytes, mtu: int) -> tuple[bytes, bytes]:
+    """(virtio-net header, packet) for a packet to write to the device.
+
+    A TCP packet above the MTU is a super-segment: the kernel cuts it into
+    segments of MTU - headers bytes of payload (gso_size, the MSS that tcpd
+    segmented at) and computes their checksums.
+    """
+    if len(packet) <= mtu or packet[9] != _PROTO_TCP:
+        return PLAIN, packet
+    ip_header = (packet[0] & 0x0F) * 4
+    headers = ip_header + (packet[ip_header + 12] >> 4) * 4
+    return HEADER.pack(0, GSO_TCPV4, headers, mtu - headers, 0, 0), packet

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from proto.wire import vnet
+from proto.wire.checksum import internet_checksum, pseudo_header_sum
+from proto.wire.ipv4 import build_ipv4, parse_ipv4
+from proto.wire.tcp import TcpFlags, TcpSegment, build_tcp, parse_tcp
+
+SRC, DST = bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2])
+
+
+def _tcp_packet(payload: bytes) -> bytes:
+    segment = build_tcp(TcpSegment(40000, 80, 1000, 2000, TcpFlags.ACK, 512, payload=payload), SRC, DST)
+    return build_ipv4(SRC, DST, 6, segment)
+
+
+def test_plain_frame_passes_through():
+    packet = _tcp_packet(b"hello")
+    assert vnet.from_device(vnet.PLAIN + packet) == packet
+
+
+def test_partial_checksum_is_completed():
+    packet = bytearray(_tcp_packet(b"x" * 3001))
+    good = bytes(packet)
+    # what the kernel hands over with CHECKSUM_PARTIAL: the pseudo-header sum in the field
+    tcp_len = len(packet) - 20
+    partial = pseudo_header_sum(SRC, DST, 6, tcp_len)
+    partial = (partial & 0xFFFF) + (partial >> 16)
+    packet[36:38] = partial.to_bytes(2, "big")
+    frame = vnet.HEADER.pack(vnet.NEEDS_CSUM, vnet.GSO_TCPV4, 40, 1460, 20, 16) + bytes(packet)
+    completed = vnet.from_device(frame)
+    assert completed == good
+    header, segment = parse_ipv4(completed)
+    parse_tcp(bytes(segment), SRC, DST)          # verifies the checksum
+
+
+def test_large_tcp_packet_becomes_a_super_segment():
+    packet = _tcp_packet(b"y" * 14600)
+    header, out = vnet.to_device(packet, 1500)
+    assert out is packet
+    flags, gso_type, hdr_len, gso_size, _, _ = vnet.HEADER.unpack(header)
+    assert (flags, gso_type, hdr_len, gso_size) == (0, vnet.GSO_TCPV4, 40, 1460)
+
+
+def test_small_packet_is_plain():
+    packet = _tcp_packet(b"z" * 100)
+    assert vnet.to_device(packet, 1500) == (vnet.PLAIN, packet)
+    icmp = build_ipv4(SRC, DST, 1, b"\x08" + b"\0" * 3000, df=False)
+    assert vnet.to_device(icmp, 1500)[0] == vnet.PLAIN
