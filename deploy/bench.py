@@ -258,10 +258,12 @@ class TunRelay(Target):
 
 class Netstack(Target):
     name = "netstack"
+    offload = False
 
     def __init__(self, mtu: int):
         inst.down("bench", quiet=True)
-        self.instance = inst.up("bench", None, "tun0", "198.18.0.2/24", "198.18.0.1", mtu, None, [])
+        self.instance = inst.up("bench", None, "tun0", "198.18.0.2/24", "198.18.0.1", mtu, None, [],
+                                offload=self.offload)
 
     def sides(self):
         env = {"NETSTACK_RUN": str(self.instance.run_dir)}
@@ -273,6 +275,12 @@ class Netstack(Target):
 
     def close(self):
         inst.down("bench")
+
+
+class NetstackOffload(Netstack):
+    """The stack with TSO and checksum offload: 64 KiB super-segments cross the device."""
+    name = "netstack-tso"
+    offload = True
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -342,10 +350,74 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
     return result
 
 
+def w_hold_connections(sm, host, port, count, ready, release):
+    """Open `count` connections and hold them until `release` is set."""
+    socks = []
+    for _ in range(count):
+        socks.append(sm.create_connection((host, port), timeout=60))
+    ready.set()
+    release.wait(600)
+    for sock in socks:
+        sock.close()
+    return len(socks)
+
+
+def w_accept_and_hold(sm, host, port, count, release):
+    """Accept `count` connections and hold them until `release` is set."""
+    with sm.create_server((host, port), backlog=1024) as listener:
+        held = [listener.accept()[0] for _ in range(count)]
+        release.wait(600)
+        for conn in held:
+            conn.close()
+    return len(held)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_scale(target: "Netstack", quick: bool) -> dict:
+    """(d) many concurrent established connections: all succeed, tcpd's memory per connection;
+    (e) CPU of each service at idle while they stay open."""
+    ours, peer = target.sides()
+    count = 1000 if quick else 10000
+    pids = target.service_pids()
+    rss_before = _rss_kib(pids["tcpd"])
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    server = peer.start(w_accept_and_hold, peer.addr, PORT + 500, count, release)
+    clients = ours.start(w_hold_connections, peer.addr, PORT + 500, count, ready, release)
+    result = {}
+    try:
+        if not ready.wait(600):
+            raise RuntimeError("the connections were not all established")
+        rss_after = _rss_kib(pids["tcpd"])
+        result["concurrent_connections"] = count
+        result["tcpd_kib_per_connection"] = round((rss_after - rss_before) / count, 2)
+        window = 2.0 if quick else 10.0
+        before = {service: _cpu_seconds(pid) for service, pid in pids.items()}
+        time.sleep(window)          # an observation window, not synchronisation
+        result["idle_cpu_percent"] = {service: round((_cpu_seconds(pid) - before[service]) / window * 100, 2)
+                                      for service, pid in pids.items()}
+    finally:
+        release.set()
+    result["connections_held"] = _finish(clients)
+    _finish(server)
+    return result
+
+
 def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targets: str = "all") -> int:
     trials = 1 if quick else 3
-    names = ["netstack", "veth", "tun-relay"] if targets == "all" else targets.split(",")
-    classes = {"netstack": Netstack, "veth": Veth, "tun-relay": TunRelay}
+    names = ["netstack", "netstack-tso", "veth", "tun-relay"] if targets == "all" else targets.split(",")
+    classes = {"netstack": Netstack, "netstack-tso": NetstackOffload, "veth": Veth, "tun-relay": TunRelay}
     results = {"mtu": mtu, "quick": quick, "trials": trials, "targets": {}}
     for name in names:
         if not as_json:
@@ -353,6 +425,8 @@ def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targe
         target = classes[name](mtu)
         try:
             results["targets"][name] = measure(target, quick, trials)
+            if name == "netstack":
+                results["scale"] = measure_scale(target, quick)
         finally:
             target.close()
     if as_json:
@@ -375,4 +449,9 @@ def format_table(results: dict) -> str:
             v = results["targets"][t][key]
             cells.append(f"{v['median']:.0f} [{v['min']:.0f}-{v['max']:.0f}]")
         lines.append(f"{label:28}" + "".join(f"{c:>24}" for c in cells))
+    scale = results.get("scale")
+    if scale:
+        cpu = ", ".join(f"{k} {v}%" for k, v in scale["idle_cpu_percent"].items())
+        lines.append(f"netstack: {scale['connections_held']} of {scale['concurrent_connections']} concurrent "
+                     f"connections held, tcpd {scale['tcpd_kib_per_connection']} KiB each; idle CPU: {cpu}")
     return "\n".join(lines)
