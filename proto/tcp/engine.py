@@ -129,6 +129,14 @@ class TcpEngine:
             conn.armed[kind] = deadline
             self._effects.timers.append(((conn.id, kind), deadline))
 
+    def cancel(self, conn: Connection, kind: str) -> None:
+        """Cancel at once at the timer service, for a timer that would otherwise fire late
+        for nothing (the connection-establishment timer, 75 s after a connect that worked)."""
+        conn.timers[kind] = None
+        if conn.armed[kind] is not None:
+            conn.armed[kind] = None
+            self._effects.timers.append(((conn.id, kind), None))
+
     def set_state(self, conn: Connection, now: float, new: State, cause: str) -> None:
         """THE one place a state changes: checked against state.TRANSITIONS and recorded."""
         old = conn.state

@@ -57,8 +57,7 @@ def enter_established(eng: "TcpEngine", conn: Connection, now: float, cause: str
     conn.ssthresh = 1 << 30
     conn.retransmits = 0
     conn.last_recv = now
-    timers = conn.timers
-    timers["connect"] = None
+    eng.cancel(conn, "connect")
     if conn.srtt is None:
         conn.rto = cfg.rto_initial
     if conn.so_keepalive:
