@@ -87,6 +87,8 @@ def cmd_ss(args) -> int:
         remote = ":".join(map(str, s.get("remote") or ("*", "*")))
         print(f"{s.get('state', '?'):12} {s.get('recv_q', 0):>7} {s.get('send_q', 0):>7} {local:24} {remote:24}")
         details = []
+        if s.get("state") in ("LISTEN", "CLOSED"):
+            continue
         for key in ("mss", "rto", "srtt", "rttvar", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmits"):
             if s.get(key) is not None:
                 value = s[key]
