@@ -420,8 +420,9 @@ def measure_scale(target: "Netstack", quick: bool) -> dict:
     return result
 
 
-def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targets: str = "all") -> int:
-    trials = 1 if quick else 3
+def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targets: str = "all",
+              trials: int | None = None) -> int:
+    trials = trials or (1 if quick else 3)
     names = ["netstack", "netstack-tso", "veth", "tun-relay"] if targets == "all" else targets.split(",")
     classes = {"netstack": Netstack, "netstack-tso": NetstackOffload, "veth": Veth, "tun-relay": TunRelay}
     results = {"mtu": mtu, "quick": quick, "trials": trials, "targets": {}}

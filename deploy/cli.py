@@ -108,7 +108,7 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     from deploy.bench import run_bench
-    return run_bench(quick=args.quick, as_json=args.json, mtu=args.mtu, targets=args.targets)
+    return run_bench(quick=args.quick, as_json=args.json, mtu=args.mtu, targets=args.targets, trials=args.trials)
 
 
 def cmd_pcap(args) -> int:
@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="small sizes, one trial")
     p.add_argument("--mtu", type=int, default=1500)
-    p.add_argument("--targets", default="all", help="comma-separated: netstack,veth,tun-relay")
+    p.add_argument("--targets", default="all", help="comma-separated: netstack,netstack-tso,veth,tun-relay")
+    p.add_argument("--trials", type=int, help="trials per figure (default 3, or 1 with --quick)")
     p = command("pcap", cmd_pcap, "write what crosses the device to a pcap file (tcpdump, Wireshark)")
     p.add_argument("file", help="the pcap file to write")
     p.add_argument("--count", type=int, help="stop after N packets")
