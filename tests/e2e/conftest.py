@@ -1,6 +1,7 @@
 """Real processes in their own namespace: every fixture deletes what it made, even on failure."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -81,10 +82,10 @@ def stop_stack(stack: Stack) -> None:
     netstack("down", "--name", stack.name, check=False)
 
 
-@pytest.fixture
-def stack():
-    """A fresh instance for one test."""
-    s = start_stack()
+@contextlib.contextmanager
+def running_stack(*extra: str, settings: list[str] = ()):
+    """An instance for the duration of the block, found by libsock through NETSTACK_RUN."""
+    s = start_stack(*extra, settings=settings)
     old = os.environ.get("NETSTACK_RUN")
     os.environ["NETSTACK_RUN"] = s.run_dir
     try:
@@ -95,19 +96,17 @@ def stack():
         else:
             os.environ["NETSTACK_RUN"] = old
         stop_stack(s)
+
+
+@pytest.fixture
+def stack():
+    """A fresh instance for one test."""
+    with running_stack() as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
 def shared_stack():
     """One instance for a whole module of tests that do not disturb it."""
-    s = start_stack()
-    old = os.environ.get("NETSTACK_RUN")
-    os.environ["NETSTACK_RUN"] = s.run_dir
-    try:
+    with running_stack() as s:
         yield s
-    finally:
-        if old is None:
-            os.environ.pop("NETSTACK_RUN", None)
-        else:
-            os.environ["NETSTACK_RUN"] = old
-        stop_stack(s)

@@ -2,31 +2,21 @@
 from __future__ import annotations
 
 import hashlib
-import os
 
 import pytest
 
 import libsock
 from tests.e2e import netns as ns
 from tests.e2e import peers
-from tests.e2e.conftest import start_stack, stop_stack, wait_for
+from tests.e2e.conftest import running_stack, wait_for
 
 MiB = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def offload_stack():
-    stack = start_stack("--offload")
-    old = os.environ.get("NETSTACK_RUN")
-    os.environ["NETSTACK_RUN"] = stack.run_dir
-    try:
+    with running_stack("--offload") as stack:
         yield stack
-    finally:
-        if old is None:
-            os.environ.pop("NETSTACK_RUN", None)
-        else:
-            os.environ["NETSTACK_RUN"] = old
-        stop_stack(stack)
 
 
 def _connect(address):
