@@ -33,6 +33,14 @@ def endpoint(run_dir: str | Path, service: str) -> str:
     return f"ipc://{Path(run_dir) / (service + '.sock')}"
 
 
+ZERO_COPY_FROM = 1 << 16
+
+
+def _copy(frames: list) -> bool:
+    """Copy small frames (cheaper than zero-copy's bookkeeping); hand large ones over as they are."""
+    return len(frames[-1]) < ZERO_COPY_FROM
+
+
 class Service:
     name = "service"
 
@@ -87,14 +95,16 @@ class Service:
     def send(self, service: str, msg: Message) -> None:
         """Send to a service without ever blocking: a full queue drops, like a full NIC ring."""
         try:
-            self.peer(service).send_multipart(codec.encode(msg), flags=zmq.NOBLOCK, copy=False)
+            frames = codec.encode(msg)
+            self.peer(service).send_multipart(frames, flags=zmq.NOBLOCK, copy=_copy(frames))
             self.counters["ipc_out"] += 1
         except zmq.Again:
             self.counters["ipc_send_dropped"] += 1
 
     def reply(self, identity: bytes, msg: Message) -> None:
         try:
-            self.router.send_multipart([identity, *codec.encode(msg)], flags=zmq.NOBLOCK, copy=False)
+            frames = [identity, *codec.encode(msg)]
+            self.router.send_multipart(frames, flags=zmq.NOBLOCK, copy=_copy(frames))
             self.counters["ipc_out"] += 1
         except (zmq.Again, zmq.ZMQError):
             self.counters["ipc_send_dropped"] += 1
