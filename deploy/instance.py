@@ -83,7 +83,7 @@ def pid_alive(pid: int) -> bool:
         return True
     try:       # a zombie is not alive
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
+    except (OSError, IndexError):      # gone meanwhile: ENOENT, or ESRCH while it is reaped
         return False
 
 

@@ -1,4 +1,6 @@
-"""Issue 6, briefly: kills under load lose nothing; a tcpd kill resets promptly."""
+"""Issue 6, briefly (the full size is `make faults`, tests/faults/): kills under load lose
+nothing and services are back within 1 s; a tcpd kill resets promptly; a stopped ipd
+resumes; a killed supervisord leaves nothing behind `netstack down`."""
 from __future__ import annotations
 
 from tests.faults import scenarios
@@ -6,11 +8,22 @@ from tests.faults import scenarios
 MiB = 1 << 20
 
 
+def _check(rows):
+    for row in rows:
+        assert row["back_s"] < 1.0 and row["recovery_s"] < 1.0, row
+        assert row["bytes_lost"] == 0 and row["connections_reset"] == 0, row
+
+
 def test_kills_during_transfers_lose_nothing(stack):
-    report = scenarios.transfers_survive_kills(stack, 20 * MiB)
-    for row in report:
-        assert row["recovery_s"] < 1.5, row
-        assert row["bytes_lost"] == 0
+    rows = scenarios.transfers_survive_kills(stack, 24 * MiB, pause=(0.02, 0.15))
+    assert [row["service"] for row in rows] == list(scenarios.FAULT_SERVICES)
+    _check(rows)
+
+
+def test_kills_during_requests_on_50_connections(stack):
+    rows = scenarios.requests_survive_kills(stack, 50)
+    assert len(rows) == 3
+    _check(rows)
 
 
 def test_tcpd_kill_ends_blocked_calls(stack):
@@ -18,4 +31,17 @@ def test_tcpd_kill_ends_blocked_calls(stack):
     for call, (outcome, seconds) in result["outcomes"].items():
         assert outcome == "ConnectionResetError", (call, outcome)
         assert seconds < 1.0, (call, seconds)
+    assert result["kernel"] == {"kernel client": "ConnectionResetError", "kernel server": "ConnectionResetError"}
     assert result["new_connection_s"] < 2.0
+    assert not result["stuck"], result["stuck"]
+
+
+def test_sigstop_ipd_then_sigcont(stack):
+    row, = scenarios.transfers_survive_stop(stack, 24 * MiB, "ipd", seconds=3.0)
+    assert row["bytes_lost"] == 0 and row["connections_reset"] == 0
+
+
+def test_kill_supervisord_then_down_leaves_nothing(stack):
+    result = scenarios.supervisord_killed_then_down(stack)
+    assert result["left"] == [], result
+    assert result["up_again"]
