@@ -19,6 +19,10 @@ TIMER_KINDS = ("retransmit", "connect", "persist", "fin_wait_2", "time_wait", "d
 SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED = "unconnected", "connecting", "connected"
 
 
+# how far autotuning grows buffers the application did not size (Linux tcp_rmem[2], tcp_wmem[2])
+RCVBUF_AUTOTUNE_MAX, SNDBUF_AUTOTUNE_MAX = 6 * 1024 * 1024, 4 * 1024 * 1024
+
+
 def _no_timers() -> dict[str, float | None]:
     return dict.fromkeys(TIMER_KINDS)
 
@@ -48,6 +52,10 @@ class Connection:
     so_linger: tuple[int, int] = (0, 0)
     so_rcvbuf: int = 262144
     so_sndbuf: int = 262144
+    rcvbuf_locked: bool = False         # set by SO_RCVBUF: no autotuning (Linux SOCK_RCVBUF_LOCK)
+    sndbuf_locked: bool = False         # set by SO_SNDBUF (Linux SOCK_SNDBUF_LOCK)
+    rcv_space_copied: int = 0           # bytes read by the application since rcv_space_time (DRS)
+    rcv_space_time: float = 0.0
     tcp_nodelay: bool = False
     tcp_maxseg: int = 0                 # TCP_MAXSEG set by the user (0 = unset)
     tcp_keepidle: float = 0.0           # 0 = the config default

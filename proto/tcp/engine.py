@@ -16,7 +16,7 @@ import struct
 from collections import deque
 
 from proto.tcp import listener as listener_mod
-from proto.tcp import rcv, seqnum, snd, timers
+from proto.tcp import connection, rcv, seqnum, snd, timers
 from proto.tcp.config import TcpConfig
 from proto.tcp.connection import (SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED, TIMER_KINDS,
                                   Connection)
@@ -224,6 +224,20 @@ class TcpEngine:
             return False
         self._challenge_count += 1
         return True
+
+    @staticmethod
+    def _autotune_rcvbuf(conn: Connection, now: float, copied: int) -> None:
+        """Linux's receive buffer autotuning (tcp_rcv_space_adjust, "DRS"): once per
+        round trip, make room for twice what the application read in it."""
+        conn.rcv_space_copied += copied
+        elapsed = now - conn.rcv_space_time
+        if conn.srtt is None or elapsed < conn.srtt:
+            return
+        want = 2 * conn.rcv_space_copied
+        if want > conn.so_rcvbuf:
+            conn.so_rcvbuf = min(want, connection.RCVBUF_AUTOTUNE_MAX)
+        conn.rcv_space_copied = 0
+        conn.rcv_space_time = now
 
     def writable(self, conn: Connection) -> bool:
         """Linux sk_stream_is_writeable: free space at least half of what is queued."""
@@ -473,7 +487,7 @@ class TcpEngine:
         conn.remote_addr = addr
         conn.remote_port = port
         conn.active_open = True
-        conn.rcv_wscale = snd.choose_wscale(conn.so_rcvbuf)
+        conn.rcv_wscale = snd.choose_wscale(snd.rcvbuf_ceiling(conn))
         iss = self.isn(now, conn.local_port, addr, port)
         conn.iss = conn.snd_una = iss
         conn.snd_nxt = conn.snd_max = conn.send_buffer_seq = (iss + 1) & MASK
@@ -544,6 +558,8 @@ class TcpEngine:
             if flags & MSG_PEEK:
                 return self._peek(conn, size)
             data = self._take(conn, size)
+            if not conn.rcvbuf_locked:
+                self._autotune_rcvbuf(conn, now, len(data))
             if state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2) and snd.window_after_read(conn):
                 self.counters["window_updates"] += 1
                 snd.send_ack(self, conn)          # Linux cleanup_rbuf: tell the peer the window opened
@@ -700,10 +716,12 @@ class TcpEngine:
                     conn.timers["keepalive"] = None
             elif name == SO_SNDBUF:
                 conn.so_sndbuf = max(2 * min(val, WMEM_MAX), SOCK_MIN_SNDBUF)
+                conn.sndbuf_locked = True
                 if conn.nospace and self.writable(conn):
                     self.wake(conn)
             else:
                 conn.so_rcvbuf = max(2 * min(val, RMEM_MAX), SOCK_MIN_RCVBUF)
+                conn.rcvbuf_locked = True
             return
         if level == IPPROTO_TCP:
             if name not in (TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT):

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 S = State
 SYN, RST, ACK = 0x02, 0x04, 0x10
 MASK = seqnum.MASK
-INHERITED = ("so_reuseaddr", "so_keepalive", "so_linger", "so_rcvbuf", "so_sndbuf", "tcp_nodelay",
+INHERITED = ("so_reuseaddr", "so_keepalive", "so_linger", "so_rcvbuf", "so_sndbuf", "rcvbuf_locked",
+             "sndbuf_locked", "tcp_nodelay",
              "tcp_maxseg", "tcp_keepidle", "tcp_keepintvl", "tcp_keepcnt")
 
 
@@ -62,7 +63,7 @@ def listen_arrives(eng: "TcpEngine", listener: Connection, now: float, src: str,
     eng.attach(child, seg.dst_port)
     take_syn_options(eng, child, seg)
     if child.wscale_ok:
-        child.rcv_wscale = snd.choose_wscale(child.so_rcvbuf)
+        child.rcv_wscale = snd.choose_wscale(snd.rcvbuf_ceiling(child))
     iss = isn if isn is not None else eng.isn(now, seg.dst_port, src, seg.src_port)
     child.iss = child.snd_una = iss
     child.snd_nxt = child.snd_max = child.send_buffer_seq = (iss + 1) & MASK

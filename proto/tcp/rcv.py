@@ -8,7 +8,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from proto.tcp import seqnum, snd
-from proto.tcp.connection import Connection
+from proto.tcp.connection import SNDBUF_AUTOTUNE_MAX, Connection
 from proto.tcp.rtt import rtt_sample
 from proto.tcp.state import State
 from proto.wire.tcp import TcpSegment
@@ -386,6 +386,9 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
                 if conn.ca_acked >= conn.cwnd:
                     conn.ca_acked -= conn.cwnd
                     conn.cwnd += mss
+    if not conn.sndbuf_locked and 2 * conn.cwnd > conn.so_sndbuf:
+        # Linux tcp_sndbuf_expand: a buffer the application did not size holds two congestion windows
+        conn.so_sndbuf = min(2 * conn.cwnd, SNDBUF_AUTOTUNE_MAX)
     # RFC 6298 5.2 / 5.3
     if ack == conn.snd_max:
         conn.timers["retransmit"] = None

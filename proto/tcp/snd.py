@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proto.tcp import seqnum
-from proto.tcp.connection import Connection
+from proto.tcp.connection import RCVBUF_AUTOTUNE_MAX, Connection
 from proto.tcp.state import SENDING, State
 from proto.wire.tcp import FLAGS_BY_VALUE, NO_OPTIONS, TcpOptions, TcpSegment
 
@@ -40,6 +40,11 @@ def choose_wscale(rcvbuf: int) -> int:
     while shift < 14 and (rcvbuf >> shift) > 0xFFFF:
         shift += 1
     return shift
+
+
+def rcvbuf_ceiling(conn: Connection) -> int:
+    """The largest receive buffer this connection may have: its window scale is chosen for it."""
+    return conn.so_rcvbuf if conn.rcvbuf_locked else max(conn.so_rcvbuf, RCVBUF_AUTOTUNE_MAX)
 
 
 def select_window(conn: Connection) -> int:

@@ -314,7 +314,8 @@ def test_sws_override_sends_small_window_when_persist_fires():
 
 
 def test_send_buffer_back_pressure_and_wakeup():
-    eng, sid, peer = established(sndbuf=10000, peer_kwargs={"window": 2000})
+    eng, sid, peer = established(peer_kwargs={"window": 2000})
+    peer.call("setsockopt", sid, 1, 7, 5000)             # SO_SNDBUF: 10000 as Linux doubles it, no autotuning
     assert peer.call("send", sid, b"x" * 15000) == 10000
     assert peer.error_of("send", sid, b"y") == errno.EAGAIN
     assert not eng.poll(sid) & POLLOUT
@@ -548,11 +549,11 @@ def test_getpeername_and_getsockname():
 def test_window_scaling_lets_buffers_above_64k_be_used():
     eng, sid, peer = established(rcvbuf=1 << 20, peer_kwargs={"wscale": 7, "window": 8000})
     conn = peer.conn
-    assert conn.rcv_wscale == 5 and conn.snd_wscale == 7
+    assert conn.rcv_wscale == 7 and conn.snd_wscale == 7   # ours chosen for the 6 MiB autotuning ceiling
     peer.send(ACK, b"x" * 1000)
     peer.advance(0.2)
     ack = peer.take_one()
-    assert ack.window == -(-((1 << 20) - 1000) // 32)   # rounded up: the offered edge never moves left
+    assert ack.window == -(-((1 << 20) - 1000) // 128)  # rounded up: the offered edge never moves left
     assert conn.snd_wnd == 8000 << 7                     # 1 MiB: more than 64 KiB usable
     peer.call("send", sid, b"y" * 200_000)
     assert sum(len(s.payload) for s in peer.take()) == 14600   # limited by cwnd, not a 64 KiB window
@@ -564,4 +565,43 @@ def test_scaled_window_rounded_up_rather_than_shrinking():
     peer.send(ACK, b"x" * 100)
     peer.advance(0.2)
     ack = peer.take_one()
-    assert seqnum.ge((ack.ack + (ack.window << 5)) & seqnum.MASK, conn.rcv_adv)
+    assert seqnum.ge((ack.ack + (ack.window << conn.rcv_wscale)) & seqnum.MASK, conn.rcv_adv)
+
+
+def test_unsized_send_buffer_grows_to_two_congestion_windows():
+    eng, sid, peer = established(sndbuf=10000, peer_kwargs={"window": 60000})
+    conn = eng.conns[sid]
+    assert peer.call("send", sid, b"x" * 50000) == 10000
+    peer.take()
+    peer.send(ACK, ack=conn.snd_max, window=60000)
+    assert conn.so_sndbuf == 2 * conn.cwnd > 10000          # Linux tcp_sndbuf_expand
+    assert peer.call("send", sid, b"x" * 50000) > 0
+
+
+def test_unsized_receive_buffer_grows_with_what_the_reader_takes():
+    eng, sid, peer = established(rcvbuf=20000, peer_kwargs={"wscale": 7})
+    conn = eng.conns[sid]
+    assert conn.rcv_wscale == 7                              # chosen for the 6 MiB ceiling
+    conn.srtt = 0.01
+    for _ in range(3):
+        peer.send(ACK | PSH, b"d" * 1000)
+        peer.advance(0.02)
+        peer.call("recv", sid, 100000)
+    assert conn.so_rcvbuf == 20000                          # 2 x 1000 read per round trip: no need
+    for _ in range(30):                                      # more than the window: what fits is queued
+        peer.send(ACK | PSH, b"d" * 1000)
+    peer.advance(0.02)
+    read = len(peer.call("recv", sid, 100000))
+    assert read > 10000
+    assert conn.so_rcvbuf == 2 * read > 20000                # tcp_rcv_space_adjust
+
+
+def test_sized_buffers_do_not_grow():
+    eng, sid, peer = established(peer_kwargs={"window": 60000})
+    peer.call("setsockopt", sid, 1, 7, 5000)
+    peer.call("setsockopt", sid, 1, 8, 5000)
+    conn = eng.conns[sid]
+    peer.call("send", sid, b"x" * 50000)
+    peer.take()
+    peer.send(ACK, ack=conn.snd_max, window=60000)
+    assert (conn.so_sndbuf, conn.so_rcvbuf) == (10000, 10000)

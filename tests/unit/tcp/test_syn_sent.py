@@ -16,7 +16,7 @@ def test_connect_sends_syn_with_mss_and_window_scale():
     assert conn.state is State.SYN_SENT
     syn = peer.all_segments[-1]
     assert syn.flags == SYN and syn.seq == conn.iss
-    assert syn.options.mss == 1460 and syn.options.window_scale == 3     # 256 KiB buffer
+    assert syn.options.mss == 1460 and syn.options.window_scale == 7     # the 6 MiB autotuning ceiling
     assert syn.window == 65535
     assert eng.counters["active_opens"] == 1
     t = peer.transitions[-1]
