@@ -176,17 +176,44 @@ def _is_reset(exc: BaseException) -> bool:
     return "ConnectionReset" in text or "ECONNRESET" in text or "reset by peer" in text
 
 
-class Transfers:
-    """A transfer each way between the kernel and libsock; `finish()` checks them."""
+PACE_CHUNK = 256 * 1024
 
-    def __init__(self, stack, size: int, port: int):
-        self.stack, self.size = stack, size
+
+def _paced_sendall(sendall, data: bytes, seconds: float) -> None:
+    """sendall in chunks spread over at least `seconds` (0: at once)."""
+    if not seconds:
+        sendall(data)
+        return
+    start = time.monotonic()
+    for offset in range(0, len(data), PACE_CHUNK):
+        due = start + seconds * offset / len(data)
+        if (wait := due - time.monotonic()) > 0:
+            time.sleep(wait)
+        sendall(data[offset:offset + PACE_CHUNK])
+
+
+def _kernel_send_file(host: str, port: int, size: int, seconds: float) -> str:
+    """peers.send_file, paced over at least `seconds`."""
+    data = peers.pattern(size)
+    with std_socket.create_connection((host, port), timeout=120) as sock:
+        _paced_sendall(sock.sendall, data, seconds)
+    return hashlib.sha256(data).hexdigest()
+
+
+class Transfers:
+    """A transfer each way between the kernel and libsock; `finish()` checks them.
+
+    With `seconds`, both senders spread their bytes over at least that long, so the
+    kills of a scenario land inside the transfers however fast the stack runs."""
+
+    def __init__(self, stack, size: int, port: int, seconds: float = 0.0):
+        self.stack, self.size, self.seconds = stack, size, seconds
         self.listener = libsock.create_server(("0.0.0.0", port))
         self.inbound: dict = {}
         self.outbound: dict = {}
         self.receiver = threading.Thread(target=self._receive, daemon=True)
         self.receiver.start()
-        self.kernel_sender = ns.KernelProcess(stack.netns, peers.send_file, stack.addr, port, size)
+        self.kernel_sender = ns.KernelProcess(stack.netns, _kernel_send_file, stack.addr, port, size, seconds)
         self.kernel_receiver = ns.KernelProcess(stack.netns, peers.receive_file, stack.host, port + 1)
         self.data = peers.pattern(size)
         self.sender = threading.Thread(target=self._send, args=(port + 1,), daemon=True)
@@ -209,7 +236,7 @@ class Transfers:
         try:
             sock = wait_for(lambda: _connect(self.stack.host, port), 10, 0.05, "the kernel receiver")
             with sock:
-                sock.sendall(self.data)
+                _paced_sendall(sock.sendall, self.data, self.seconds)
             self.outbound["sent"] = True
         except Exception as exc:
             self.outbound["error"] = exc
@@ -217,36 +244,57 @@ class Transfers:
     def progress(self) -> int:
         return self.inbound.get("progress", 0)
 
-    def finish(self, timeout: float = 600) -> dict:
-        """Wait for both; {'bytes_lost', 'connections_reset'}; AssertionError if damaged."""
+    def finish(self, timeout: float | None = None) -> dict:
+        """Wait for both (at most `timeout`, by default 60 s plus 1 s per MiB: a stalled
+        transfer fails with the stack's view of its connections, it does not hang the suite);
+        {'bytes_lost', 'connections_reset'}; AssertionError if damaged."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 60 + self.size / MiB)
+        left = lambda: max(0.1, deadline - time.monotonic())      # noqa: E731
         errors = []
-        self.sender.join(timeout)
-        self.receiver.join(timeout)
+        self.sender.join(left())
+        self.receiver.join(left())
         try:
-            sent_digest = self.kernel_sender.result(timeout)
+            sent_digest = self.kernel_sender.result(left())
         except Exception as exc:
             sent_digest, _ = None, errors.append(exc)
         try:
-            got_out = self.kernel_receiver.result(timeout)
+            got_out = self.kernel_receiver.result(left())
         except Exception as exc:
             got_out, _ = (0, None), errors.append(exc)
+        stalled = self.sender.is_alive() or self.receiver.is_alive()
+        diagnosis = diagnose(self.stack) if stalled or errors else ""
         self.listener.close()
         errors += [side["error"] for side in (self.inbound, self.outbound) if "error" in side]
         got_in = self.inbound.get("result", (self.progress(), None))
         lost = (self.size - got_in[0] if got_in[1] == sent_digest else self.size) + \
                (self.size - got_out[0] if got_out[1] == hashlib.sha256(self.data).hexdigest() else self.size)
         result = {"bytes_lost": lost, "connections_reset": sum(map(_is_reset, errors))}
-        assert not errors and not self.sender.is_alive() and not self.receiver.is_alive(), (result, errors)
+        assert not stalled, f"a transfer stalled ({self.progress()} of {self.size} bytes in): {diagnosis}"
+        assert not errors, (result, errors, diagnosis)
         assert got_in == (self.size, sent_digest), "kernel -> libsock transfer damaged"
         assert lost == 0, result
         return result
 
 
+def diagnose(stack) -> str:
+    """The stack's connections and its non-zero drop and error counters, for a failure message."""
+    try:
+        conns = [{k: c.get(k) for k in ("state", "local", "remote", "send_q", "recv_q", "snd_wnd", "cwnd",
+                                         "retransmits", "timers")} for c in stack.ss()]
+        stats = stack.stats()
+        counters = {service: {k: v for k, v in values.items() if v and ("drop" in k or "err" in k)}
+                    for service, values in stats.items() if isinstance(values, dict)}
+        return f"connections {conns}; counters {counters}"
+    except Exception as exc:          # the diagnosis must not hide the failure
+        return f"(no diagnosis: {exc})"
+
+
 def transfers_survive_kills(stack, size: int, services=FAULT_SERVICES, rounds: int = 1,
                             seed: int = 1, pause: tuple[float, float] = (0.05, 0.4)) -> list[dict]:
-    """Show 1: a transfer each way while each service is SIGKILLed `rounds` times at random moments."""
+    """Show 1: a transfer each way while each service is SIGKILLed `rounds` times at random moments
+    (the transfers are paced to last at least 0.8 s per kill, so every kill lands inside them)."""
     rng = random.Random(seed)
-    transfers = Transfers(stack, size, 7400 + seed * 2)
+    transfers = Transfers(stack, size, 7400 + seed * 2, seconds=0.8 * rounds * len(services) + 0.5)
     pinger = Pinger(stack)
     report = []
     try:
@@ -323,8 +371,8 @@ def requests_survive_kills(stack, connections: int = 50, services=FAULT_SERVICES
                "requests": sum(r["answered"] for r in records)}
     for row in report:
         row.update(outcome)
-    assert not errors, errors[:3]
-    assert not any(client.is_alive() for client in clients), "a client is stuck"
+    assert not errors, (errors[:3], diagnose(stack))
+    assert not any(client.is_alive() for client in clients), f"a client is stuck: {diagnose(stack)}"
     return report
 
 
@@ -439,7 +487,7 @@ def transfers_survive_stop(stack, size: int, service: str = "ipd", seconds: floa
     While it is stopped, the others keep serving what does not need it: every other
     service answers, libsock can listen (unless tcpd is stopped), an ICMP echo gets
     through (unless nicd or ipd is stopped)."""
-    transfers = Transfers(stack, size, port)
+    transfers = Transfers(stack, size, port, seconds=seconds + 1.0)
     pinger = Pinger(stack)
     try:
         wait_for(lambda: transfers.progress() > 0, 20, 0.01, "the transfers to start")

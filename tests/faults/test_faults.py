@@ -58,7 +58,7 @@ def test_sigstop_each_service_1s_during_transfers(stack, fault_report):
 
 def test_sigterm_each_service_during_transfers(stack, fault_report):
     rows = []
-    transfers = scenarios.Transfers(stack, 50 * MiB, 7460)
+    transfers = scenarios.Transfers(stack, 50 * MiB, 7460, seconds=3.0)
     pinger = scenarios.Pinger(stack)
     try:
         scenarios.wait_for(lambda: transfers.progress() > 0, 20, 0.01, "the transfers to start")
