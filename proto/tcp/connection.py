@@ -81,6 +81,7 @@ class Connection:
     max_snd_wnd: int = 0                # MAX.SND.WND (RFC 5961)
     snd_wscale: int = 0                 # the peer's shift, applied to the windows it advertises
     wscale_ok: bool = False             # both SYNs carried the window scale option
+    sack_ok: bool = False               # both SYNs carried SACK-permitted: our ACKs report the out-of-order queue
     send_mss: int = 536                 # effective send MSS
     peer_mss: int = 536
     send_buffer: bytearray = field(default_factory=bytearray)   # unacknowledged + unsent bytes
@@ -117,6 +118,7 @@ class Connection:
     recv_offset: int = 0                # bytes of recv_queue[0] already read
     ooo: list = field(default_factory=list)             # out-of-order [(seq, bytes)], sorted, non-overlapping
     ooo_len: int = 0
+    ooo_last: int | None = None         # sequence number of the latest out-of-order arrival (first SACK block)
     fin_seq: int | None = None          # sequence number of a FIN seen beyond a hole
     ack_pending: bool = False           # an ACK is owed (delayed)
     ack_now: bool = False               # an ACK is owed at once

@@ -33,6 +33,7 @@ def take_syn_options(eng: "TcpEngine", conn: Connection, seg: TcpSegment) -> Non
     conn.peer_mss = peer_mss
     conn.send_mss = min(max(peer_mss, MIN_SEND_MSS), ours)
     conn.rcv_mss = min(536, ours)
+    conn.sack_ok = o.sack_permitted
     if o.window_scale is not None:
         conn.wscale_ok = True
         conn.snd_wscale = min(o.window_scale, 14)
@@ -463,6 +464,7 @@ def receive_data(eng: "TcpEngine", conn: Connection, now: float, seq: int, paylo
             fin_received(eng, conn, now)
     else:
         insert_out_of_order(conn, seq, payload)
+        conn.ooo_last = seq
         eng.count("ofo_segments")
         conn.ack_now = True                            # out-of-order: duplicate ACK at once (RFC 5681 4.2)
 

@@ -114,6 +114,8 @@ def emit(eng: "TcpEngine", conn: Connection, flags: int, seq: int, payload: byte
         conn.acked_upto = ack
         if conn.timers["delayed_ack"] is not None:
             conn.timers["delayed_ack"] = None                 # lazily cancelled: see timers.py
+        if conn.ooo and conn.sack_ok and not payload and options is NO_OPTIONS:
+            options = TcpOptions(sack_blocks=sack_blocks(conn))
     else:
         ack = 0
     seg = TcpSegment(conn.local_port, conn.remote_port, seq & MASK, ack, FLAGS_BY_VALUE[flags], window, 0,
@@ -138,7 +140,24 @@ def send_rst(eng: "TcpEngine", conn: Connection) -> None:
 
 
 def syn_options(eng: "TcpEngine", conn: Connection, reply_to_wscale: bool) -> TcpOptions:
-    return TcpOptions(mss=our_mss(eng, conn), window_scale=conn.rcv_wscale if reply_to_wscale else None)
+    return TcpOptions(mss=our_mss(eng, conn), window_scale=conn.rcv_wscale if reply_to_wscale else None,
+                      sack_permitted=conn.state is State.SYN_SENT or conn.sack_ok)
+
+
+def sack_blocks(conn: Connection) -> tuple[tuple[int, int], ...]:
+    """The out-of-order queue as SACK blocks (RFC 2018 4): contiguous pieces merged, the block
+    holding the latest arrival first, then the others from the highest down; at most 4."""
+    blocks: list[list[int]] = []
+    for seq, data in conn.ooo:
+        end = (seq + len(data)) & MASK
+        if blocks and blocks[-1][1] == seq:
+            blocks[-1][1] = end
+        else:
+            blocks.append([seq, end])
+    latest = conn.ooo_last
+    first = [b for b in blocks if latest is not None and seqnum.le(b[0], latest) and seqnum.lt(latest, b[1])]
+    rest = [b for b in reversed(blocks) if b not in first]
+    return tuple((left, right) for left, right in (first + rest)[:4])
 
 
 def send_syn(eng: "TcpEngine", conn: Connection) -> None:

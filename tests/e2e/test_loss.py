@@ -11,9 +11,11 @@ Loss comes from two places:
 - nicd's impairment stage drops packets coming in from the device too
   (`--direction in`), and adds the delay.
 
-Sizes are kept small enough for `make test` (the issue asks 20 MiB each way;
-our sender at 5 % loss runs NewReno without SACK, which is slow: see the sizes
-below).  Every rule lives in the test's own namespace and dies with it.
+Sizes: the kernel sends 20 MiB as the issue asks (we answer with SACK blocks, so
+it recovers quickly); our sender sends less (2 MiB at 5 %, 4 MiB at 2 %) to keep
+`make test` short: it recovers with NewReno and limited transmit, and does not yet
+use the SACK blocks it receives, so at 5 % loss it moves some 0.2-0.3 MiB/s.
+Every rule lives in the test's own namespace and dies with it.
 """
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ def test_5pct_loss_and_20ms_delay_both_ways(stack):
     """5 % loss each way (iptables on tun0, plus nicd for the kernel's data), 20 ms delay."""
     iptables_loss(stack, 0.05)
     stack.cli("impair", "--loss", "0.05", "--delay", "20", "--direction", "in", "--seed", "5")
-    size_in, size_out = 4 * MiB, 2 * MiB
+    size_in, size_out = 20 * MiB, 2 * MiB
 
     before = kernel_retrans(stack)
     took_in = kernel_to_us(stack, 5201, size_in)
@@ -133,13 +135,13 @@ def test_2pct_loss_with_reordering_and_duplication(stack):
     """nicd's impairment both ways: 2 % loss, 5 % reordering, 2 % duplication."""
     stack.cli("impair", "--loss", "0.02", "--reorder", "0.05", "--duplicate", "0.02", "--delay", "5",
               "--seed", "7")
-    size = 4 * MiB
+    size_in, size_out = 20 * MiB, 4 * MiB
     before = kernel_retrans(stack)
-    kernel_to_us(stack, 5203, size)
-    assert_plausible(kernel_retrans(stack) - before, size, 0.02, "kernel sender")
+    kernel_to_us(stack, 5203, size_in)
+    assert_plausible(kernel_retrans(stack) - before, size_in, 0.02, "kernel sender")
     before = our_retrans(stack)
-    us_to_kernel(stack, 5204, size)
-    assert_plausible(our_retrans(stack) - before, size, 0.02, "our sender")
+    us_to_kernel(stack, 5204, size_out)
+    assert_plausible(our_retrans(stack) - before, size_out, 0.02, "our sender")
     counters = stack.stats()["nicd"]
     assert counters["impair_reordered"] > 0 and counters["impair_duplicated"] > 0
 
