@@ -82,6 +82,7 @@ class Connection:
     snd_wscale: int = 0                 # the peer's shift, applied to the windows it advertises
     wscale_ok: bool = False             # both SYNs carried the window scale option
     sack_ok: bool = False               # both SYNs carried SACK-permitted: our ACKs report the out-of-order queue
+    sack_high: int | None = None        # highest right edge of a SACK block the peer sent
     send_mss: int = 536                 # effective send MSS
     peer_mss: int = 536
     send_buffer: bytearray = field(default_factory=bytearray)   # unacknowledged + unsent bytes

@@ -342,8 +342,8 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
     acked = (ack - snd_una) & MASK
     if acked == 0 or acked >= HALF:
         # RFC 5681 duplicate ACK: no data, no SYN/FIN, same window, data outstanding
-        if (acked == 0 and plen == 0 and same_window and not int(seg.flags) & (FIN | SYN)
-                and conn.snd_max != snd_una):
+        if (acked == 0 and plen == 0 and not int(seg.flags) & (FIN | SYN) and conn.snd_max != snd_una
+                and (same_window or sacks_new_data(conn, seg))):
             duplicate_ack(eng, conn, now)
         return
     # --- new data acknowledged
@@ -400,11 +400,37 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
         eng.wake(conn)
 
 
+def sacks_new_data(conn: Connection, seg: TcpSegment) -> bool:
+    """Does this ACK's SACK option report data beyond all it reported before?  Then it is a
+    duplicate ACK even if its window moved (RFC 6675 2: Linux grows its window as
+    out-of-order data arrives, so with SACK its duplicate ACKs rarely repeat the window)."""
+    blocks = seg.options.sack_blocks
+    if not blocks:
+        return False
+    high = conn.sack_high
+    new = False
+    for _, right in blocks:
+        if high is None or 0 < ((right - high) & MASK) < HALF:
+            high = right
+            new = True
+    conn.sack_high = high
+    return new
+
+
 def duplicate_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
     conn.dupacks += 1
     mss = conn.send_mss
     if conn.in_recovery:
         conn.cwnd += mss                               # inflate for each segment that left the network
+        return
+    if conn.dupacks < 3 and not conn.rto_recovery:
+        # Limited transmit (RFC 3042): each of the first two duplicate ACKs says a segment left the
+        # network; send one new segment for it (window permitting), so a small window still
+        # gathers the three duplicate ACKs of a fast retransmit instead of waiting for the RTO.
+        cwnd = conn.cwnd
+        conn.cwnd = cwnd + conn.dupacks * mss
+        snd.output(eng, conn, now)
+        conn.cwnd = cwnd
         return
     if conn.dupacks == 3 and not conn.rto_recovery:
         flight = (conn.snd_max - conn.snd_una) & MASK

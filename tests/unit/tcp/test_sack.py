@@ -1,7 +1,8 @@
-"""SACK as a receiver (RFC 2018): SACK-permitted in the SYNs, SACK blocks on the ACKs for out-of-order data."""
+"""SACK as a receiver (RFC 2018): SACK-permitted in the SYNs, SACK blocks on the ACKs for out-of-order data;
+limited transmit (RFC 3042) and duplicate ACKs recognised by their SACK blocks."""
 from proto.wire.tcp import TcpOptions
 
-from .factory import ACK, SYN, listening, syn_sent
+from .factory import ACK, SYN, established, listening, syn_sent
 
 
 def test_active_syn_offers_sack_permitted():
@@ -48,3 +49,36 @@ def test_no_sack_blocks_unless_negotiated():
     peer.send(ACK, b"b" * 100, seq=peer.seq + 100, advance=False)
     assert peer.take_one().options.sack_blocks == ()
 
+
+
+# ---------------------------------------------------------------- limited transmit (RFC 3042), SACK dupacks
+def test_limited_transmit_sends_new_data_on_the_first_two_duplicate_acks():
+    eng, sid, peer = established(peer_kwargs={"mss": 1000})
+    conn = peer.conn
+    peer.call("send", sid, b"x" * 30000)
+    first = peer.take()
+    assert sum(len(s.payload) for s in first) == conn.cwnd           # cwnd-limited
+    una, cwnd = conn.snd_una, conn.cwnd
+    peer.send(ACK, ack=una)                                          # duplicate ACK 1
+    one = peer.take_one()
+    assert one.seq == first[-1].seq + 1000 and len(one.payload) == 1000
+    peer.send(ACK, ack=una)                                          # duplicate ACK 2
+    two = peer.take_one()
+    assert two.seq == one.seq + 1000
+    assert conn.cwnd == cwnd and eng.counters["fast_retransmits"] == 0
+    peer.send(ACK, ack=una)                                          # 3: fast retransmit of the head
+    again = peer.take()
+    assert again[0].seq == una and eng.counters["fast_retransmits"] == 1
+
+
+def test_acks_reporting_new_sack_data_count_as_duplicates_even_when_the_window_moves():
+    eng, sid, peer = established(peer_kwargs={"mss": 1000})
+    conn = peer.conn
+    peer.call("send", sid, b"x" * 30000)
+    first = peer.take()
+    una = conn.snd_una
+    for i in range(1, 4):          # the window grows with each: not duplicates by RFC 5681 alone
+        sack = TcpOptions(sack_blocks=((una + 1000, una + 1000 + 1000 * i),))
+        peer.send(ACK, ack=una, window=peer.window - 100 * i, options=sack)
+    assert eng.counters["fast_retransmits"] == 1
+    assert any(s.seq == una for s in peer.take())
