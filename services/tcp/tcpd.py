@@ -9,6 +9,7 @@ call that would block waits here until the engine wakes its socket (Linux's
 from __future__ import annotations
 
 import errno
+import heapq
 import itertools
 import os
 import time
@@ -28,12 +29,13 @@ TRACE_BATCH = 2000            # events per control_trace answer
 _WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class ParkedCall:
     identity: bytes
     call: Call
     deadline: float | None      # CLOCK_MONOTONIC; None waits forever
     sent: int = 0               # a blocking send's progress
+    answered: bool = False      # answered (or abandoned): its deadline entry is stale
     started: bool = False       # a connect whose handshake has begun
 
 
@@ -49,6 +51,8 @@ class Tcpd(Service):
             tcp.setdefault("gso_max_size", 65535 - 40)
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.parked: dict[int, list[ParkedCall]] = {}
+        self.call_deadlines: list[tuple[float, int, ParkedCall]] = []     # heap of parked calls' timeouts
+        self._deadline_seq = 0
         self.trace: deque = deque(maxlen=TRACE_RING)     # (event number, Transition or segment tuple)
         self.trace_count = 0
         self.trace_segments_until = 0.0     # CLOCK_MONOTONIC end of the segment trace's lease; 0: off
@@ -176,8 +180,15 @@ class Tcpd(Service):
         self.reply(identity, Reply(call.id, err, value, self.incarnation,
                                    payload=(data,) if data is not None else ()))
 
+    def _answer_parked(self, parked: ParkedCall, err: int, value=None, data: bytes | None = None) -> None:
+        parked.answered = True
+        self._answer(parked.identity, parked.call, err, value, data)
+
     def _park(self, parked: ParkedCall) -> None:
         self.parked.setdefault(parked.call.sid[1], []).append(parked)
+        if parked.deadline is not None:
+            self._deadline_seq += 1
+            heapq.heappush(self.call_deadlines, (parked.deadline, self._deadline_seq, parked))
 
     def _retry(self, now: float, sid: int) -> None:
         waiting = self.parked.pop(sid, [])
@@ -190,41 +201,46 @@ class Tcpd(Service):
                 if exc.errno in _WAIT_ERRNOS:
                     still.append(parked)
                 elif call.op == "send" and parked.sent:
-                    self._answer(parked.identity, call, 0, parked.sent)
+                    self._answer_parked(parked, 0, parked.sent)
                 else:
-                    self._answer(parked.identity, call, exc.errno)
+                    self._answer_parked(parked, exc.errno)
                 continue
             except (TypeError, ValueError, IndexError):
-                self._answer(parked.identity, call, errno.EINVAL)
+                self._answer_parked(parked, errno.EINVAL)
                 continue
             if done is None:
                 still.append(parked)
             else:
-                self._answer(parked.identity, call, 0, *done)
+                self._answer_parked(parked, 0, *done)
         if still:
             self.parked.setdefault(sid, []).extend(still)
 
     def next_deadline(self) -> float | None:
-        deadlines = [p.deadline for calls in self.parked.values() for p in calls if p.deadline is not None]
-        return min(deadlines) if deadlines else None
+        """The earliest timeout of a parked call (a heap with lazy deletion: answered calls
+        leave their entry behind, skipped here)."""
+        heap = self.call_deadlines
+        while heap:
+            deadline, _, parked = heap[0]
+            if parked.answered:
+                heapq.heappop(heap)
+                continue
+            return deadline
+        return None
 
     def tick(self, now: float) -> None:
-        if not self.parked:
-            return
-        for sid in list(self.parked):
-            keep = []
-            for parked in self.parked[sid]:
-                if parked.deadline is not None and parked.deadline <= now:
-                    if parked.call.op == "send" and parked.sent:
-                        self._answer(parked.identity, parked.call, 0, parked.sent)
-                    else:
-                        self._answer(parked.identity, parked.call, errno.EAGAIN)
-                else:
-                    keep.append(parked)
-            if keep:
-                self.parked[sid] = keep
-            else:
+        heap = self.call_deadlines
+        while heap and heap[0][0] <= now:
+            _, _, parked = heapq.heappop(heap)
+            if parked.answered:
+                continue
+            sid = parked.call.sid[1]
+            self.parked[sid].remove(parked)
+            if not self.parked[sid]:
                 del self.parked[sid]
+            if parked.call.op == "send" and parked.sent:
+                self._answer_parked(parked, 0, parked.sent)
+            else:
+                self._answer_parked(parked, errno.EAGAIN)
 
     # -- one method per call: return (value,) or (value, data) when done, None to keep waiting
 
@@ -284,7 +300,7 @@ class Tcpd(Service):
         sid = parked.call.sid[1]
         self.engine.close(now, sid)
         for waiting in self.parked.pop(sid, []):
-            self._answer(waiting.identity, waiting.call, errno.EBADF)
+            self._answer_parked(waiting, errno.EBADF)
         return (None,)
 
     def _poll(self, now: float, parked: ParkedCall):
