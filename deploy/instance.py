@@ -248,6 +248,11 @@ def down(name: str, quiet: bool = False) -> bool:
     if not run_dir.exists():
         return False
     pid = supervisord_pid(run_dir)
+    for stopped in _stack_pids(run_dir):      # a service stopped by SIGSTOP (`netstack kill --signal
+        try:                                   # STOP`) would hold supervisord's stop for stopwaitsecs
+            os.kill(stopped, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
     if pid:
         try:
             os.kill(pid, signal.SIGTERM)

@@ -3,6 +3,8 @@ nothing and services are back within 1 s; a tcpd kill resets promptly; a stopped
 resumes; a killed supervisord leaves nothing behind `netstack down`."""
 from __future__ import annotations
 
+import time
+
 from tests.faults import scenarios
 
 MiB = 1 << 20
@@ -45,3 +47,11 @@ def test_kill_supervisord_then_down_leaves_nothing(stack):
     result = scenarios.supervisord_killed_then_down(stack)
     assert result["left"] == [], result
     assert result["up_again"]
+
+
+def test_down_with_a_stopped_service_is_prompt(stack):
+    stack.cli("kill", "ipd", "--signal", "STOP")
+    started = time.monotonic()
+    stack.cli("down")
+    assert time.monotonic() - started < 2.0
+    assert scenarios.leftovers(stack) == []
