@@ -420,6 +420,7 @@ def tcpd_kill_resets_promptly(stack) -> dict:
     echo = ns.KernelProcess(stack.netns, peers.echo_server, stack.host, echo_port)
     sink = ns.KernelProcess(stack.netns, _kernel_slow_reader, stack.host, sink_port, killed)
     listener = libsock.create_server(("0.0.0.0", server_port))
+    listener.settimeout(10)             # the accept below must not hang the suite
     accept_listener = libsock.create_server(("0.0.0.0", server_port + 10))
     client = ns.KernelProcess(stack.netns, _kernel_client_waits, stack.addr, server_port, killed, ready)
     try:
