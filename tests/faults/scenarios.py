@@ -315,6 +315,10 @@ def transfers_survive_kills(stack, size: int, services=FAULT_SERVICES, rounds: i
 
 # -- show 2: request/response on many connections survives kills --------------------
 
+THINK_TIME = 0.01       # between a client's answer and its next request: busy, not a CPU hog that
+                        # starves the restarting service's interpreter of its start-up time
+
+
 def _request_loop(host: str, port: int, stop: threading.Event, record: dict) -> None:
     try:
         sock = wait_for(lambda: _connect(host, port), 20, 0.05, "the echo server")
@@ -328,6 +332,7 @@ def _request_loop(host: str, port: int, stop: threading.Event, record: dict) -> 
                 if answer != request:
                     raise AssertionError(f"request {n}: answer {answer[:20]!r}... differs")
                 record["answered"] = n
+                time.sleep(THINK_TIME)
     except Exception as exc:
         record["error"] = exc
 
