@@ -13,6 +13,7 @@ import errno
 import hashlib
 import ipaddress
 import struct
+import traceback
 from collections import deque
 
 from proto.tcp import listener as listener_mod
@@ -70,6 +71,7 @@ class TcpEngine:
         self.ports: dict[int, set[int]] = {}                           # local port -> ids bound to it
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self.strict = False          # tests: let a bug raise out of segment_in / timer_fired
+        self.internal_errors: list[str] = []     # tracebacks of survived bugs, drained and logged by the shell
         self._effects = Effects()
         self._next_id = 1
         self._port_counter = 0
@@ -348,6 +350,7 @@ class TcpEngine:
                 raise
             self.counters["in_errs"] += 1
             self.count("drop_internal_error")
+            self._record_internal_error()
 
     def timer_fired(self, now: float, key: tuple[int, str]) -> None:
         """A timer went off.  Stale, early, repeated or unknown keys are tolerated."""
@@ -375,6 +378,12 @@ class TcpEngine:
             if self.strict:
                 raise
             self.count("timer_internal_error")
+            self._record_internal_error()
+
+    def _record_internal_error(self) -> None:
+        """A bug in us, survived: keep its traceback for the shell to log (the core does no I/O)."""
+        if len(self.internal_errors) < 20:
+            self.internal_errors.append(traceback.format_exc())
 
     # ================================================================ ways in: the socket calls
     def _sock(self, sid: int) -> Connection:

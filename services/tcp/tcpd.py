@@ -99,6 +99,10 @@ class Tcpd(Service):
         A woken call may make the engine decide more (a send that fills the
         window), so this repeats until the engine has nothing left to say.
         """
+        if self.engine.internal_errors:
+            for trace in self.engine.internal_errors:
+                log.error("tcpd: the engine survived a bug of ours:\n%s", trace)
+            self.engine.internal_errors.clear()
         while True:
             effects = self.engine.take_effects()
             if effects.segments:
