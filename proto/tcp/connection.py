@@ -83,6 +83,9 @@ class Connection:
     wscale_ok: bool = False             # both SYNs carried the window scale option
     sack_ok: bool = False               # both SYNs carried SACK-permitted: our ACKs report the out-of-order queue
     sack_high: int | None = None        # highest right edge of a SACK block the peer sent
+    scoreboard: list = field(default_factory=list)      # SACKed [(start, end)] above snd_una, sorted (RFC 6675)
+    rxt_marks: dict = field(default_factory=dict)      # SACK recovery: seq retransmitted -> snd_max then
+    high_rxt: int = 0                   # RFC 6675 HighRxt: end of the highest retransmission in SACK recovery
     send_mss: int = 536                 # effective send MSS
     peer_mss: int = 536
     send_buffer: bytearray = field(default_factory=bytearray)   # unacknowledged + unsent bytes
@@ -173,6 +176,10 @@ class Connection:
                 value = len(value) if name == "recv_queue" else list(value)
             elif isinstance(value, set):
                 value = sorted(value)
+            elif name == "rxt_marks":
+                value = len(value)
+            elif name == "scoreboard":
+                value = [list(r) for r in value]
             elif isinstance(value, list):
                 value = [(seq, len(data)) for seq, data in value]
             elif isinstance(value, tuple):

@@ -459,6 +459,7 @@ class TcpEngine:
         conn.rto = self.config.rto_initial
         conn.retransmits = conn.probes_out = conn.persist_backoff = conn.dupacks = 0
         conn.in_recovery = conn.rto_recovery = False
+        conn.scoreboard = []
 
     def connect(self, now: float, sid: int, addr: str, port: int) -> None:
         """Start the handshake: raises EINPROGRESS.  Like Linux, calling again while it runs raises

@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from proto.tcp import seqnum, snd
+from proto.tcp import sack, seqnum, snd
 from proto.tcp.connection import SNDBUF_AUTOTUNE_MAX, Connection
 from proto.tcp.rtt import rtt_sample
 from proto.tcp.state import State
@@ -341,10 +341,19 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
             conn.max_snd_wnd = window
     acked = (ack - snd_una) & MASK
     if acked == 0 or acked >= HALF:
-        # RFC 5681 duplicate ACK: no data, no SYN/FIN, same window, data outstanding
-        if (acked == 0 and plen == 0 and not int(seg.flags) & (FIN | SYN) and conn.snd_max != snd_una
-                and (same_window or sacks_new_data(conn, seg))):
-            duplicate_ack(eng, conn, now)
+        if acked == 0 and conn.snd_max != snd_una:
+            if conn.sack_ok:
+                blocks = seg.options.sack_blocks
+                newly = sack.update(conn, blocks) if blocks else 0
+            else:
+                newly = 0
+            # RFC 5681 duplicate ACK: no data, no SYN/FIN, same window, data outstanding; or one
+            # whose SACK blocks report new data (RFC 6675 2)
+            if plen == 0 and not int(seg.flags) & (FIN | SYN) and (
+                    same_window or newly or (not conn.sack_ok and sacks_new_data(conn, seg))):
+                duplicate_ack(eng, conn, now)
+            elif newly and conn.in_recovery:
+                sack.transmit(eng, conn, now)
         return
     # --- new data acknowledged
     cfg = eng.config
@@ -364,6 +373,12 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
     conn.snd_una = ack
     if ((conn.snd_nxt - ack) & MASK) >= HALF:
         conn.snd_nxt = ack
+    if conn.sack_ok:
+        if conn.scoreboard:
+            sack.prune(conn, snd_una)
+        blocks = seg.options.sack_blocks
+        if blocks:
+            sack.update(conn, blocks)
     conn.retransmits = 0
     mss = conn.send_mss
     if conn.rto_recovery and ((ack - conn.recover) & MASK) < HALF:
@@ -373,7 +388,13 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
             flight = (conn.snd_max - ack) & MASK
             conn.cwnd = min(conn.ssthresh, flight + mss)
             conn.in_recovery = False
+            conn.rxt_marks.clear()
             conn.dupacks = 0
+        elif conn.sack_ok:                             # partial ACK in SACK recovery (RFC 6675 5 (B), (C))
+            if ((ack - conn.high_rxt) & MASK) < HALF and not sack.is_sacked(conn, ack):
+                # the head was sent before the retransmissions now acknowledged: lost (RFC 6582)
+                sack.retransmit(eng, conn, now, 0, min(mss, (conn.snd_max - ack) & MASK))
+            sack.transmit(eng, conn, now)
         else:                                          # partial ACK: retransmit the next hole
             snd.retransmit_head(eng, conn, now)
             conn.cwnd = max(conn.cwnd - acked + mss, mss)
@@ -387,6 +408,11 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
                 if conn.ca_acked >= conn.cwnd:
                     conn.ca_acked -= conn.cwnd
                     conn.cwnd += mss
+        if conn.scoreboard and not conn.rto_recovery and ack != conn.snd_max:
+            if sack.is_lost(conn, ack):
+                sack.enter_recovery(eng, conn, now)    # RFC 6675 5: IsLost(HighACK + 1)
+            else:
+                sack.limited_transmit(eng, conn, now)
     if not conn.sndbuf_locked and 2 * conn.cwnd > conn.so_sndbuf:
         # Linux tcp_sndbuf_expand: a buffer the application did not size holds two congestion windows
         conn.so_sndbuf = min(2 * conn.cwnd, SNDBUF_AUTOTUNE_MAX)
@@ -421,8 +447,21 @@ def duplicate_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
     conn.dupacks += 1
     mss = conn.send_mss
     if conn.in_recovery:
-        conn.cwnd += mss                               # inflate for each segment that left the network
+        if conn.sack_ok:
+            sack.transmit(eng, conn, now)              # RFC 6675 5 (C): send what the pipe allows
+        else:
+            conn.cwnd += mss                           # inflate for each segment that left the network
         return
+    if conn.sack_ok and not conn.rto_recovery:
+        if conn.dupacks >= 3 or (conn.scoreboard and sack.is_lost(conn, conn.snd_una)):
+            sack.enter_recovery(eng, conn, now)        # RFC 6675 5 (4)
+        elif conn.scoreboard:
+            sack.limited_transmit(eng, conn, now)      # RFC 6675 5 (3)
+            return
+        else:
+            pass                                       # no SACK information: RFC 3042 below
+        if conn.in_recovery:
+            return
     if conn.dupacks < 3 and not conn.rto_recovery:
         # Limited transmit (RFC 3042): each of the first two duplicate ACKs says a segment left the
         # network; send one new segment for it (window permitting), so a small window still

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from proto.tcp import seqnum
+from proto.tcp import sack, seqnum
 from proto.tcp.connection import RCVBUF_AUTOTUNE_MAX, Connection
 from proto.tcp.state import SENDING, State
 from proto.wire.tcp import FLAGS_BY_VALUE, NO_OPTIONS, TcpOptions, TcpSegment
@@ -226,7 +226,18 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
         available = len(buf) - offset
         if available < 0:
             break                                   # only our FIN is beyond snd_nxt... already sent
+        limit = None
+        if conn.scoreboard and snd_nxt != conn.snd_max:
+            # go-back-N after an RTO skips what the peer has SACKed (RFC 6675 5.1)
+            snd_nxt, limit = sack.skip_sacked(conn, snd_nxt)
+            conn.snd_nxt = snd_nxt
+            offset = (snd_nxt - conn.send_buffer_seq) & MASK
+            available = len(buf) - offset
+            if available < 0:
+                break
         in_flight = (snd_nxt - conn.snd_una) & MASK
+        if conn.rto_recovery and conn.scoreboard:
+            in_flight -= sack.sacked_below(conn, snd_nxt)
         window = conn.snd_wnd if conn.snd_wnd < conn.cwnd else conn.cwnd
         usable = window - in_flight
         if available > 0:
@@ -235,6 +246,9 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
                 size = usable
                 if size > mss:
                     size -= size % mss          # a super-segment cut by the window ends on an MSS boundary
+            if limit is not None and size > limit:
+                size = limit                    # up to the next SACKed range: a retransmission, sent as is
+                force = True
             if size <= 0:
                 break
             if size < mss and not force:
@@ -277,6 +291,30 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
         # Nothing in flight, data waiting for the window: the persist timer probes
         # a zero window, and also serves as the SWS-avoidance override.
         eng.arm(conn, "persist", now + persist_interval(eng, conn))
+
+
+def send_new(eng: "TcpEngine", conn: Connection, now: float, limit: int) -> int:
+    """RFC 6675 NextSeg rule 2: one segment of new data (up to `limit` bytes) if the peer's window
+    allows; not a small one the window cuts.  Returns the sequence space used."""
+    seq = conn.snd_max
+    if conn.snd_nxt != seq:
+        return 0
+    offset = (seq - conn.send_buffer_seq) & MASK
+    available = len(conn.send_buffer) - offset
+    if available <= 0:
+        return 0
+    room = conn.snd_wnd - ((seq - conn.snd_una) & MASK)
+    size = min(limit, available, room)
+    if size <= 0 or (size < limit and size < available):
+        return 0
+    used = send_range(eng, conn, now, seq, size)
+    if used:
+        end = (seq + used) & MASK
+        if conn.rtt_seq is None:
+            conn.rtt_seq = end
+            conn.rtt_time = now
+        conn.snd_max = conn.snd_nxt = end
+    return used
 
 
 def persist_interval(eng: "TcpEngine", conn: Connection) -> float:

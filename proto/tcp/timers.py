@@ -54,9 +54,11 @@ def on_retransmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
     conn.cwnd = mss                                  # RFC 5681 3.1: loss window
     conn.ca_acked = 0
     conn.in_recovery = False
+    conn.rxt_marks.clear()
     conn.dupacks = 0
     conn.recover = conn.snd_max
     conn.rto_recovery = True
+    conn.high_rxt = conn.snd_una                     # the scoreboard stays: go-back-N skips SACKed ranges
     rtt.backoff(conn, cfg.rto_max)
     conn.snd_nxt = conn.snd_una                      # go back: resend from the first unacknowledged byte
     snd.retransmit_head(eng, conn, now)
