@@ -85,6 +85,7 @@ class Connection:
     sack_high: int | None = None        # highest right edge of a SACK block the peer sent
     scoreboard: list = field(default_factory=list)      # SACKed [(start, end)] above snd_una, sorted (RFC 6675)
     rxt_marks: dict = field(default_factory=dict)      # SACK recovery: seq retransmitted -> snd_max then
+    pto_armed: bool = False             # the retransmission timer runs as the tail loss probe timer (RFC 8985 7)
     high_rxt: int = 0                   # RFC 6675 HighRxt: end of the highest retransmission in SACK recovery
     send_mss: int = 536                 # effective send MSS
     peer_mss: int = 536

@@ -420,7 +420,7 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
     if ack == conn.snd_max:
         conn.timers["retransmit"] = None
     else:
-        eng.arm(conn, "retransmit", now + conn.rto)
+        sack.arm_retransmit(eng, conn, now)
     if conn.nospace and eng.writable(conn):
         conn.nospace = False
         eng.wake(conn)

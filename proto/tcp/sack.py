@@ -185,6 +185,9 @@ def enter_recovery(eng: "TcpEngine", conn: Connection, now: float) -> None:
     conn.in_recovery = True
     conn.high_rxt = conn.snd_una
     conn.rxt_marks.clear()
+    if conn.pto_armed:                                 # the probe timer becomes the RTO again
+        conn.pto_armed = False
+        eng.arm(conn, "retransmit", now + conn.rto)
     eng.counters["fast_retransmits"] += 1
     eng.count("sack_recoveries")
     retransmit(eng, conn, now, 0, min(mss, flight))
@@ -235,6 +238,44 @@ def transmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
         nxt = rule3(conn, hs)                          # rule 3
         if nxt is None or not retransmit(eng, conn, now, *nxt):
             return
+
+
+TLP_MIN = 0.01          # Linux: a probe timeout of at least 10 ms
+
+
+def arm_retransmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
+    """Arm the retransmission timer; with SACK, for the tail loss probe (RFC 8985 7.2, PTO =
+    2 * SRTT) when that comes first: a probe makes the peer report the tail of the flight (a lost
+    last ACK or last segments) instead of the sender waiting for the RTO.  Only for a flight of
+    more than one segment, out of recovery."""
+    rto = conn.rto
+    if (conn.sack_ok and conn.srtt is not None and not conn.in_recovery and not conn.rto_recovery
+            and ((conn.snd_max - conn.snd_una) & MASK) > conn.send_mss):
+        pto = 2 * conn.srtt
+        if pto < TLP_MIN:
+            pto = TLP_MIN
+        if pto < rto:
+            conn.pto_armed = True
+            eng.arm(conn, "retransmit", now + pto)
+            return
+    conn.pto_armed = False
+    eng.arm(conn, "retransmit", now + rto)
+
+
+def tail_loss_probe(eng: "TcpEngine", conn: Connection, now: float) -> None:
+    """The probe timer went off (RFC 8985 7.3): one new segment if the peer's window allows,
+    else the last segment again; then the RTO runs."""
+    from proto.tcp import snd
+    mss = conn.send_mss
+    eng.count("tlp_probes")
+    if not snd.send_new(eng, conn, now, mss):
+        start = conn.snd_max
+        flight = (start - conn.snd_una) & MASK
+        start = (start - (mss if mss < flight else flight)) & MASK
+        snd.send_range(eng, conn, now, start, (conn.snd_max - start) & MASK)
+        conn.rtt_seq = None
+    conn.pto_armed = False
+    eng.arm(conn, "retransmit", now + conn.rto)
 
 
 def limited_transmit(eng: "TcpEngine", conn: Connection, now: float) -> None:

@@ -284,7 +284,7 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
     timers = conn.timers
     if conn.snd_una != conn.snd_max:
         if timers["retransmit"] is None:
-            eng.arm(conn, "retransmit", now + conn.rto)
+            sack.arm_retransmit(eng, conn, now)
         if timers["persist"] is not None:
             timers["persist"] = None
     elif conn.unsent > 0 and timers["persist"] is None and timers["retransmit"] is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from proto.tcp import rtt, snd
+from proto.tcp import rtt, sack, snd
 from proto.tcp.connection import Connection
 from proto.tcp.state import SENDING, State
 
@@ -41,6 +41,13 @@ def on_retransmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
         eng.arm(conn, "retransmit", now + conn.rto)
         return
     if state not in SENDING or conn.snd_una == conn.snd_max:
+        return
+    if conn.pto_armed:
+        if not conn.in_recovery and not conn.rto_recovery:
+            sack.tail_loss_probe(eng, conn, now)
+        else:                                        # recovery began after the probe timer was set
+            conn.pto_armed = False
+            eng.arm(conn, "retransmit", now + conn.rto)
         return
     if conn.retransmits >= cfg.max_retries:
         eng.counters["timeouts"] += 1

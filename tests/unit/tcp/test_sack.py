@@ -82,3 +82,188 @@ def test_acks_reporting_new_sack_data_count_as_duplicates_even_when_the_window_m
         peer.send(ACK, ack=una, window=peer.window - 100 * i, options=sack)
     assert eng.counters["fast_retransmits"] == 1
     assert any(s.seq == una for s in peer.take())
+
+
+# ---------------------------------------------------------------- SACK-based loss recovery (RFC 6675) as a sender
+from proto.tcp import sack  # noqa: E402
+from proto.tcp.state import State  # noqa: E402
+
+from .link import ADDR_A, ADDR_B, Link  # noqa: E402
+
+MSS = 1000
+
+
+def _sack_sender(segments: int, cwnd_segments: int | None = None, sack_ok: bool = True):
+    """An established passive connection with SACK (peer MSS 1000) that has sent `segments` full
+    segments, all in flight.  Returns (eng, sid, peer, conn, una, segs)."""
+    eng, lsid, peer = listening()
+    peer.send(SYN, options=TcpOptions(mss=MSS, sack_permitted=sack_ok))
+    peer.take_one()
+    peer.conn = eng.by_tuple[(peer.engine_port, peer.addr, peer.port)]
+    peer.send(ACK)
+    sid, _ = peer.call("accept", lsid)
+    conn = peer.conn
+    conn.cwnd = (cwnd_segments or segments) * MSS
+    peer.call("send", sid, bytes(range(256)) * (segments * MSS // 256 + 1))
+    segs = peer.take()
+    una = conn.snd_una
+    return eng, sid, peer, conn, una, segs
+
+
+def _sacks(una: int, *ranges: tuple[int, int]) -> TcpOptions:
+    """SACK blocks given in segment numbers relative to `una`: (first, last + 1)."""
+    return TcpOptions(sack_blocks=tuple(((una + a * MSS) & 0xFFFFFFFF, (una + b * MSS) & 0xFFFFFFFF)
+                                        for a, b in ranges))
+
+
+def _dupack(peer, una, *ranges):
+    peer.send(ACK, ack=una, options=_sacks(una, *ranges))
+
+
+def test_scoreboard_merges_blocks_ignores_dsack_and_out_of_range_and_prunes():
+    eng, sid, peer, conn, una, _ = _sack_sender(10)
+    assert sack.update(conn, ((una + 2000, una + 3000),)) == 1000
+    assert sack.update(conn, ((una + 5000, una + 6000), (una + 2500, una + 4000))) == 2000
+    assert sack.offsets(conn) == [(2000, 4000), (5000, 6000)]
+    assert sack.update(conn, ((una + 4000, una + 5000),)) == 1000               # joins the two
+    assert sack.offsets(conn) == [(2000, 6000)]
+    assert sack.update(conn, ((una - 1000, una),)) == 0                         # D-SACK below SND.UNA
+    assert sack.update(conn, ((una + 9000, una + 11000),)) == 0                 # beyond SND.MAX
+    assert sack.update(conn, ((una + 3000, una + 4000),)) == 0                  # nothing new
+    assert sack.offsets(conn) == [(2000, 6000)]
+    peer.send(ACK, ack=una + 3000)                                              # SND.UNA into the range
+    assert conn.scoreboard == [((una + 3000) & 0xFFFFFFFF, (una + 6000) & 0xFFFFFFFF)]
+    peer.send(ACK, ack=una + 7000)                                              # past it
+    assert conn.scoreboard == []
+
+
+def test_is_lost_needs_more_than_two_segments_sacked_above():
+    eng, sid, peer, conn, una, _ = _sack_sender(10)
+    sack.update(conn, ((una + 1000, una + 3000),))
+    assert not sack.is_lost(conn, una)                                          # two above: not yet
+    sack.update(conn, ((una + 4000, una + 5000),))
+    assert sack.is_lost(conn, una)                                              # three
+    assert not sack.is_lost(conn, una + 3000)                                   # only one above it
+    assert not sack.is_lost(conn, una + 1000)                                   # SACKed itself
+    assert [lost for _, _, lost in sack.holes(conn)] == [True, False, False]
+
+
+def test_pipe_counts_unsacked_not_lost_and_retransmitted():
+    eng, sid, peer, conn, una, _ = _sack_sender(10)
+    assert sack.pipe(conn) == 10 * MSS
+    sack.update(conn, ((una + 1000, una + 4000),))
+    # segment 0 is lost (3 SACKed above), 1-3 SACKed, 4-9 in flight
+    assert sack.pipe(conn) == 6 * MSS
+
+
+def test_three_sacked_segments_start_recovery_and_nextseg_repairs_lost_holes_first():
+    eng, sid, peer, conn, una, segs = _sack_sender(20)
+    assert len(segs) == 20
+    # holes at segments 0, 4 and 8; everything else up to 12 arrives
+    _dupack(peer, una, (1, 4))
+    out = peer.take()
+    assert conn.in_recovery and eng.counters["fast_retransmits"] == 1
+    assert [s.seq for s in out] == [una]                                        # the head at once
+    assert conn.cwnd == conn.ssthresh == 10 * MSS
+    _dupack(peer, una, (5, 8), (1, 4))
+    _dupack(peer, una, (9, 13), (5, 8), (1, 4))
+    out = peer.take()
+    # rule 1: hole 4, then hole 8, both lost and lower than any new data; then new data (rule 2)
+    assert [s.seq for s in out][:2] == [una + 4000, una + 8000]
+    assert all(s.seq >= una + 20000 for s in out[2:])
+    assert eng.counters["rto_expiries"] == 0
+
+
+def test_several_holes_repaired_in_one_round_trip_without_an_rto():
+    eng, sid, peer, conn, una, segs = _sack_sender(30)
+    holes = [0, 5, 10, 15, 20]
+    have = [i for i in range(30) if i not in holes]
+    sacked = []
+    sent = []
+    for i in have:                                   # the peer's duplicate ACKs as the segments arrive
+        sacked.append(i)
+        blocks = []
+        for j in sorted(sacked):
+            if blocks and blocks[-1][1] == j:
+                blocks[-1][1] = j + 1
+            else:
+                blocks.append([j, j + 1])
+        latest = [b for b in blocks if b[0] <= i < b[1]]
+        others = [b for b in reversed(blocks) if b not in latest]
+        _dupack(peer, una, *[tuple(b) for b in (latest + others)[:4]])
+        sent += peer.take()
+    retransmitted = sorted({(s.seq - una) & 0xFFFFFFFF for s in sent if ((s.seq - una) & 0xFFFFFFFF) < 30 * MSS})
+    assert retransmitted == [h * MSS for h in holes]                             # every hole, no SACKed data
+    assert eng.counters["fast_retransmits"] == 1 and eng.counters["rto_expiries"] == 0
+    # the retransmissions arrive: one cumulative ACK for all the data ends recovery
+    peer.send(ACK, ack=conn.snd_max)
+    assert not conn.in_recovery and conn.scoreboard == []
+    assert conn.cwnd <= conn.ssthresh
+
+
+def test_partial_ack_retransmits_the_next_hole_at_once():
+    eng, sid, peer, conn, una, _ = _sack_sender(12)
+    _dupack(peer, una, (1, 4))
+    peer.take()
+    assert conn.in_recovery
+    peer.send(ACK, ack=una + 4000, options=_sacks(una, (5, 6)))   # the head arrived; segment 4 missing
+    out = peer.take()
+    assert out and out[0].seq == una + 4000
+    assert eng.counters["rto_expiries"] == 0
+
+
+def test_a_lost_retransmission_is_sent_again_when_later_data_is_sacked():
+    eng, sid, peer, conn, una, _ = _sack_sender(20, cwnd_segments=20)
+    peer.call("send", sid, b"y" * 20 * MSS)
+    _dupack(peer, una, (1, 4))
+    first = peer.take()
+    assert first[0].seq == una
+    mark = conn.snd_max
+    # more SACKs let new data go out; then SACKs for data sent after the retransmission arrive
+    _dupack(peer, una, (1, 12))
+    new = [s for s in peer.take() if ((s.seq - una) & 0xFFFFFFFF) >= 20 * MSS]
+    assert new
+    top = ((new[0].seq + len(new[0].payload)) - una) // MSS
+    _dupack(peer, una, (1, 12), (20, top))
+    again = peer.take()
+    assert any(s.seq == una for s in again) and eng.counters["rto_expiries"] == 0
+    assert ((conn.snd_max - mark) & 0xFFFFFFFF) > 0
+
+
+def test_rto_keeps_the_scoreboard_and_go_back_n_skips_sacked_ranges():
+    eng, sid, peer, conn, una, segs = _sack_sender(10)
+    _dupack(peer, una, (2, 5))                                      # IsLost(head): recovery
+    peer.take()
+    peer.run_timer("retransmit")                                    # ... and the retransmission is lost
+    assert eng.counters["rto_expiries"] == 1
+    assert [s.seq for s in peer.take()] == [una]
+    assert sack.offsets(conn) == [(2000, 5000)]
+    peer.send(ACK, ack=una + 1000)
+    later = peer.take()
+    peer.send(ACK, ack=una + 2000)
+    later += peer.take()
+    offs = [(s.seq - una) & 0xFFFFFFFF for s in later if s.payload]
+    assert 1000 in offs and 5000 in offs
+    assert not [o for o in offs if 2000 <= o < 5000]                # SACKed data not sent again
+    peer.send(ACK, ack=una + 8000)
+    later = peer.take()
+    assert all(((s.seq - una) & 0xFFFFFFFF) >= 5000 for s in later if s.payload)
+
+
+def test_without_sack_permitted_newreno_recovers():
+    eng, sid, peer, conn, una, _ = _sack_sender(10, sack_ok=False)
+    assert not conn.sack_ok
+    for _ in range(3):
+        peer.send(ACK, ack=una)
+    out = peer.take()
+    assert out[-1].seq == una and conn.in_recovery and conn.cwnd == conn.ssthresh + 3 * MSS
+    peer.send(ACK, ack=una + 2000)                                 # partial: NewReno resends the next
+    assert peer.take()[0].seq == una + 2000
+    assert conn.scoreboard == []
+
+
+def test_fast_path_in_order_acks_leave_the_scoreboard_alone():
+    eng, sid, peer, conn, una, _ = _sack_sender(10)
+    peer.send(ACK, ack=una + 5000)
+    assert conn.scoreboard == [] and not conn.in_recovery
+    assert conn.state is State.ESTABLISHED
