@@ -1,5 +1,7 @@
 """SACK as a receiver (RFC 2018): SACK-permitted in the SYNs, SACK blocks on the ACKs for out-of-order data;
 limited transmit (RFC 3042) and duplicate ACKs recognised by their SACK blocks."""
+import pytest
+
 from proto.wire.tcp import TcpOptions
 
 from .factory import ACK, SYN, established, listening, syn_sent
@@ -267,3 +269,26 @@ def test_fast_path_in_order_acks_leave_the_scoreboard_alone():
     peer.send(ACK, ack=una + 5000)
     assert conn.scoreboard == [] and not conn.in_recovery
     assert conn.state is State.ESTABLISHED
+
+
+def test_tail_loss_probe_instead_of_rto_when_the_last_ack_is_lost():
+    eng, sid, peer, conn, una, segs = _sack_sender(5)
+    conn.srtt, conn.rto = 0.05, 1.0
+    peer.send(ACK, ack=una + 2000)                                  # the timer restarts as the probe timer
+    peer.take()
+    assert conn.pto_armed and peer.deadline("retransmit") == pytest.approx(peer.now + 2 * conn.srtt)
+    peer.call("send", sid, b"z" * MSS)                              # new data the probe may carry
+    peer.take()
+    peer.run_timer("retransmit")                                    # the ACK of the rest was lost
+    probe = peer.take()
+    assert len(probe) == 1 and eng.counters["tlp_probes"] == 1 and eng.counters["rto_expiries"] == 0
+    assert not conn.pto_armed and peer.deadline("retransmit") == pytest.approx(peer.now + 1.0)
+    peer.send(ACK, ack=conn.snd_max)                                # the probe's ACK covers everything
+    assert conn.snd_una == conn.snd_max and eng.counters["rto_expiries"] == 0
+
+
+def test_no_probe_timer_without_sack():
+    eng, sid, peer, conn, una, segs = _sack_sender(5, sack_ok=False)
+    conn.srtt, conn.rto = 0.05, 1.0
+    peer.send(ACK, ack=una + 2000)
+    assert not conn.pto_armed and peer.deadline("retransmit") == pytest.approx(peer.now + 1.0)

@@ -241,3 +241,53 @@ def test_many_short_connections():
     assert len(done) == 40
     link.run(duration=60)
     assert [c for c in link.a.conns.values()] == [] and list(link.b.conns) == [ls]
+
+
+def one_way(link: Link, size: int, seed: int, sack: bool = True) -> bytes:
+    """A sends `size` random bytes to B, which reads them as they come; returns what B read."""
+    data = random.Random(seed).randbytes(size)
+    cs, ls, ss = open_pair(link)
+    if not sack:                                   # as a peer that did not offer SACK-permitted
+        link.a.conns[cs].sack_ok = link.b.conns[ss].sack_ok = False
+    sent, got = 0, bytearray()
+
+    def app():
+        nonlocal sent
+        while sent < size:
+            try:
+                sent += link.a.send(link.now, cs, data[sent:sent + 65536])
+            except TcpError as e:
+                assert e.errno == errno.EAGAIN
+                break
+        while True:
+            try:
+                chunk = link.b.recv(link.now, ss, 1 << 20)
+            except TcpError as e:
+                assert e.errno == errno.EAGAIN
+                break
+            got.extend(chunk)
+
+    link.run(duration=3000, until=lambda: len(got) == size, app=app)
+    assert bytes(got) == data                      # byte-identical
+    return bytes(got)
+
+
+@pytest.mark.parametrize("loss", [0.05, 0.10])
+def test_sack_recovery_needs_far_fewer_rtos_than_newreno(loss):
+    """Random loss both ways (seeded): with SACK-based recovery (RFC 6675) the sender repairs
+    several holes per round trip; NewReno repairs one per round trip and waits for the RTO
+    whenever a retransmission or a window's last segments are lost."""
+    rtos, took = {}, {}
+    for sack in (True, False):
+        rtos[sack] = took[sack] = 0
+        for seed in (1, 2, 3):
+            link = Link(config_a={"rto_min": 0.2, "rto_initial": 0.5}, config_b={"delayed_ack": 0.04},
+                        seed=seed, loss=loss, delay=0.01)
+            start = link.now
+            one_way(link, 1 << 20, seed, sack=sack)
+            rtos[sack] += link.a.counters["rto_expiries"]
+            took[sack] += link.now - start
+            if sack:
+                assert link.a.counters.get("sack_recoveries", 0) > 0
+    assert rtos[True] * 3 <= rtos[False], rtos
+    assert took[True] < took[False], took
