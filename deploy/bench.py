@@ -293,30 +293,22 @@ def _trials(n: int, fn) -> dict:
 
 def measure(target: Target, quick: bool, trials: int) -> dict:
     ours, peer = target.sides()
-    bulk = 16 * MiB if quick else 256 * MiB
+    bulk_size = 16 * MiB if quick else 256 * MiB
     port = [PORT]
 
     def next_port():
         port[0] += 1
         return port[0]
 
-    def bulk_in():         # kernel -> the side under test
+    def bulk(sender: Side, receiver: Side) -> float:
+        """MB/s of `bulk` bytes from sender to receiver, sha256 checked."""
         p = next_port()
-        rx = ours.start(w_receive, ours.addr, p)
-        tx = peer.start(w_send, ours.addr, p, bulk)
+        rx = receiver.start(w_receive, receiver.addr, p)
+        tx = sender.start(w_send, receiver.addr, p, bulk_size)
         seconds, digest = _finish(tx)
         total, got, _ = _finish(rx)
-        assert total == bulk and got == digest, "bulk in: data differs"
-        return bulk / seconds / 1e6
-
-    def bulk_out():        # the side under test -> kernel
-        p = next_port()
-        rx = peer.start(w_receive, peer.addr, p)
-        tx = ours.start(w_send, peer.addr, p, bulk)
-        seconds, digest = _finish(tx)
-        total, got, _ = _finish(rx)
-        assert total == bulk and got == digest, "bulk out: data differs"
-        return bulk / seconds / 1e6
+        assert total == bulk_size and got == digest, f"bulk to {receiver.addr}: data differs"
+        return bulk_size / seconds / 1e6
 
     latencies = []
 
@@ -340,8 +332,8 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         return first
 
     result = {
-        "bulk_in_MBps": _trials(trials, bulk_in),
-        "bulk_out_MBps": _trials(trials, bulk_out),
+        "bulk_in_MBps": _trials(trials, lambda: bulk(peer, ours)),       # kernel -> the side under test
+        "bulk_out_MBps": _trials(trials, lambda: bulk(ours, peer)),      # the side under test -> kernel
         "rr_p50_us": _trials(trials, rr),
     }
     result["rr_p99_us"] = {"median": statistics.median(latencies), "min": min(latencies), "max": max(latencies)}
