@@ -66,6 +66,8 @@ def on_retransmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
     conn.recover = conn.snd_max
     conn.rto_recovery = True
     conn.high_rxt = conn.snd_una                     # the scoreboard stays: go-back-N skips SACKed ranges
+    if conn.scoreboard and conn.scoreboard[0][0] == conn.snd_una:
+        conn.scoreboard = []                         # SACKed yet unacknowledged at SND.UNA: the peer reneged
     rtt.backoff(conn, cfg.rto_max)
     conn.snd_nxt = conn.snd_una                      # go back: resend from the first unacknowledged byte
     snd.retransmit_head(eng, conn, now)
