@@ -1,5 +1,6 @@
 """SACK as a receiver (RFC 2018): SACK-permitted in the SYNs, SACK blocks on the ACKs for out-of-order data;
-limited transmit (RFC 3042) and duplicate ACKs recognised by their SACK blocks."""
+limited transmit (RFC 3042) and duplicate ACKs recognised by their SACK blocks; as a sender, SACK-based
+loss recovery (RFC 6675: scoreboard, IsLost, pipe, NextSeg) and the tail loss probe (RFC 8985 7)."""
 import pytest
 
 from proto.wire.tcp import TcpOptions
