@@ -1,0 +1,44 @@
+"""libsock with no stack running: ENETDOWN at once, naming the run directory."""
+from __future__ import annotations
+
+import errno
+import time
+
+import pytest
+
+import libsock
+
+
+@pytest.fixture
+def no_stack(monkeypatch, tmp_path):
+    run_dir = tmp_path / "nothing-here"
+    monkeypatch.setenv("NETSTACK_RUN", str(run_dir))
+    return str(run_dir)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: libsock.socket(),
+    lambda: libsock.create_connection(("198.18.0.1", 80)),
+    lambda: libsock.create_server(("0.0.0.0", 8080)),
+])
+def test_enetdown_at_once(no_stack, call):
+    started = time.monotonic()
+    with pytest.raises(OSError) as caught:
+        call()
+    assert caught.value.errno == errno.ENETDOWN
+    assert no_stack in str(caught.value)
+    assert time.monotonic() - started < 0.5
+
+
+def test_module_mirrors_socket():
+    import socket
+    for name in ("AF_INET", "SOCK_STREAM", "SOL_SOCKET", "SO_REUSEADDR", "SO_KEEPALIVE", "SO_RCVBUF", "SO_SNDBUF",
+                 "SO_ERROR", "SO_LINGER", "IPPROTO_TCP", "TCP_NODELAY", "TCP_MAXSEG", "TCP_KEEPIDLE",
+                 "TCP_KEEPINTVL", "TCP_KEEPCNT", "SHUT_RD", "SHUT_WR", "SHUT_RDWR", "MSG_PEEK", "MSG_DONTWAIT",
+                 "MSG_WAITALL"):
+        assert getattr(libsock, name) == getattr(socket, name), name
+    assert libsock.timeout is socket.timeout and libsock.error is OSError
+    assert libsock.inet_ntoa(libsock.inet_aton("198.18.0.2")) == "198.18.0.2"
+    assert libsock.getaddrinfo("198.18.0.2", 80)[0][4] == ("198.18.0.2", 80)
+    with pytest.raises(socket.gaierror):
+        libsock.getaddrinfo("example.invalid", 80)
