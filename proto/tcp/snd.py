@@ -47,13 +47,8 @@ def rcvbuf_ceiling(conn: Connection) -> int:
     return conn.so_rcvbuf if conn.rcvbuf_locked else max(conn.so_rcvbuf, RCVBUF_AUTOTUNE_MAX)
 
 
-def select_window(conn: Connection) -> int:
-    """The 16-bit window field to send now, and move conn.rcv_adv to match.
-
-    The window follows the free receive buffer, but its right edge never moves
-    left (RFC 9293 3.8.6.2.2) and only moves right by a worthwhile amount
-    (receiver SWS avoidance, RFC 1122 4.2.3.3: min(rcvbuf/2, MSS)).
-    """
+def _buffer_and_free(conn: Connection) -> tuple[int, int]:
+    """The receive buffer and its free space, both capped at the largest window the scale can say."""
     rcvbuf = conn.so_rcvbuf
     free = rcvbuf - conn.recv_queue_len - conn.ooo_len
     largest = 0xFFFF << conn.rcv_wscale
@@ -61,6 +56,17 @@ def select_window(conn: Connection) -> int:
         rcvbuf = largest
         if free > largest:
             free = largest
+    return rcvbuf, free
+
+
+def select_window(conn: Connection) -> int:
+    """The 16-bit window field to send now, and move conn.rcv_adv to match.
+
+    The window follows the free receive buffer, but its right edge never moves
+    left (RFC 9293 3.8.6.2.2) and only moves right by a worthwhile amount
+    (receiver SWS avoidance, RFC 1122 4.2.3.3: min(rcvbuf/2, MSS)).
+    """
+    rcvbuf, free = _buffer_and_free(conn)
     rcv_nxt = conn.rcv_nxt
     current = (conn.rcv_adv - rcv_nxt) & MASK
     if current >= seqnum.HALF:
@@ -84,13 +90,7 @@ def select_window(conn: Connection) -> int:
 
 def window_after_read(conn: Connection) -> bool:
     """Would an ACK now open the window enough to be worth sending (Linux cleanup_rbuf)?"""
-    rcvbuf = conn.so_rcvbuf
-    free = rcvbuf - conn.recv_queue_len - conn.ooo_len
-    largest = 0xFFFF << conn.rcv_wscale
-    if rcvbuf > largest:
-        rcvbuf = largest
-        if free > largest:
-            free = largest
+    rcvbuf, free = _buffer_and_free(conn)
     current = conn.rcv_wnd
     threshold = conn.rcv_mss if conn.rcv_mss < rcvbuf // 2 else rcvbuf // 2
     # Only when the window offered has closed to half the buffer or less:
