@@ -9,12 +9,10 @@ call that would block waits here until the engine wakes its socket (Linux's
 from __future__ import annotations
 
 import errno
-import heapq
 import itertools
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
 
 from proto.ipc.messages import Call, Reply, SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
 from proto.tcp.config import TcpConfig
@@ -22,21 +20,12 @@ from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, Tc
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
+from services.tcp.sleepers import ParkedCall, Sleepers
 
 TRACE_RING = 16384            # state transitions, and segments while `netstack trace` runs
 TRACE_BATCH = 2000            # events per control_trace answer
 # errors after which a blocked call is retried when its socket wakes
 _WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
-
-
-@dataclass(slots=True, eq=False)
-class ParkedCall:
-    identity: bytes
-    call: Call
-    deadline: float | None      # CLOCK_MONOTONIC; None waits forever
-    sent: int = 0               # a blocking send's progress
-    answered: bool = False      # answered (or abandoned): its deadline entry is stale
-    started: bool = False       # a connect whose handshake has begun
 
 
 class Tcpd(Service):
@@ -50,9 +39,7 @@ class Tcpd(Service):
         if instance.get("offload"):
             tcp.setdefault("gso_max_size", 65535 - 40)
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
-        self.parked: dict[int, list[ParkedCall]] = {}
-        self.call_deadlines: list[tuple[float, int, ParkedCall]] = []     # heap of parked calls' timeouts
-        self._deadline_seq = 0
+        self.sleepers = Sleepers()
         self.trace: deque = deque(maxlen=TRACE_RING)     # (event number, Transition or segment tuple)
         self.trace_count = 0
         self.trace_segments_until = 0.0     # CLOCK_MONOTONIC end of the segment trace's lease; 0: off
@@ -121,7 +108,7 @@ class Tcpd(Service):
             if effects.segments and self.trace_segments_until > now:
                 for src, dst, segment in effects.segments:
                     self._trace_segment(now, "out", src, dst, segment)
-            woken = [sid for sid in effects.woken if sid in self.parked]
+            woken = [sid for sid in effects.woken if sid in self.sleepers]
             if not woken:
                 return
             for sid in woken:
@@ -168,7 +155,7 @@ class Tcpd(Service):
             done = handler(now, parked)
         except TcpError as exc:
             if exc.errno in _WAIT_ERRNOS and timeout != 0:
-                self._park(parked)
+                self.sleepers.park(parked)
             else:
                 self._answer(identity, call, exc.errno)
         except (TypeError, ValueError, IndexError):
@@ -177,7 +164,7 @@ class Tcpd(Service):
             if done is not None:
                 self._answer(identity, call, 0, *done)
             else:
-                self._park(parked)
+                self.sleepers.park(parked)
         self.flush(now)
 
     def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
@@ -188,22 +175,15 @@ class Tcpd(Service):
         parked.answered = True
         self._answer(parked.identity, parked.call, err, value, data)
 
-    def _park(self, parked: ParkedCall) -> None:
-        self.parked.setdefault(parked.call.sid[1], []).append(parked)
-        if parked.deadline is not None:
-            self._deadline_seq += 1
-            heapq.heappush(self.call_deadlines, (parked.deadline, self._deadline_seq, parked))
-
     def _retry(self, now: float, sid: int) -> None:
-        waiting = self.parked.pop(sid, [])
-        still = []
-        for parked in waiting:
+        """The socket was woken: try its sleeping calls again (Linux: the sleeper re-runs its loop)."""
+        for parked in self.sleepers.take(sid):
             call = parked.call
             try:
                 done = self.calls[call.op](now, parked)
             except TcpError as exc:
                 if exc.errno in _WAIT_ERRNOS:
-                    still.append(parked)
+                    self.sleepers.park(parked)
                 elif call.op == "send" and parked.sent:
                     self._answer_parked(parked, 0, parked.sent)
                 else:
@@ -213,38 +193,19 @@ class Tcpd(Service):
                 self._answer_parked(parked, errno.EINVAL)
                 continue
             if done is None:
-                still.append(parked)
+                self.sleepers.park(parked)
             else:
                 self._answer_parked(parked, 0, *done)
-        if still:
-            self.parked.setdefault(sid, []).extend(still)
 
     def next_deadline(self) -> float | None:
-        """The earliest timeout of a parked call (a heap with lazy deletion: answered calls
-        leave their entry behind, skipped here)."""
-        heap = self.call_deadlines
-        while heap:
-            deadline, _, parked = heap[0]
-            if parked.answered:
-                heapq.heappop(heap)
-                continue
-            return deadline
-        return None
+        return self.sleepers.next_deadline()
 
     def tick(self, now: float) -> None:
-        heap = self.call_deadlines
-        while heap and heap[0][0] <= now:
-            _, _, parked = heapq.heappop(heap)
-            if parked.answered:
-                continue
-            sid = parked.call.sid[1]
-            self.parked[sid].remove(parked)
-            if not self.parked[sid]:
-                del self.parked[sid]
+        for parked in self.sleepers.expired(now):
             if parked.call.op == "send" and parked.sent:
-                self._answer_parked(parked, 0, parked.sent)
+                self._answer_parked(parked, 0, parked.sent)       # a partial send returns its count
             else:
-                self._answer_parked(parked, errno.EAGAIN)
+                self._answer_parked(parked, errno.EAGAIN)          # libsock: socket.timeout
 
     # -- one method per call: return (value,) or (value, data) when done, None to keep waiting
 
@@ -303,7 +264,7 @@ class Tcpd(Service):
     def _close(self, now: float, parked: ParkedCall):
         sid = parked.call.sid[1]
         self.engine.close(now, sid)
-        for waiting in self.parked.pop(sid, []):
+        for waiting in self.sleepers.take(sid):
             self._answer_parked(waiting, errno.EBADF)
         return (None,)
 
@@ -318,8 +279,7 @@ class Tcpd(Service):
     # -- control ----------------------------------------------------------------
 
     def control_stats(self) -> dict:
-        parked = sum(len(calls) for calls in self.parked.values())
-        return {**self.counters, **self.engine.counters, "parked_calls": parked}
+        return {**self.counters, **self.engine.counters, "parked_calls": len(self.sleepers)}
 
     def control_ss(self) -> list:
         return self.engine.listing(time.monotonic())
