@@ -10,9 +10,10 @@ _FOLD = 0xFFFF
 
 def ones_complement_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """The 16-bit one's-complement sum of `data` (padded to even length) plus `initial`."""
+    value = int.from_bytes(data, "big")
     if len(data) & 1:
-        data = bytes(data) + b"\0"
-    value = int.from_bytes(data, "big") + initial
+        value <<= 8                     # the zero pad byte of an odd length, without copying the data
+    value += initial
     if value == 0:
         return 0
     value %= _FOLD
