@@ -43,8 +43,13 @@ class Hello(Message):
 
 @dataclass(frozen=True, slots=True)
 class DeviceReceived(Message):
-    """nicd -> ipd: packets read from the device, one frame each: `[1, "dev_rx"]` + N frames."""
+    """nicd -> ipd: packets read from the device, one frame each: `[1, "dev_rx", trusted]` + N frames.
+
+    `trusted` lists the frames whose transport checksum the device vouches for (with checksum
+    offload the kernel hands over CHECKSUM_PARTIAL packets: they never crossed a wire).
+    """
     OP: ClassVar[str] = "dev_rx"
+    trusted: list = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +62,14 @@ class DeviceTransmit(Message):
 
 @dataclass(frozen=True, slots=True)
 class SegmentsReceived(Message):
-    """ipd -> tcpd: `[1, "tcp_rx", [[src, dst], ...]]` + one frame per segment.
+    """ipd -> tcpd: `[1, "tcp_rx", [[src, dst], ...], trusted]` + one frame per segment.
 
-    src and dst are 4-byte addresses; segment i travels in frame i.
+    src and dst are 4-byte addresses; segment i travels in frame i.  `trusted` lists the
+    segments whose checksum the device vouched for (tcpd does not verify them again).
     """
     OP: ClassVar[str] = "tcp_rx"
     addresses: list
+    trusted: list = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

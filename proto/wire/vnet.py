@@ -18,23 +18,29 @@ PLAIN = HEADER.pack(0, GSO_NONE, 0, 0, 0, 0)
 _PROTO_TCP = 6
 
 
-def from_device(frame: bytes) -> bytes:
-    """The IP packet in a frame read from the device, its checksum completed.
+def from_device(frame: bytes) -> tuple[bytes, tuple[int, int] | None]:
+    """(the IP packet in a frame read from the device, where its checksum is left to do or None).
 
     With TUN_F_CSUM the kernel may leave the transport checksum to the device
-    (CHECKSUM_PARTIAL): the field holds the pseudo-header sum, and the
-    one's-complement sum from csum_start to the end, complemented, goes there.
-    A super-segment (gso_type TCPV4) is passed on whole: TCP takes it as one
-    segment, as Linux's GRO would.
+    (CHECKSUM_PARTIAL: the field holds only the pseudo-header sum; the sum runs
+    from csum_start and goes at csum_start + csum_offset).  Such a packet was
+    made by the kernel and never crossed a wire, so, as Linux does for
+    CHECKSUM_PARTIAL, the driver may vouch for it instead of summing it (and
+    tcpd summing it again); `complete_checksum` fills it in when the packet
+    must stand on its own.  A super-segment (gso_type TCPV4) is passed on
+    whole: TCP takes it as one segment, as Linux's GRO would.
     """
     flags, _gso_type, _hdr_len, _gso_size, csum_start, csum_offset = HEADER.unpack_from(frame)
-    if not flags & NEEDS_CSUM:
-        return frame[SIZE:]
-    packet = bytearray(memoryview(frame)[SIZE:])
-    start, where = csum_start, csum_start + csum_offset
+    return frame[SIZE:], ((csum_start, csum_offset) if flags & NEEDS_CSUM else None)
+
+
+def complete_checksum(packet: bytes, csum_start: int, csum_offset: int) -> bytes:
+    """The packet with its CHECKSUM_PARTIAL transport checksum filled in."""
+    where = csum_start + csum_offset
     if where + 2 > len(packet):
-        return bytes(packet)            # nonsense offsets: the checksum check downstream drops it
-    checksum = ~ones_complement_sum(memoryview(packet)[start:]) & 0xFFFF
+        return packet               # nonsense offsets: the checksum check downstream drops it
+    packet = bytearray(packet)
+    checksum = ~ones_complement_sum(memoryview(packet)[csum_start:]) & 0xFFFF
     packet[where] = checksum >> 8
     packet[where + 1] = checksum & 0xFF
     return bytes(packet)

@@ -29,9 +29,18 @@ class Ipd(Service):
         out = IpOutput([], [])
         now = time.monotonic()
         packet_in = self.layer.packet_in
-        for packet in msg.payload:
+        if not msg.trusted:
+            for packet in msg.payload:
+                packet_in(now, packet, out)
+            self.flush(out)
+            return
+        vouched, trusted = set(msg.trusted), []       # which of the TCP segments they became
+        for i, packet in enumerate(msg.payload):
+            before = len(out.to_tcp)
             packet_in(now, packet, out)
-        self.flush(out)
+            if i in vouched:
+                trusted.extend(range(before, len(out.to_tcp)))
+        self.flush(out, trusted)
 
     def on_segments_transmit(self, identity: bytes, msg: SegmentsTransmit) -> None:
         if len(msg.addresses) != len(msg.payload):
@@ -47,11 +56,11 @@ class Ipd(Service):
                 self.count("drop_bad_tcp_tx")
         self.flush(out)
 
-    def flush(self, out: IpOutput) -> None:
+    def flush(self, out: IpOutput, trusted: list[int] = ()) -> None:
         if out.to_device:
             self.send("nicd", DeviceTransmit(payload=tuple(out.to_device)))
         if out.to_tcp:
-            self.send("tcpd", SegmentsReceived([[src, dst] for src, dst, _ in out.to_tcp],
+            self.send("tcpd", SegmentsReceived([[src, dst] for src, dst, _ in out.to_tcp], list(trusted),
                                                payload=tuple(seg for _, _, seg in out.to_tcp)))
 
     def next_deadline(self) -> float | None:

@@ -15,7 +15,7 @@ import pytun
 from proto.impair import Impairment, ImpairSettings
 from proto.ipc.messages import DeviceReceived, DeviceTransmit
 from proto.wire import pcap
-from proto.wire.vnet import from_device, to_device
+from proto.wire.vnet import complete_checksum, from_device, to_device
 from services._shell import Service, main
 
 READ_BATCH = 256
@@ -89,8 +89,13 @@ class Nicd(Service):
             except BlockingIOError:
                 break
         if packets:
+            trusted = []
             if self.offload:
-                packets = [from_device(frame) for frame in packets]
+                packets, partial = zip(*map(from_device, packets))
+                if self.impair is None:
+                    trusted = [i for i, csum in enumerate(partial) if csum]
+                else:               # the impairment stage reorders and holds: complete them instead
+                    packets = [complete_checksum(p, *c) if c else p for p, c in zip(packets, partial)]
             self.counters["rx_packets"] += len(packets)
             self.counters["rx_bytes"] += sum(map(len, packets))
             self.counters["rx_batches"] += 1
@@ -101,7 +106,7 @@ class Nicd(Service):
                 packets = [out for packet in packets for out in offer(now, packet, "in")]
                 if not packets:
                     return
-            self.send("ipd", DeviceReceived(payload=tuple(packets)))
+            self.send("ipd", DeviceReceived(trusted, payload=tuple(packets)))
 
     def on_transmit(self, identity: bytes, msg: DeviceTransmit) -> None:
         packets = msg.payload
