@@ -159,8 +159,12 @@ def _build_options(o: TcpOptions) -> bytes:
     return bytes(out)
 
 
-def build_tcp(seg: TcpSegment, src_ip: bytes, dst_ip: bytes) -> bytes:
-    """The bytes of `seg`, checksum filled in."""
+def build_tcp(seg: TcpSegment, src_ip: bytes, dst_ip: bytes, offload_checksum: bool = False) -> bytes:
+    """The bytes of `seg`, checksum filled in.
+
+    With `offload_checksum` the device completes it (CHECKSUM_PARTIAL): the field
+    holds only the folded pseudo-header sum, as Linux leaves it for a NIC.
+    """
     options = _build_options(seg.options)
     header_len = HEADER_LEN + len(options)
     payload = seg.payload
@@ -168,6 +172,9 @@ def build_tcp(seg: TcpSegment, src_ip: bytes, dst_ip: bytes) -> bytes:
                           (header_len // 4) << 4, int(seg.flags) & 0xFF, seg.window, 0, seg.urgent) + options
     total = header_len + len(payload)
     partial = pseudo_header_sum(src_ip, dst_ip, PROTO_TCP, total)
+    if offload_checksum:
+        checksum = ones_complement_sum(b"", partial)
+        return header[:16] + checksum.to_bytes(2, "big") + header[18:] + payload
     if payload:
         partial = ones_complement_sum(payload, partial)
     checksum = ~ones_complement_sum(header, partial) & 0xFFFF

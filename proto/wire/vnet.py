@@ -49,12 +49,15 @@ def complete_checksum(packet: bytes, csum_start: int, csum_offset: int) -> bytes
 def to_device(packet: bytes, mtu: int) -> tuple[bytes, bytes]:
     """(virtio-net header, packet) for a packet to write to the device.
 
-    A TCP packet above the MTU is a super-segment: the kernel cuts it into
-    segments of MTU - headers bytes of payload (gso_size, the MSS that tcpd
-    segmented at) and computes their checksums.
+    Every TCP packet leaves its checksum to the kernel (tcpd wrote only the
+    pseudo-header sum: NEEDS_CSUM from the TCP header on).  A TCP packet above
+    the MTU is a super-segment: the kernel cuts it into segments of MTU -
+    headers bytes of payload (gso_size, the MSS that tcpd segmented at).
     """
-    if len(packet) <= mtu or packet[9] != _PROTO_TCP:
+    if packet[9] != _PROTO_TCP or len(packet) < 40:
         return PLAIN, packet
     ip_header = (packet[0] & 0x0F) * 4
+    if len(packet) <= mtu:
+        return HEADER.pack(NEEDS_CSUM, GSO_NONE, 0, 0, ip_header, 16), packet
     headers = ip_header + (packet[ip_header + 12] >> 4) * 4
-    return HEADER.pack(0, GSO_TCPV4, headers, mtu - headers, 0, 0), packet
+    return HEADER.pack(NEEDS_CSUM, GSO_TCPV4, headers, mtu - headers, ip_header, 16), packet

@@ -36,7 +36,8 @@ class Tcpd(Service):
         instance = self.config["instance"]
         tcp = dict(self.config["tcp"])
         tcp.setdefault("mss", instance["mtu"] - 40)
-        if instance.get("offload"):
+        self.offload = bool(instance.get("offload"))     # the device computes our checksums, cuts super-segments
+        if self.offload:
             tcp.setdefault("gso_max_size", 65535 - 40)
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.sleepers = Sleepers()
@@ -98,7 +99,7 @@ class Tcpd(Service):
                 for src, dst, segment in effects.segments:
                     src_b, dst_b = self._addr(src), self._addr(dst)
                     addresses.append([src_b, dst_b])
-                    frames.append(build_tcp(segment, src_b, dst_b))
+                    frames.append(build_tcp(segment, src_b, dst_b, self.offload))
                 self.send("ipd", SegmentsTransmit(addresses, payload=tuple(frames)))
             if effects.timers:
                 self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))

@@ -40,11 +40,22 @@ def test_large_tcp_packet_becomes_a_super_segment():
     header, out = vnet.to_device(packet, 1500)
     assert out is packet
     flags, gso_type, hdr_len, gso_size, _, _ = vnet.HEADER.unpack(header)
-    assert (flags, gso_type, hdr_len, gso_size) == (0, vnet.GSO_TCPV4, 40, 1460)
+    assert (flags, gso_type, hdr_len, gso_size) == (vnet.NEEDS_CSUM, vnet.GSO_TCPV4, 40, 1460)
 
 
-def test_small_packet_is_plain():
+def test_small_tcp_packet_leaves_its_checksum_to_the_kernel():
     packet = _tcp_packet(b"z" * 100)
-    assert vnet.to_device(packet, 1500) == (vnet.PLAIN, packet)
+    header, out = vnet.to_device(packet, 1500)
+    assert out is packet
+    assert vnet.HEADER.unpack(header) == (vnet.NEEDS_CSUM, vnet.GSO_NONE, 0, 0, 20, 16)
+
+
+def test_offloaded_checksum_is_the_pseudo_header_sum_and_completes_right():
+    seg = TcpSegment(40000, 80, 1000, 2000, TcpFlags.ACK, 512, payload=b"q" * 999)
+    partial = build_ipv4(SRC, DST, 6, build_tcp(seg, SRC, DST, offload_checksum=True))
+    assert vnet.complete_checksum(partial, 20, 16) == build_ipv4(SRC, DST, 6, build_tcp(seg, SRC, DST))
+
+
+def test_icmp_is_plain():
     icmp = build_ipv4(SRC, DST, 1, b"\x08" + b"\0" * 3000, df=False)
     assert vnet.to_device(icmp, 1500)[0] == vnet.PLAIN
