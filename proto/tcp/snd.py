@@ -184,7 +184,8 @@ def send_range(eng: "TcpEngine", conn: Connection, now: float, seq: int, size: i
     end = offset + size
     if end > len(buf):
         end = len(buf)
-    payload = bytes(buf[offset:end])
+    with memoryview(buf) as view:               # one copy (a bytearray slice would make two)
+        payload = bytes(view[offset:end])
     used = end - offset
     if end == len(buf):
         if conn.fin_queued:

@@ -152,8 +152,7 @@ def build_ipv4(src: bytes, dst: bytes, protocol: int, payload: bytes | bytearray
     checksum = internet_checksum(header)
     header[10] = checksum >> 8
     header[11] = checksum & 0xFF
-    header += payload
-    return bytes(header)
+    return b"".join((header, payload))          # the payload copied once
 
 
 def build_ipv4_header(header: Ipv4Header) -> bytes:
