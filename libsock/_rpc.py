@@ -107,13 +107,6 @@ class Stack:
                     raise self.down_error()
                 raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
 
-    def post(self, op: str, sid, args: list) -> None:
-        """Send a call whose answer nobody waits for (the next call on this thread skips it)."""
-        try:
-            self._socket().send_multipart(codec.encode(Call(next(self._ids), op, sid, args, 0)), zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass                  # no stack: nothing to close
-
     def _abandon(self) -> None:
         """Drop this thread's socket: a new one will not receive the dead call's answer."""
         sock = getattr(self._local, "sock", None)

@@ -278,9 +278,12 @@ class socket:
             os.close(self._fd)
             self._fd = -1
         if self._sid is not None:
-            # close() cannot fail for TCP (Linux returns 0 and finishes the close in the background),
-            # so the call is sent without waiting for its answer; calls from this thread stay ordered
-            self._stack.post("close", self._sid, [])
+            # answered at once (the close finishes in the background, as in Linux); waiting for the
+            # answer makes sure the call has left this process even if it exits right after
+            try:
+                self._stack.call("close", self._sid, [], 0)
+            except OSError:
+                pass
 
     def detach(self) -> int:
         raise OSError(errno.EOPNOTSUPP, "libsock sockets have no descriptor to detach")
