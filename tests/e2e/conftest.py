@@ -43,6 +43,16 @@ def wait_for(condition, timeout: float, interval: float = 0.01, message: str = "
         time.sleep(interval)
 
 
+def connect_or_none(address, timeout: float = 10, retry_on=(ConnectionRefusedError,)):
+    """A libsock connection to address, or None while the server is not listening yet
+    (for wait_for: the kernel-side server starts in a process of its own)."""
+    import libsock
+    try:
+        return libsock.create_connection(address, timeout=timeout)
+    except retry_on:
+        return None
+
+
 @dataclass
 class Stack:
     name: str

@@ -28,7 +28,7 @@ import time
 import libsock
 from tests.e2e import netns as ns
 from tests.e2e import peers
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import connect_or_none, wait_for
 
 MiB = 1 << 20
 
@@ -70,19 +70,12 @@ def kernel_to_us(stack, port: int, size: int, timeout: float = 120) -> float:
     return elapsed
 
 
-def _connect(stack, port):
-    try:
-        return libsock.create_connection((stack.host, port), timeout=5)
-    except (ConnectionRefusedError, TimeoutError):
-        return None
-
-
 def us_to_kernel(stack, port: int, size: int, timeout: float = 120, during=None) -> float:
     """A libsock client sends `size` bytes to a kernel server; checks them; returns the seconds taken.
     `during(sock)` runs in the test's thread while the send goes on in another."""
     receiver = ns.KernelProcess(stack.netns, peers.receive_file, stack.host, port)
     data = peers.pattern(size, seed=5)
-    sock = wait_for(lambda: _connect(stack, port), 20, 0.05, "the kernel server")
+    sock = wait_for(lambda: connect_or_none((stack.host, port), timeout=5, retry_on=(ConnectionRefusedError, TimeoutError)), 20, 0.05, "the kernel server")
     start = time.monotonic()
     with sock:
         sock.settimeout(timeout)

@@ -8,7 +8,7 @@ import pytest
 import libsock
 from tests.e2e import netns as ns
 from tests.e2e import peers
-from tests.e2e.conftest import running_stack, wait_for
+from tests.e2e.conftest import connect_or_none, running_stack, wait_for
 
 MiB = 1 << 20
 
@@ -19,18 +19,11 @@ def offload_stack():
         yield stack
 
 
-def _connect(address):
-    try:
-        return libsock.create_connection(address, timeout=10)
-    except ConnectionRefusedError:
-        return None
-
-
 def test_super_segments_both_ways(offload_stack):
     size = 64 * MiB
     receiver = ns.KernelProcess(offload_stack.netns, peers.receive_file, offload_stack.host, 5101)
     data = peers.pattern(size)
-    sock = wait_for(lambda: _connect((offload_stack.host, 5101)), 10, 0.05, "the kernel receiver")
+    sock = wait_for(lambda: connect_or_none((offload_stack.host, 5101)), 10, 0.05, "the kernel receiver")
     with sock:
         sock.sendall(data)
     assert receiver.result(120) == (size, hashlib.sha256(data).hexdigest())

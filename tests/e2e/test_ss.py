@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import threading
 
-import libsock
 from tests.e2e import netns as ns
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import connect_or_none, wait_for
 
 PORT = 7600
 
@@ -29,7 +28,7 @@ def test_ss_shows_transfer_then_time_wait_then_nothing(shared_stack):
     import multiprocessing
     go = multiprocessing.get_context("fork").Event()
     reader = ns.KernelProcess(shared_stack.netns, _slow_reader, shared_stack.host, PORT, go)
-    sock = wait_for(lambda: _connect(shared_stack.host, PORT), 10, 0.05, "the kernel reader")
+    sock = wait_for(lambda: connect_or_none((shared_stack.host, PORT)), 10, 0.05, "the kernel reader")
     size = 8 << 20
     sender = threading.Thread(target=sock.sendall, args=(b"z" * size,))
     sender.start()
@@ -51,10 +50,3 @@ def test_ss_shows_transfer_then_time_wait_then_nothing(shared_stack):
     closing = wait_for(lambda: (s := ours()) and s["state"] == "TIME_WAIT" and s, 10, 0.02, "TIME_WAIT")
     assert "time_wait" in closing["timers"] and 0 < closing["timers"]["time_wait"] <= 1.0    # 2 x msl 0.5
     wait_for(lambda: ours() is None, 5, 0.05, "the 2MSL timer to end TIME_WAIT")
-
-
-def _connect(host, port):
-    try:
-        return libsock.create_connection((host, port), timeout=10)
-    except ConnectionRefusedError:
-        return None

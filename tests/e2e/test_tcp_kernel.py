@@ -5,14 +5,13 @@ import hashlib
 import socket as std_socket
 import subprocess
 import threading
-import time
 
 import pytest
 
 import libsock
 from tests.e2e import netns as ns
 from tests.e2e import peers
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import connect_or_none, wait_for
 
 MiB = 1 << 20
 
@@ -40,17 +39,10 @@ def test_kernel_client_to_libsock_server_100MiB(shared_stack):
 def test_libsock_client_to_kernel_server_100MiB(shared_stack):
     receiver = ns.KernelProcess(shared_stack.netns, peers.receive_file, shared_stack.host, 5002)
     data = peers.pattern(100 * MiB)
-    sock = wait_for(lambda: _try_connect((shared_stack.host, 5002)), 10, 0.05, "the kernel server")
+    sock = wait_for(lambda: connect_or_none((shared_stack.host, 5002), timeout=5), 10, 0.05, "the kernel server")
     with sock:
         sock.sendall(data)
     assert receiver.result(120) == (100 * MiB, hashlib.sha256(data).hexdigest())
-
-
-def _try_connect(address):
-    try:
-        return libsock.create_connection(address, timeout=5)
-    except ConnectionRefusedError:
-        return None
 
 
 def test_200_concurrent_connections_1MiB_each(shared_stack):
@@ -92,7 +84,7 @@ def test_200_concurrent_connections_1MiB_each(shared_stack):
 
 
 def _probe(host, port):
-    sock = _try_connect((host, port))
+    sock = connect_or_none((host, port), timeout=5)
     if sock:
         sock.close()
         return True
@@ -114,7 +106,7 @@ def _half_close_peer(host: str, port: int) -> tuple[bytes, int]:
 
 def test_half_close_still_receives(shared_stack):
     peer = ns.KernelProcess(shared_stack.netns, _half_close_peer, shared_stack.host, 5004)
-    sock = wait_for(lambda: _try_connect((shared_stack.host, 5004)), 10, 0.05, "the kernel server")
+    sock = wait_for(lambda: connect_or_none((shared_stack.host, 5004), timeout=5), 10, 0.05, "the kernel server")
     with sock:
         sock.sendall(b"request")
         sock.shutdown(libsock.SHUT_WR)
@@ -145,14 +137,14 @@ def _reset_peer(host: str, port: int, after: int) -> None:
 
 def test_peer_reset_mid_transfer(shared_stack):
     peer = ns.KernelProcess(shared_stack.netns, _reset_peer, shared_stack.host, 5005, 100_000)
-    sock = wait_for(lambda: _try_connect((shared_stack.host, 5005)), 10, 0.05, "the kernel server")
+    sock = wait_for(lambda: connect_or_none((shared_stack.host, 5005), timeout=5), 10, 0.05, "the kernel server")
     with sock:
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
             for _ in range(2000):
                 sock.sendall(b"x" * 65536)
         peer.result(30)
     peer = ns.KernelProcess(shared_stack.netns, _reset_peer, shared_stack.host, 5006, 10)
-    sock = wait_for(lambda: _try_connect((shared_stack.host, 5006)), 10, 0.05, "the kernel server")
+    sock = wait_for(lambda: connect_or_none((shared_stack.host, 5006), timeout=5), 10, 0.05, "the kernel server")
     with sock:
         sock.sendall(b"0123456789")
         with pytest.raises(ConnectionResetError):
@@ -198,7 +190,7 @@ def test_libsock_client_downloads_from_python_http_server(shared_stack, tmp_path
                       "--directory", str(tmp_path), "8082", stdout=subprocess.DEVNULL,
                       stderr=subprocess.DEVNULL)
     try:
-        sock = wait_for(lambda: _try_connect((shared_stack.host, 8082)), 10, 0.05, "http.server")
+        sock = wait_for(lambda: connect_or_none((shared_stack.host, 8082), timeout=5), 10, 0.05, "http.server")
         with sock:
             sock.sendall(b"GET /blob HTTP/1.0\r\nHost: x\r\n\r\n")
             response = sock.makefile("rb").read()

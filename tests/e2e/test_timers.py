@@ -24,7 +24,7 @@ import pytest
 import libsock
 from tests.e2e import netns as ns
 from tests.e2e import peers
-from tests.e2e.conftest import NETSTACK, start_stack, stop_stack, wait_for
+from tests.e2e.conftest import NETSTACK, connect_or_none, start_stack, stop_stack, wait_for
 
 MiB = 1 << 20
 
@@ -88,13 +88,6 @@ def ipt_packets(stack, chain: str, rule_number: int = 1) -> int:
         if fields and fields[0] == str(rule_number):
             return int(fields[1])
     raise AssertionError(f"no rule {rule_number} in {chain}:\n{out}")
-
-
-def _connect(address, timeout=5):
-    try:
-        return libsock.create_connection(address, timeout=timeout)
-    except (ConnectionRefusedError, TimeoutError):
-        return None
 
 
 def stalled_reader(host: str, port: int, resume, rcvbuf: int) -> tuple[int, str]:
@@ -181,7 +174,7 @@ def test_kernel_reader_stops_our_sender_probes(stack, tmp_path):
     resume = multiprocessing.get_context("fork").Event()
     capture = Capture(stack, tmp_path / "zw-out.pcap")
     reader = ns.KernelProcess(stack.netns, stalled_reader, stack.host, 5402, resume, 4096)
-    sock = wait_for(lambda: _connect((stack.host, 5402)), 10, 0.05, "the kernel server")
+    sock = wait_for(lambda: connect_or_none((stack.host, 5402), timeout=5, retry_on=(ConnectionRefusedError, TimeoutError)), 10, 0.05, "the kernel server")
     data = peers.pattern(size, seed=9)
     errors = []
 
@@ -225,7 +218,7 @@ def test_keepalive_detects_a_vanished_peer_and_keeps_a_live_one(stack):
     idle, interval, count = 1, 1, 2
     server = ns.KernelProcess(stack.netns, peers.echo_server, stack.host, 5403)
     try:
-        wait_for(lambda: (s := _connect((stack.host, 5403))) and (s.close() or True), 10, 0.05,
+        wait_for(lambda: (s := connect_or_none((stack.host, 5403), timeout=5, retry_on=(ConnectionRefusedError, TimeoutError))) and (s.close() or True), 10, 0.05,
                  "the kernel echo server")
         socks = []
         for _ in range(2):
