@@ -8,8 +8,10 @@ the tcpd that holds its socket.
 """
 from __future__ import annotations
 
+import atexit
 import errno
 import itertools
+import multiprocessing.util
 import os
 import threading
 import time
@@ -73,22 +75,25 @@ class Stack:
 
     # -- calls --------------------------------------------------------------------
 
-    def _socket(self) -> zmq.Socket:
-        sock = getattr(self._local, "sock", None)
-        if sock is None or self._local.pid != os.getpid():      # a forked child needs its own
+    def _channel(self) -> "_Channel":
+        channel = getattr(self._local, "channel", None)
+        if channel is None or channel.pid != os.getpid():      # a forked child needs its own
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
             sock.connect(self.endpoint)
-            self._local.sock, self._local.pid = sock, os.getpid()
-        return sock
+            channel = self._local.channel = _Channel(sock)
+            with _channels_lock:
+                _channels.append((self, channel))
+        return channel
 
     def call(self, op: str, sid, args: list, timeout: float | None, data: bytes | None = None):
-        """Send one call and wait for its reply: (value, data frame or None); OSError on failure."""
+        """Send one call and wait for its reply: (value, data frame or None, send credit); OSError on failure."""
         if sid is None:          # a new socket: the stack must be there, or soon again
             incarnation = self.wait_for_tcpd(STARTUP_WAIT if self.run_dir.exists() else 0)[0]
         else:
             incarnation = sid[0]
-        sock = self._socket()
+        channel = self._channel()
+        sock = channel.sock
         request_id = next(self._ids)
         frames = codec.encode(Call(request_id, op, sid, args, timeout, payload=(data,) if data is not None else ()))
         sock.send_multipart(frames, copy=len(data or b"") < 65536)
@@ -97,9 +102,10 @@ class Stack:
                 reply = codec.decode(sock.recv_multipart())
                 if not isinstance(reply, Reply) or reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
+                channel.unsynced = False         # everything posted before this call has reached tcpd
                 if reply.errno:
                     raise _error(reply.errno)
-                return reply.value, (reply.payload[0] if reply.payload else None)
+                return reply.value, (reply.payload[0] if reply.payload else None), reply.credit
             tcpd = self._read_tcpd()
             if tcpd is None or tcpd[0] != incarnation:
                 self._abandon()
@@ -107,12 +113,88 @@ class Stack:
                     raise self.down_error()
                 raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
 
+    def post(self, op: str, sid, args: list, data: bytes | None = None) -> None:
+        """Send a call nobody waits for (id 0): a send within the socket's credit, or a close.
+
+        Calls from one thread reach tcpd in order, so the next call of this
+        thread finds the posted one done; at exit, `flush_posted` makes sure the
+        last posted calls have left the process.
+        """
+        channel = self._channel()
+        frames = codec.encode(Call(0, op, sid, args, None, payload=(data,) if data is not None else ()))
+        channel.sock.send_multipart(frames, copy=len(data or b"") < 65536)
+        channel.unsynced = True
+
+    def sync(self) -> None:
+        """Wait until tcpd has everything this thread posted (any answer will do)."""
+        tcpd = self._read_tcpd()
+        if tcpd is None:
+            return               # tcpd is gone, and what it held with it
+        try:
+            self.call("sync", [tcpd[0], 0], [], 0)
+        except OSError:
+            pass
+
     def _abandon(self) -> None:
         """Drop this thread's socket: a new one will not receive the dead call's answer."""
-        sock = getattr(self._local, "sock", None)
-        if sock is not None:
-            sock.close(0)
-            self._local.sock = None
+        channel = getattr(self._local, "channel", None)
+        if channel is not None:
+            channel.sock.close(0)
+            self._local.channel = None
+
+
+class _Channel:
+    """One thread's DEALER to tcpd, and whether calls it posted may still be in flight."""
+
+    def __init__(self, sock: zmq.Socket):
+        self.sock, self.pid, self.thread, self.unsynced = sock, os.getpid(), threading.current_thread(), False
+
+
+_channels: list[tuple[Stack, _Channel]] = []
+_channels_lock = threading.Lock()
+
+
+def flush_posted() -> None:
+    """At exit: wait until tcpd holds every call this process posted (a posted close
+    or send still queued in ZeroMQ would otherwise die with the process).  Only
+    channels of this thread or of finished threads are used: a socket is not
+    shared between running threads."""
+    me = threading.current_thread()
+    with _channels_lock:
+        channels = [(st, ch) for st, ch in _channels if ch.pid == os.getpid()]
+    for st, channel in channels:
+        if channel.unsynced and not channel.sock.closed and (channel.thread is me or not channel.thread.is_alive()):
+            own = getattr(st._local, "channel", None)
+            st._local.channel = channel          # borrow it for this thread's sync call
+            try:
+                st.sync()
+            finally:
+                st._local.channel = own
+
+
+exit_hooks: list = []         # run at exit before the posted calls are flushed (libsock closes its sockets)
+
+
+def _on_exit() -> None:
+    for hook in exit_hooks:
+        hook()
+    flush_posted()
+
+
+class _AtExit:
+    """Runs exit_hooks and flush_posted at exit, also in multiprocessing's children,
+    which end with os._exit (no atexit) after the finalizers registered since the fork."""
+
+    def __init__(self) -> None:
+        atexit.register(_on_exit)
+        self.register()
+
+    def register(self) -> None:
+        multiprocessing.util.Finalize(None, _on_exit, exitpriority=100)
+        multiprocessing.util.register_after_fork(self, _AtExit.register)
+
+
+_at_exit = _AtExit()
 
 
 _stacks: dict[str, Stack] = {}

@@ -11,7 +11,11 @@ import io
 import os
 import socket as _std
 import struct
+import weakref
 
+import zmq
+
+from libsock import _rpc
 from libsock._rpc import stack
 
 AF_INET = _std.AF_INET
@@ -66,6 +70,20 @@ def _resolve(address, allow_any: bool) -> tuple[str, int]:
     return host, port
 
 
+_owned: "weakref.WeakSet[socket]" = weakref.WeakSet()     # sockets this process opened
+
+
+def _close_owned() -> None:
+    """At exit, as the kernel closes a process's descriptors: close what this process
+    opened and left open (inherited sockets stay open for the process they came from)."""
+    for sock in list(_owned):
+        if sock._pid == os.getpid() and not sock._closed:
+            sock._really_close()
+
+
+_rpc.exit_hooks.append(_close_owned)
+
+
 class socket:
     """An AF_INET, SOCK_STREAM socket on the netstack."""
 
@@ -85,13 +103,18 @@ class socket:
         self._closed = False
         self._fd = -1
         self._sid = None
-        self._sid, _ = self._stack.call("socket", None, [], 0)
+        self._credit = 0          # bytes send() may post without waiting (tcpd's last word on the room)
+        self._sid, _, _ = self._stack.call("socket", None, [], 0)
+        self._pid = os.getpid()
+        _owned.add(self)
 
     @classmethod
     def _adopt(cls, sid) -> "socket":
         sock = cls.__new__(cls)
         sock._stack, sock._timeout, sock._state = stack(), getdefaulttimeout(), SS_CONNECTED
-        sock._io_refs, sock._closed, sock._fd, sock._sid = 0, False, -1, sid
+        sock._io_refs, sock._closed, sock._fd, sock._sid, sock._credit = 0, False, -1, sid, 0
+        sock._pid = os.getpid()
+        _owned.add(sock)
         return sock
 
     family = property(lambda self: _std.AddressFamily.AF_INET)
@@ -107,7 +130,8 @@ class socket:
     def _call(self, op: str, *args, timeout: float | None = 0.0, data: bytes | None = None):
         if self._closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
-        return self._stack.call(op, self._sid, list(args), timeout, data)
+        value, data, self._credit = self._stack.call(op, self._sid, list(args), timeout, data)
+        return value, data
 
     def _blocking_call(self, op: str, *args, data: bytes | None = None, flags: int = 0):
         """A call that may sleep: honours the timeout and MSG_DONTWAIT like CPython."""
@@ -181,6 +205,12 @@ class socket:
     def send(self, data, flags: int = 0) -> int:
         data = bytes(memoryview(data)[:_SEND_CHUNK]) if not isinstance(data, bytes) or len(data) > _SEND_CHUNK \
             else data
+        size = len(data)
+        if size <= self._credit and not flags & ~MSG_DONTWAIT and not self._closed:
+            # the send buffer has room for it: Linux would copy it in and return at once
+            self._credit -= size
+            self._stack.post("send", self._sid, [0], data)
+            return size
         sent, _ = self._blocking_call("send", flags & ~MSG_DONTWAIT, data=data, flags=flags)
         return sent
 
@@ -278,11 +308,11 @@ class socket:
             os.close(self._fd)
             self._fd = -1
         if self._sid is not None:
-            # answered at once (the close finishes in the background, as in Linux); waiting for the
-            # answer makes sure the call has left this process even if it exits right after
+            # posted: Linux's close returns at once and finishes in the background
+            # (libsock's exit hook makes sure the call has left the process)
             try:
-                self._stack.call("close", self._sid, [], 0)
-            except OSError:
+                self._stack.post("close", self._sid, [])
+            except (OSError, zmq.ZMQError):
                 pass
 
     def detach(self) -> int:

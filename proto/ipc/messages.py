@@ -108,7 +108,9 @@ class Call(Message):
 
     sid is `[incarnation, socket id]` so that a call never reaches a socket of
     another tcpd incarnation; timeout is the longest the call may block (None:
-    forever, 0: non-blocking).
+    forever, 0: non-blocking).  id 0 is a posted call, which nobody waits for
+    and tcpd does not answer: a send within the credit of the socket's last
+    Reply (its data is queued whole) and close.
     """
     OP: ClassVar[str] = "call"
     id: int
@@ -120,15 +122,18 @@ class Call(Message):
 
 @dataclass(frozen=True, slots=True)
 class Reply(Message):
-    """tcpd -> libsock: `[1, "reply", id, errno, value, incarnation]` (+ a data frame for recv).
+    """tcpd -> libsock: `[1, "reply", id, errno, value, incarnation, credit]` (+ a data frame for recv).
 
-    errno 0 means success and `value` is the result.
+    errno 0 means success and `value` is the result.  `credit` is how many bytes
+    libsock may now send on the call's socket without waiting for an answer
+    (posted sends, see Call); 0 when every send must ask.
     """
     OP: ClassVar[str] = "reply"
     id: int
     errno: int
     value: Any
     incarnation: str
+    credit: int
 
 
 # --- the netstack command <-> any service -----------------------------------

@@ -48,6 +48,7 @@ COUNTER_NAMES = (
     "retrans_segs", "in_errs", "out_rsts", "listen_drops", "listen_overflows", "challenge_acks",
     "delayed_acks", "fast_retransmits", "rto_expiries", "timeouts", "window_probes",
     "keepalive_probes", "keepalive_timeouts", "abort_on_close", "abort_on_linger", "window_updates",
+    "posted_send_dropped",
 )
 
 
@@ -554,6 +555,29 @@ class TcpEngine:
             buf += data
         snd.output(self, conn, now)
         return size
+
+    def send_posted(self, now: float, sid: int, data: bytes) -> None:
+        """A send libsock has already returned from, within the room `send_credit`
+        promised: queue all of it, past SO_SNDBUF if another thread's send took the
+        room first.  If the connection can no longer send, the data is dropped, as
+        Linux drops queued data when a reset arrives, and the error stays pending
+        for the socket's next call."""
+        conn = self._sock(sid)
+        if (conn.state is not S.ESTABLISHED and conn.state is not S.CLOSE_WAIT) or conn.pending_error \
+                or conn.snd_shutdown:
+            self.counters["posted_send_dropped"] += 1
+            return
+        conn.send_buffer += data
+        snd.output(self, conn, now)
+
+    def send_credit(self, sid: int) -> int:
+        """Bytes libsock may send without waiting for an answer: the send buffer's free
+        room while the connection can send, else 0 (every send then asks)."""
+        conn = self.conns.get(sid)
+        if conn is None or conn.pending_error or conn.snd_shutdown or \
+                (conn.state is not S.ESTABLISHED and conn.state is not S.CLOSE_WAIT):
+            return 0
+        return max(0, conn.so_sndbuf - len(conn.send_buffer))
 
     def recv(self, now: float, sid: int, size: int, flags: int = 0) -> bytes:
         conn = self._sock(sid)

@@ -51,6 +51,7 @@ class Tcpd(Service):
             "accept": self._simple, "send": self._send, "recv": self._recv, "shutdown": self._simple,
             "close": self._close, "setsockopt": self._simple, "getsockopt": self._simple,
             "getsockname": self._simple, "getpeername": self._simple, "poll": self._poll,
+            "sync": self._sync,
         }
         self.peer("ipd")
         self.peer("timerd")
@@ -148,6 +149,10 @@ class Tcpd(Service):
             if sid[0] != self.incarnation:     # a socket of a tcpd that died
                 self._answer(identity, call, errno.ECONNRESET if call.op != "close" else 0)
                 return
+        if call.id == 0:
+            self._posted(now, call)
+            self.flush(now)
+            return
         timeout = call.timeout
         if timeout is not None and not isinstance(timeout, (int, float)):
             self._answer(identity, call, errno.EINVAL)
@@ -169,8 +174,26 @@ class Tcpd(Service):
                 self.sleepers.park(parked)
         self.flush(now)
 
+    def _posted(self, now: float, call: Call) -> None:
+        """A call nobody waits for: a send within the socket's credit, or a close."""
+        sid = call.sid[1]
+        self.count("posted_calls")
+        try:
+            if call.op == "send" and len(call.payload) == 1:
+                self.engine.send_posted(now, sid, call.payload[0])
+            elif call.op == "close":
+                self._close(now, ParkedCall(b"", call, None))
+            else:
+                self.count("ipc_bad_posted_call")
+        except TcpError:            # a socket already gone: nothing to tell anyone
+            self.count("posted_call_failed")
+
     def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
-        self.reply(identity, Reply(call.id, err, value, self.incarnation,
+        if not call.id:             # posted: nobody waits for an answer
+            return
+        sid = call.sid
+        credit = self.engine.send_credit(sid[1]) if not err and isinstance(sid, list) else 0
+        self.reply(identity, Reply(call.id, err, value, self.incarnation, credit,
                                    payload=(data,) if data is not None else ()))
 
     def _answer_parked(self, parked: ParkedCall, err: int, value=None, data: bytes | None = None) -> None:
@@ -268,6 +291,11 @@ class Tcpd(Service):
         self.engine.close(now, sid)
         for waiting in self.sleepers.take(sid):
             self._answer_parked(waiting, errno.EBADF)
+        return (None,)
+
+    def _sync(self, now: float, parked: ParkedCall):
+        """libsock's barrier before its process exits: everything it posted is here."""
+        self.count("posted_syncs")
         return (None,)
 
     def _poll(self, now: float, parked: ParkedCall):

@@ -20,7 +20,7 @@ SAMPLES = [
     TimerSet("tcpd", [[[3, "retransmit"], 12.5], [[3, "delayed_ack"], None]]),
     TimerFired([[[3, "retransmit"], 12.5]]),
     Call(7, "send", ["ab12cd34", 3], [0], None, payload=(b"data",)),
-    Reply(7, 0, 4, "ab12cd34"),
+    Reply(7, 0, 4, "ab12cd34", 65536),
     Control(1, "stats", {}),
     ControlReply(1, True, {"in_receives": 3}),
 ]

@@ -331,6 +331,38 @@ def test_send_buffer_back_pressure_and_wakeup():
     assert peer.call("send", sid, b"y" * 10000) > 0
 
 
+def test_send_credit_is_the_free_room_and_a_posted_send_is_queued_whole():
+    eng, sid, peer = established(peer_kwargs={"window": 2000})
+    peer.call("setsockopt", sid, 1, 7, 5000)             # SO_SNDBUF 10000
+    assert eng.send_credit(sid) == 10000
+    peer.call("send_posted", sid, b"x" * 9000)
+    assert eng.send_credit(sid) == 1000
+    peer.call("send_posted", sid, b"y" * 3000)           # another thread took the room first: still queued
+    assert eng.send_credit(sid) == 0
+    assert len(eng.conns[sid].send_buffer) == 12000
+    sent = b"".join(seg.payload for seg in peer.take())
+    assert 0 < len(sent) <= 2000 and sent == b"x" * len(sent)     # within the peer's window, in order
+
+
+def test_no_credit_when_the_connection_cannot_send():
+    eng, sid, peer = established()
+    peer.call("shutdown", sid, 1)                        # SHUT_WR
+    assert eng.send_credit(sid) == 0
+    eng, sid, peer = established()
+    peer.send(RST)
+    assert eng.send_credit(sid) == 0
+    assert eng.send_credit(12345) == 0
+
+
+def test_posted_send_after_a_reset_is_dropped_and_the_error_stays_for_the_next_call():
+    eng, sid, peer = established()
+    peer.send(RST)
+    peer.call("send_posted", sid, b"lost")              # libsock returned before the reset reached it
+    assert eng.counters["posted_send_dropped"] == 1
+    peer.expect_nothing()
+    assert peer.error_of("recv", sid, 100) == errno.ECONNRESET
+
+
 def test_send_zero_bytes():
     eng, sid, peer = established()
     assert peer.call("send", sid, b"") == 0

@@ -1,0 +1,96 @@
+"""Posted calls: a send within the socket's credit and close() return without
+waiting for tcpd, as Linux's return once the data is in the send buffer.  What
+was posted must still reach the kernel peer when the program ends right after,
+and an error that arrives meanwhile must still reach the next call."""
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import libsock
+from deploy import control as ctl
+from tests.e2e import netns as ns
+from tests.e2e import peers
+from tests.e2e.conftest import connect_or_none, wait_for
+
+SIZE = 100_000            # well within the first credit (the send buffer's room after connect)
+
+
+def _tcpd_count(stack, name: str) -> int:
+    return ctl.control(stack.run_dir, "tcpd", "stats").get(name, 0)
+
+
+def _send_and_close(host: str, port: int, data: bytes) -> None:
+    sock = wait_for(lambda: connect_or_none((host, port), timeout=5), 10, 0.05, "the kernel server")
+    sock.sendall(data)
+    sock.close()
+
+
+def test_send_and_close_then_os_exit_in_a_multiprocessing_child(shared_stack):
+    """multiprocessing's children end with os._exit: no atexit, yet nothing posted is lost."""
+    receiver = ns.KernelProcess(shared_stack.netns, peers.receive_file, shared_stack.host, 5201)
+    data = peers.pattern(SIZE, seed=3)
+    posted, syncs = _tcpd_count(shared_stack, "posted_calls"), _tcpd_count(shared_stack, "posted_syncs")
+    child = multiprocessing.get_context("fork").Process(target=_send_and_close,
+                                                         args=(shared_stack.host, 5201, data))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert receiver.result(30) == (SIZE, hashlib.sha256(data).hexdigest())     # every byte, then EOF
+    assert _tcpd_count(shared_stack, "posted_calls") >= posted + 2     # the send and the close were posted,
+    assert _tcpd_count(shared_stack, "posted_syncs") == syncs + 1      # and the exit waited until tcpd had them
+
+
+def test_a_program_that_exits_without_closing_still_delivers_and_closes(shared_stack):
+    """As the kernel closes a process's descriptors at exit: data first, then FIN."""
+    receiver = ns.KernelProcess(shared_stack.netns, peers.receive_file, shared_stack.host, 5202)
+    program = textwrap.dedent(f"""
+        import time, libsock
+        from tests.e2e import peers
+        for _ in range(200):
+            try:
+                sock = libsock.create_connection(({shared_stack.host!r}, 5202), timeout=5)
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+        sock.sendall(peers.pattern({SIZE}, seed=4))
+        # no close: the exit does it
+    """)
+    done = subprocess.run([sys.executable, "-c", program], env={**os.environ, "NETSTACK_RUN": shared_stack.run_dir},
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))), timeout=60,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert receiver.result(30) == (SIZE, hashlib.sha256(peers.pattern(SIZE, seed=4)).hexdigest())
+
+
+def _reset_when_told(host: str, port: int) -> None:
+    import socket
+    import struct
+    with socket.create_server((host, port)) as listener:
+        conn, _ = listener.accept()
+        conn.sendall(b"!")
+        assert conn.recv(1) == b"g"
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()                                      # RST
+
+
+def test_a_reset_before_a_posted_send_is_reported_by_the_next_call(shared_stack):
+    server = ns.KernelProcess(shared_stack.netns, _reset_when_told, shared_stack.host, 5203)
+    sock = wait_for(lambda: connect_or_none((shared_stack.host, 5203), timeout=5), 10, 0.05, "the kernel server")
+    resets = _tcpd_count(shared_stack, "estab_resets")
+    with sock:
+        assert sock.recv(1) == b"!"                      # its answer carries the credit
+        sock.send(b"g")
+        server.result(10)
+        wait_for(lambda: _tcpd_count(shared_stack, "estab_resets") > resets, 10, 0.02, "tcpd to take the reset")
+        posted = _tcpd_count(shared_stack, "posted_calls")
+        assert sock.send(b"late") == 4                    # within the credit: returns before it learns
+        wait_for(lambda: _tcpd_count(shared_stack, "posted_calls") == posted + 1, 10, 0.02, "the posted send")
+        with pytest.raises(ConnectionResetError):
+            sock.recv(10)
