@@ -1,10 +1,11 @@
 """timerd: the kernel timer list.  Owners arm, re-arm and cancel timers by
 (owner, key) with absolute CLOCK_MONOTONIC deadlines; timerd tells the owner
-when one fires.  A new timerd announces its incarnation to its clients, who
+when one fires, at the owner's own socket.  A new timerd announces its incarnation to its clients, who
 re-arm what they hold.
 """
 from __future__ import annotations
 
+import re
 import time
 
 from proto.ipc.messages import TimerFired, TimerSet
@@ -12,6 +13,7 @@ from proto.timer.queue import TimerQueue, freeze_key
 from services._shell import Service, main
 
 CLIENTS = ("tcpd",)
+_OWNER = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
 class Timerd(Service):
@@ -26,6 +28,9 @@ class Timerd(Service):
             self.announce(client)
 
     def on_timer_set(self, identity: bytes, msg: TimerSet) -> None:
+        if not self._valid_owner(msg.owner):
+            self.count("ipc_bad_timer_owner")
+            return
         for entry in msg.entries:
             if not isinstance(entry, list) or len(entry) != 2:
                 self.count("ipc_bad_timer_entry")
@@ -40,6 +45,12 @@ class Timerd(Service):
                 self.counters["armed"] += 1
             else:
                 self.count("ipc_bad_timer_entry")
+
+    def _valid_owner(self, owner: str) -> bool:
+        """Fires go to the owner's socket, RUN/<owner>.sock: a plain name whose socket is there."""
+        if owner in self.peers:
+            return True
+        return bool(_OWNER.fullmatch(owner)) and (self.run_dir / f"{owner}.sock").exists()
 
     def next_deadline(self) -> float | None:
         return self.queue.next_deadline()
@@ -56,7 +67,7 @@ class Timerd(Service):
                 self.counters["late_max_us"] = late_us
         self.counters["fired"] += len(fired)
         for owner, entries in by_owner.items():
-            self.reply(owner.encode(), TimerFired(entries))
+            self.send(owner, TimerFired(entries))
 
     def control_stats(self) -> dict:
         return {**self.counters, "pending": len(self.queue)}

@@ -23,24 +23,32 @@ def _dealer(stack, service: str, identity: bytes | None = None) -> zmq.Socket:
 
 
 def test_timerd_fires_within_10ms(shared_stack):
+    """An owner's fires arrive at its own socket, RUN/<owner>.sock, as tcpd's do."""
+    inbox = zmq.Context.instance().socket(zmq.ROUTER)
+    inbox.setsockopt(zmq.LINGER, 0)
+    inbox.bind(f"ipc://{shared_stack.run_dir}/t-owner.sock")
     sock = _dealer(shared_stack, "timerd", b"t-owner")
     try:
         now = time.monotonic()
         deadlines = {("k", i): now + 0.05 + 0.02 * i for i in range(10)}
         sock.send_multipart(codec.encode(TimerSet("t-owner", [[list(k), d] for k, d in deadlines.items()])))
         sock.send_multipart(codec.encode(TimerSet("t-owner", [[["k", 9], None]])))      # cancelled
+        sock.send_multipart(codec.encode(TimerSet("../t-owner", [[["k", 0], now]])))    # not a name: dropped
         fired = {}
-        while len(fired) < 9 and sock.poll(2000):
-            msg = codec.decode(sock.recv_multipart())
+        while len(fired) < 9 and inbox.poll(2000):
+            sender, *frames = inbox.recv_multipart()
+            msg = codec.decode(frames)
             arrived = time.monotonic()
-            assert isinstance(msg, TimerFired)
+            assert sender == b"timerd" and isinstance(msg, TimerFired)
             for key, deadline in msg.entries:
                 fired[tuple(key)] = arrived - deadline
         assert set(fired) == set(deadlines) - {("k", 9)}
         assert all(0 <= late < 0.010 for late in fired.values()), fired
-        assert not sock.poll(300)           # the cancelled one never fires
+        assert not inbox.poll(300)           # the cancelled one never fires
+        assert shared_stack.stats()["timerd"]["ipc_bad_timer_owner"] == 1
     finally:
         sock.close(0)
+        inbox.close(0)
 
 
 GARBAGE = [
