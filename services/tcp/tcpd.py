@@ -273,7 +273,8 @@ class Tcpd(Service):
         flags = call.args[0] if call.args else 0
         while parked.sent < len(data):
             try:
-                parked.sent += self.engine.send(now, call.sid[1], data[parked.sent:], flags)
+                rest = memoryview(data)[parked.sent:] if parked.sent else data    # no copy of the rest
+                parked.sent += self.engine.send(now, call.sid[1], rest, flags)
             except TcpError as exc:
                 if exc.errno == errno.EAGAIN and parked.sent and call.timeout == 0:
                     return (parked.sent,)
