@@ -13,6 +13,7 @@ import errno
 import itertools
 import multiprocessing.util
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -80,6 +81,8 @@ class Stack:
         if channel is None or channel.pid != os.getpid():      # a forked child needs its own
             sock = zmq.Context.instance().socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            # tcpd reads the pid from it, and closes what this process holds once it dies
+            sock.setsockopt(zmq.ROUTING_ID, f"p{os.getpid()}.{secrets.token_hex(6)}".encode())
             sock.connect(self.endpoint)
             channel = self._local.channel = _Channel(sock)
             with _channels_lock:

@@ -20,6 +20,7 @@ from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, Tc
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
+from services.tcp.owners import Owners
 from services.tcp.sleepers import ParkedCall, Sleepers
 
 TRACE_RING = 16384            # state transitions, and segments while `netstack trace` runs
@@ -41,6 +42,7 @@ class Tcpd(Service):
             tcp.setdefault("gso_max_size", 65535 - 40)
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.sleepers = Sleepers()
+        self.owners = Owners()          # which processes hold each socket
         self.trace: deque = deque(maxlen=TRACE_RING)     # (event number, Transition or segment tuple)
         self.trace_count = 0
         self.trace_segments_until = 0.0     # CLOCK_MONOTONIC end of the segment trace's lease; 0: off
@@ -149,6 +151,8 @@ class Tcpd(Service):
             if sid[0] != self.incarnation:     # a socket of a tcpd that died
                 self._answer(identity, call, errno.ECONNRESET if call.op != "close" else 0)
                 return
+            if sid[1] in self.engine.conns:
+                self.owners.note(now, sid[1], identity)
         if call.id == 0:
             self._posted(now, call)
             self.flush(now)
@@ -223,9 +227,16 @@ class Tcpd(Service):
                 self._answer_parked(parked, 0, *done)
 
     def next_deadline(self) -> float | None:
-        return self.sleepers.next_deadline()
+        deadline, sweep = self.sleepers.next_deadline(), self.owners.next_sweep
+        return sweep if deadline is None else deadline if sweep is None else min(deadline, sweep)
 
     def tick(self, now: float) -> None:
+        if self.owners.next_sweep is not None and now >= self.owners.next_sweep:
+            for sid in self.owners.orphans(now):
+                if sid in self.engine.conns and self.engine.conns[sid].user_open:
+                    self.count("orphans_closed")     # its processes died: closed as at their exit
+                    self._close(now, ParkedCall(b"", Call(0, "close", [self.incarnation, sid], [], 0), None))
+            self.flush(now)
         for parked in self.sleepers.expired(now):
             if parked.call.op == "send" and parked.sent:
                 self._answer_parked(parked, 0, parked.sent)       # a partial send returns its count
@@ -235,13 +246,16 @@ class Tcpd(Service):
     # -- one method per call: return (value,) or (value, data) when done, None to keep waiting
 
     def _socket(self, now: float, parked: ParkedCall):
-        return ([self.incarnation, self.engine.socket(now)],)
+        sid = self.engine.socket(now)
+        self.owners.note(now, sid, parked.identity)
+        return ([self.incarnation, sid],)
 
     def _simple(self, now: float, parked: ParkedCall):
         call = parked.call
         result = getattr(self.engine, call.op)(now, call.sid[1], *call.args)
         if call.op == "accept":
             child, (addr, port) = result
+            self.owners.note(now, child, parked.identity)
             return ([[self.incarnation, child], [addr, port]],)
         if isinstance(result, tuple):
             result = list(result)
@@ -289,6 +303,7 @@ class Tcpd(Service):
 
     def _close(self, now: float, parked: ParkedCall):
         sid = parked.call.sid[1]
+        self.owners.forget(sid)
         self.engine.close(now, sid)
         for waiting in self.sleepers.take(sid):
             self._answer_parked(waiting, errno.EBADF)
@@ -310,7 +325,8 @@ class Tcpd(Service):
     # -- control ----------------------------------------------------------------
 
     def control_stats(self) -> dict:
-        return {**self.counters, **self.engine.counters, "parked_calls": len(self.sleepers)}
+        return {**self.counters, **self.engine.counters, "parked_calls": len(self.sleepers),
+                "held_sockets": len(self.owners)}
 
     def control_ss(self) -> list:
         return self.engine.listing(time.monotonic())

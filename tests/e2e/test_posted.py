@@ -94,3 +94,51 @@ def test_a_reset_before_a_posted_send_is_reported_by_the_next_call(shared_stack)
         wait_for(lambda: _tcpd_count(shared_stack, "posted_calls") == posted + 1, 10, 0.02, "the posted send")
         with pytest.raises(ConnectionResetError):
             sock.recv(10)
+
+
+def _hold_until_read(host: str, port: int, out) -> None:
+    """Kernel side: connect, say so, then read until EOF (what the dead process's close sends)."""
+    import socket
+    import time
+    for _ in range(200):
+        try:
+            sock = socket.create_connection((host, port), timeout=30)
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    with sock:
+        sock.sendall(b"hi")
+        out.put(sock.recv(10))
+
+
+def test_a_killed_program_s_sockets_are_closed_as_at_its_exit(shared_stack):
+    """SIGKILL: no exit hook runs, yet its listener's port is free again and its peer sees FIN."""
+    program = textwrap.dedent("""
+        import sys, libsock
+        server = libsock.create_server(("0.0.0.0", 5204))
+        conn, _ = server.accept()
+        assert conn.recv(2) == b"hi"
+        print("holding", flush=True)
+        sys.stdin.read()               # until killed
+    """)
+    child = subprocess.Popen([sys.executable, "-c", program], env={**os.environ, "NETSTACK_RUN": shared_stack.run_dir},
+                             cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        out = multiprocessing.get_context("fork").Queue()
+        peer = ns.KernelProcess(shared_stack.netns, _hold_until_read, shared_stack.addr, 5204, out)
+        assert child.stdout.readline() == "holding\n"
+        closed_before = _tcpd_count(shared_stack, "orphans_closed")
+        child.kill()
+        child.wait(10)
+        assert out.get(timeout=10) == b""                # FIN: the peer reads EOF
+        peer.result(10)
+        assert _tcpd_count(shared_stack, "orphans_closed") == closed_before + 2     # listener and connection
+        with libsock.socket() as again:      # SO_REUSEADDR passes the TIME_WAIT, never a live listener
+            again.setsockopt(libsock.SOL_SOCKET, libsock.SO_REUSEADDR, 1)
+            again.bind(("0.0.0.0", 5204))
+            again.listen()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
