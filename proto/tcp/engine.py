@@ -563,8 +563,7 @@ class TcpEngine:
         Linux drops queued data when a reset arrives, and the error stays pending
         for the socket's next call."""
         conn = self._sock(sid)
-        if (conn.state is not S.ESTABLISHED and conn.state is not S.CLOSE_WAIT) or conn.pending_error \
-                or conn.snd_shutdown:
+        if not self._can_take_data(conn):
             self.counters["posted_send_dropped"] += 1
             return
         conn.send_buffer += data
@@ -574,10 +573,15 @@ class TcpEngine:
         """Bytes libsock may send without waiting for an answer: the send buffer's free
         room while the connection can send, else 0 (every send then asks)."""
         conn = self.conns.get(sid)
-        if conn is None or conn.pending_error or conn.snd_shutdown or \
-                (conn.state is not S.ESTABLISHED and conn.state is not S.CLOSE_WAIT):
+        if conn is None or not self._can_take_data(conn):
             return 0
         return max(0, conn.so_sndbuf - len(conn.send_buffer))
+
+    @staticmethod
+    def _can_take_data(conn: Connection) -> bool:
+        """A send would queue data now (no error to report first, not shut for writing)."""
+        return (conn.state is S.ESTABLISHED or conn.state is S.CLOSE_WAIT) and not conn.pending_error \
+            and not conn.snd_shutdown
 
     def recv(self, now: float, sid: int, size: int, flags: int = 0) -> bytes:
         conn = self._sock(sid)

@@ -186,7 +186,7 @@ class Tcpd(Service):
             if call.op == "send" and len(call.payload) == 1:
                 self.engine.send_posted(now, sid, call.payload[0])
             elif call.op == "close":
-                self._close(now, ParkedCall(b"", call, None))
+                self._close_socket(now, sid)
             else:
                 self.count("ipc_bad_posted_call")
         except TcpError:            # a socket already gone: nothing to tell anyone
@@ -235,7 +235,7 @@ class Tcpd(Service):
             for sid in self.owners.orphans(now):
                 if sid in self.engine.conns and self.engine.conns[sid].user_open:
                     self.count("orphans_closed")     # its processes died: closed as at their exit
-                    self._close(now, ParkedCall(b"", Call(0, "close", [self.incarnation, sid], [], 0), None))
+                    self._close_socket(now, sid)
             self.flush(now)
         for parked in self.sleepers.expired(now):
             if parked.call.op == "send" and parked.sent:
@@ -302,12 +302,14 @@ class Tcpd(Service):
         return (len(data), data)
 
     def _close(self, now: float, parked: ParkedCall):
-        sid = parked.call.sid[1]
+        self._close_socket(now, parked.call.sid[1])
+        return (None,)
+
+    def _close_socket(self, now: float, sid: int) -> None:
         self.owners.forget(sid)
         self.engine.close(now, sid)
         for waiting in self.sleepers.take(sid):
             self._answer_parked(waiting, errno.EBADF)
-        return (None,)
 
     def _sync(self, now: float, parked: ParkedCall):
         """libsock's barrier before its process exits: everything it posted is here."""
