@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from proto.tcp import seqnum
+from proto.tcp.sendbuf import SendBuffer
 from proto.tcp.state import State
 
 TIMER_KINDS = ("retransmit", "connect", "persist", "fin_wait_2", "time_wait", "delayed_ack", "keepalive")
@@ -89,7 +90,7 @@ class Connection:
     high_rxt: int = 0                   # RFC 6675 HighRxt: end of the highest retransmission in SACK recovery
     send_mss: int = 536                 # effective send MSS
     peer_mss: int = 536
-    send_buffer: bytearray = field(default_factory=bytearray)   # unacknowledged + unsent bytes
+    send_buffer: SendBuffer = field(default_factory=SendBuffer)  # unacknowledged + unsent bytes
     send_buffer_seq: int = 0            # sequence number of send_buffer[0]
     fin_queued: bool = False            # our FIN follows the last byte of send_buffer
     active_open: bool = False
@@ -171,7 +172,7 @@ class Connection:
             value = getattr(self, name)
             if isinstance(value, State):
                 value = value.value
-            elif isinstance(value, (bytearray, bytes)):
+            elif isinstance(value, (bytearray, bytes, SendBuffer)):
                 value = len(value)
             elif isinstance(value, deque):
                 value = len(value) if name == "recv_queue" else list(value)

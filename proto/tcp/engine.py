@@ -22,6 +22,7 @@ from proto.tcp.config import TcpConfig
 from proto.tcp.connection import (SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED, TIMER_KINDS,
                                   Connection)
 from proto.tcp.effects import Effects, TimerKey
+from proto.tcp.sendbuf import SendBuffer
 from proto.tcp.state import State, Transition, allowed
 from proto.wire.tcp import TcpSegment
 
@@ -448,7 +449,7 @@ class TcpEngine:
         """Fresh connection state for a socket that is (re)used for a new connection."""
         conn.rcv_shutdown = conn.snd_shutdown = conn.done = False
         conn.pending_error = 0
-        conn.send_buffer = bytearray()
+        conn.send_buffer = SendBuffer()
         conn.fin_queued = False
         conn.recv_queue = deque()
         conn.recv_queue_len = conn.recv_offset = 0
@@ -548,11 +549,11 @@ class TcpEngine:
             conn.nospace = True
             raise TcpError(errno.EAGAIN)
         if size > room:
-            buf += memoryview(data)[:room]
+            buf.append(memoryview(data)[:room])
             size = room
             conn.nospace = True
         else:
-            buf += data
+            buf.append(data)
         snd.output(self, conn, now)
         return size
 
@@ -566,7 +567,7 @@ class TcpEngine:
         if not self._can_take_data(conn):
             self.counters["posted_send_dropped"] += 1
             return
-        conn.send_buffer += data
+        conn.send_buffer.append(data)
         snd.output(self, conn, now)
 
     def send_credit(self, sid: int) -> int:

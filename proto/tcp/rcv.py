@@ -368,7 +368,7 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
     if n > len(buf):
         n = len(buf)                                   # the rest is our FIN (or SYN)
     if n:
-        del buf[:n]
+        buf.consume(n)
         conn.send_buffer_seq = (conn.send_buffer_seq + n) & MASK
     conn.snd_una = ack
     if ((conn.snd_nxt - ack) & MASK) >= HALF:

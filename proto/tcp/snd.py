@@ -184,8 +184,7 @@ def send_range(eng: "TcpEngine", conn: Connection, now: float, seq: int, size: i
     end = offset + size
     if end > len(buf):
         end = len(buf)
-    with memoryview(buf) as view:               # one copy (a bytearray slice would make two)
-        payload = bytes(view[offset:end])
+    payload = buf.slice(offset, end)            # a view of the queued chunk when it lies in one
     used = end - offset
     if end == len(buf):
         if conn.fin_queued:
