@@ -37,6 +37,7 @@ def endpoint(run_dir: str | Path, service: str) -> str:
 
 
 ZERO_COPY_FROM = 1 << 16
+VIEW_FROM = 1 << 15          # received frames this large are used in place, not copied into bytes
 
 
 def _copy(frames: list) -> bool:
@@ -151,9 +152,11 @@ class Service:
     def _drain(self, sock: zmq.Socket, routed: bool, budget: int = 256) -> None:
         for _ in range(budget):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            # large payloads stay in ZeroMQ's buffer (a read-only memoryview), small ones become bytes
+            frames = [frame.bytes if len(frame) < VIEW_FROM else frame.buffer for frame in frames]
             identity = b""
             if routed:
                 identity, frames = frames[0], frames[1:]
