@@ -336,3 +336,34 @@ def test_pure_acks_after_go_back_carry_the_highest_sequence_sent():
     peer.advance(0.2)
     ack = [s for s in peer.take() if not s.payload][-1]
     assert ack.seq == conn.snd_max
+
+
+# ---------------------------------------------------------------- the timer protocol
+def test_a_short_connection_ends_without_stale_fires():
+    """Lazily cancelled timers ride along on the next timer message of their connection
+    (cancelled or moved there), so connect, echo, close and TIME_WAIT fire only TIME_WAIT."""
+    from proto.tcp.engine import TcpError
+    from .link import ADDR_A, ADDR_B, Link
+    link = Link(delay=0.0001)
+    fired = []
+    timer_fired = link.a.timer_fired
+    link.a.timer_fired = lambda now, key: (fired.append(key[1]), timer_fired(now, key))
+    listener = link.call(ADDR_B, "socket")
+    link.call(ADDR_B, "bind", listener, "0.0.0.0", 80)
+    link.call(ADDR_B, "listen", listener, 5)
+    client = link.call(ADDR_A, "socket")
+    with pytest.raises(TcpError):
+        link.call(ADDR_A, "connect", client, ADDR_B, 80)             # EINPROGRESS
+    link.run(duration=0.01)
+    server, _ = link.call(ADDR_B, "accept", listener)
+    link.call(ADDR_A, "send", client, b"x")
+    link.run(duration=0.001)
+    link.call(ADDR_B, "send", server, link.call(ADDR_B, "recv", server, 10))
+    link.run(duration=0.001)
+    assert link.call(ADDR_A, "recv", client, 10) == b"x"
+    link.call(ADDR_A, "close", client)
+    link.run(duration=0.001)
+    link.call(ADDR_B, "close", server)
+    link.run(duration=130)
+    assert fired == ["time_wait"]
+    assert link.a.counters.get("timer_stale", 0) == 0
