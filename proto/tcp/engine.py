@@ -132,7 +132,8 @@ class TcpEngine:
         if armed is None or deadline < armed:
             conn.armed[kind] = deadline
             self._effects.timers.append(((conn.id, kind), deadline))
-            self._settle_timers(conn)
+            if kind == "time_wait":
+                self._cancel_lazy_timers(conn)
 
     def cancel(self, conn: Connection, kind: str) -> None:
         """Cancel at once at the timer service, for a timer that would otherwise fire late
@@ -141,19 +142,17 @@ class TcpEngine:
         if conn.armed[kind] is not None:
             conn.armed[kind] = None
             self._effects.timers.append(((conn.id, kind), None))
-            self._settle_timers(conn)
 
-    def _settle_timers(self, conn: Connection) -> None:
-        """A timer message leaves for this connection anyway: let it also cancel the timers
-        cancelled lazily and move those whose deadline moved later, so that none of them
-        fires for nothing (a connection's short life otherwise ends in three stale fires)."""
+    def _cancel_lazy_timers(self, conn: Connection) -> None:
+        """Entering TIME_WAIT, whose timer message leaves anyway: let it also cancel the
+        timers cancelled lazily (delayed ACK, retransmission, FIN_WAIT_2), which would
+        otherwise each fire for nothing after a short connection.  Established
+        connections keep them lazy: cancelling there costs a message per exchange."""
         timers, armed, out = conn.timers, conn.armed, self._effects.timers
         for kind, held in armed.items():
-            if held is not None:
-                want = timers[kind]
-                if want != held:
-                    armed[kind] = want
-                    out.append(((conn.id, kind), want))
+            if held is not None and timers[kind] is None:
+                armed[kind] = None
+                out.append(((conn.id, kind), None))
 
     def set_state(self, conn: Connection, now: float, new: State, cause: str) -> None:
         """THE one place a state changes: checked against state.TRANSITIONS and recorded."""

@@ -5,10 +5,10 @@ A timer is data: `conn.timers[kind]` is its deadline (None: not running).
 service's deadline sends an arm effect; arming later or cancelling sends
 nothing at once: when the service fires at the old deadline, `fire` sees the
 deadline moved (re-arms) or gone (ignores).  This keeps the common path (an
-ACK that restarts the retransmission timer) free of timer messages.  When a
-timer message leaves for a connection anyway, it carries the connection's
-lazy cancels and moves too (`TcpEngine._settle_timers`), so a short
-connection's timers do not fire for nothing after it.
+ACK that restarts the retransmission timer) free of timer messages.  The
+TIME_WAIT timer's message carries the connection's lazy cancels too
+(`TcpEngine._cancel_lazy_timers`), so a short connection's timers do not
+fire for nothing after it.
 """
 from __future__ import annotations
 

@@ -340,8 +340,8 @@ def test_pure_acks_after_go_back_carry_the_highest_sequence_sent():
 
 # ---------------------------------------------------------------- the timer protocol
 def test_a_short_connection_ends_without_stale_fires():
-    """Lazily cancelled timers ride along on the next timer message of their connection
-    (cancelled or moved there), so connect, echo, close and TIME_WAIT fire only TIME_WAIT."""
+    """The TIME_WAIT timer's message cancels the lazily cancelled timers of its connection,
+    so connect, echo, close and TIME_WAIT fire only TIME_WAIT."""
     from proto.tcp.engine import TcpError
     from .link import ADDR_A, ADDR_B, Link
     link = Link(delay=0.0001)
