@@ -16,6 +16,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import zmq
@@ -25,6 +26,7 @@ from proto.ipc.messages import Call, Reply
 
 LIVENESS_CHECK = 0.2
 STARTUP_WAIT = 5.0       # a new socket waits this long for a restarting tcpd
+POSTED_LINGER_MS = 1000  # how long a dropped channel keeps sending what was posted on it
 
 
 def _error(code: int, message: str | None = None) -> OSError:
@@ -80,13 +82,14 @@ class Stack:
         channel = getattr(self._local, "channel", None)
         if channel is None or channel.pid != os.getpid():      # a forked child needs its own
             sock = zmq.Context.instance().socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
+            # a thread that posts a close and ends drops its channel: what is queued still leaves
+            sock.setsockopt(zmq.LINGER, POSTED_LINGER_MS)
             # tcpd reads the pid from it, and closes what this process holds once it dies
             sock.setsockopt(zmq.ROUTING_ID, f"p{os.getpid()}.{secrets.token_hex(6)}".encode())
             sock.connect(self.endpoint)
-            channel = self._local.channel = _Channel(sock)
+            channel = self._local.channel = _Channel(self, sock)
             with _channels_lock:
-                _channels.append((self, channel))
+                _channels.add(channel)
         return channel
 
     def call(self, op: str, sid, args: list, timeout: float | None, data: bytes | None = None):
@@ -149,11 +152,12 @@ class Stack:
 class _Channel:
     """One thread's DEALER to tcpd, and whether calls it posted may still be in flight."""
 
-    def __init__(self, sock: zmq.Socket):
-        self.sock, self.pid, self.thread, self.unsynced = sock, os.getpid(), threading.current_thread(), False
+    def __init__(self, stack: Stack, sock: zmq.Socket):
+        self.stack, self.sock, self.pid = stack, sock, os.getpid()
+        self.thread, self.unsynced = threading.current_thread(), False
 
 
-_channels: list[tuple[Stack, _Channel]] = []
+_channels: "weakref.WeakSet[_Channel]" = weakref.WeakSet()    # a thread's channel goes with the thread
 _channels_lock = threading.Lock()
 
 
@@ -164,8 +168,9 @@ def flush_posted() -> None:
     shared between running threads."""
     me = threading.current_thread()
     with _channels_lock:
-        channels = [(st, ch) for st, ch in _channels if ch.pid == os.getpid()]
-    for st, channel in channels:
+        channels = [channel for channel in _channels if channel.pid == os.getpid()]
+    for channel in channels:
+        st = channel.stack
         if channel.unsynced and not channel.sock.closed and (channel.thread is me or not channel.thread.is_alive()):
             own = getattr(st._local, "channel", None)
             st._local.channel = channel          # borrow it for this thread's sync call

@@ -142,3 +142,32 @@ def test_a_killed_program_s_sockets_are_closed_as_at_its_exit(shared_stack):
         if child.poll() is None:
             child.kill()
             child.wait(10)
+
+
+def test_threads_that_end_leave_no_channel_behind_and_their_posts_arrive(shared_stack):
+    """Each thread has its own channel to tcpd; it goes with the thread, and a close the
+    thread posted just before ending still reaches tcpd."""
+    import gc
+    import threading
+    from libsock import _rpc
+
+    receiver = ns.KernelProcess(shared_stack.netns, peers.receive_file, shared_stack.host, 5205)
+    data = peers.pattern(SIZE, seed=6)
+    sock = wait_for(lambda: connect_or_none((shared_stack.host, 5205), timeout=5), 10, 0.05, "the kernel server")
+
+    def send_and_close():
+        sock.sendall(data)           # posted within the credit
+        sock.close()                 # posted
+
+    worker = threading.Thread(target=send_and_close)
+    worker.start()
+    worker.join()
+    assert receiver.result(30) == (SIZE, hashlib.sha256(data).hexdigest())     # the close arrived: EOF
+    gc.collect()
+    before = len(_rpc._channels)
+    threads = [threading.Thread(target=lambda: libsock.socket().close()) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert len(_rpc._channels) <= before          # fifty threads came and went, and so did their channels
