@@ -9,10 +9,8 @@ call that would block waits here until the engine wakes its socket (Linux's
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import time
-from collections import deque
 
 from proto.ipc.messages import Call, Reply, SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
 from proto.tcp.config import TcpConfig
@@ -22,9 +20,8 @@ from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
 from services.tcp.owners import Owners
 from services.tcp.sleepers import ParkedCall, Sleepers
+from services.tcp.tracering import TraceRing
 
-TRACE_RING = 16384            # state transitions, and segments while `netstack trace` runs
-TRACE_BATCH = 2000            # events per control_trace answer
 # errors after which a blocked call is retried when its socket wakes
 _WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
 
@@ -43,9 +40,7 @@ class Tcpd(Service):
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.sleepers = Sleepers()
         self.owners = Owners()          # which processes hold each socket
-        self.trace: deque = deque(maxlen=TRACE_RING)     # (event number, Transition or segment tuple)
-        self.trace_count = 0
-        self.trace_segments_until = 0.0     # CLOCK_MONOTONIC end of the segment trace's lease; 0: off
+        self.trace = TraceRing()        # for netstack trace: transitions, and segments while leased
         self._addr_bytes: dict[str, bytes] = {}
         self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
         self.calls = {
@@ -66,7 +61,7 @@ class Tcpd(Service):
             return
         now = time.monotonic()
         segment_in = self.engine.segment_in
-        tracing = self.trace_segments_until > now
+        tracing = self.trace.tracing_segments(now)
         trusted = set(msg.trusted)         # vouched for by the device (offload): not summed again
         for i, ((src, dst), data) in enumerate(zip(msg.addresses, msg.payload)):
             try:
@@ -75,7 +70,7 @@ class Tcpd(Service):
                 self.count("drop_" + exc.reason)
                 continue
             if tracing:
-                self._trace_segment(now, "in", addr_to_str(src), addr_to_str(dst), segment)
+                self.trace.segment(now, "in", addr_to_str(src), addr_to_str(dst), segment)
             segment_in(now, addr_to_str(src), addr_to_str(dst), segment)
         self.flush(now)
 
@@ -108,11 +103,10 @@ class Tcpd(Service):
                 self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))
             if effects.transitions:
                 for transition in effects.transitions:
-                    self.trace_count += 1
-                    self.trace.append((self.trace_count, transition))
-            if effects.segments and self.trace_segments_until > now:
+                    self.trace.transition(transition)
+            if effects.segments and self.trace.tracing_segments(now):
                 for src, dst, segment in effects.segments:
-                    self._trace_segment(now, "out", src, dst, segment)
+                    self.trace.segment(now, "out", src, dst, segment)
             woken = [sid for sid in effects.woken if sid in self.sleepers]
             if not woken:
                 return
@@ -335,45 +329,18 @@ class Tcpd(Service):
 
     # -- netstack trace: transitions always, segments while a trace holds a lease
 
-    def _trace_segment(self, now: float, direction: str, src: str, dst: str, segment) -> None:
-        self.trace_count += 1
-        self.trace.append((self.trace_count, (now, direction, src, segment.src_port, dst, segment.dst_port,
-                                              int(segment.flags), segment.seq, segment.ack,
-                                              len(segment.payload), segment.window)))
-
     def control_trace_start(self, lease: float = 10.0) -> dict:
         """Record segments too, for `lease` seconds unless control_trace renews it."""
-        self.trace_segments_until = max(self.trace_segments_until, time.monotonic() + lease)
-        return {"next": self.trace_count + 1}
+        return {"next": self.trace.lease(time.monotonic(), lease)}
 
     def control_trace_stop(self) -> dict:
-        self.trace_segments_until = 0.0
-        return {"next": self.trace_count + 1}
+        return {"next": self.trace.stop()}
 
     def control_trace(self, since: int = 0, lease: float | None = None) -> dict:
-        """Events numbered `since` and after (at most TRACE_BATCH): state transitions
-        and, while traced, segments; `next` is the number to ask for next time,
-        `lost` how many asked for had already left the ring."""
+        """Events from number `since` on (see TraceRing.read), renewing the lease if given."""
         if lease is not None:
-            self.trace_segments_until = max(self.trace_segments_until, time.monotonic() + lease)
-        first = self.trace[0][0] if self.trace else self.trace_count + 1
-        start = max(since, first)
-        skip = start - first
-        events = []
-        for number, event in itertools.islice(self.trace, skip, skip + TRACE_BATCH):
-            if isinstance(event, tuple):
-                now, direction, src, sport, dst, dport, flags, seq, ack, length, window = event
-                events.append({"n": number, "kind": "segment", "time": now, "dir": direction,
-                               "src": [src, sport], "dst": [dst, dport], "flags": flags, "seq": seq,
-                               "ack": ack, "len": length, "window": window})
-            else:
-                events.append({"n": number, "kind": "state", "time": event.time, "conn": event.conn_id,
-                               "local": list(event.local), "remote": list(event.remote),
-                               "from": event.from_state.value, "to": event.to_state.value,
-                               "cause": event.cause})
-        following = events[-1]["n"] + 1 if events else max(since, self.trace_count + 1)
-        return {"next": following, "lost": max(0, min(first, self.trace_count + 1) - since) if since else 0,
-                "events": events, "incarnation": self.incarnation}
+            self.trace.lease(time.monotonic(), lease)
+        return {**self.trace.read(since), "incarnation": self.incarnation}
 
 
 if __name__ == "__main__":
