@@ -307,13 +307,19 @@ class socket:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._sid is not None:
-            # posted: Linux's close returns at once and finishes in the background
-            # (libsock's exit hook makes sure the call has left the process)
-            try:
+        if self._sid is None:
+            return
+        try:
+            if self._state == SS_CONNECTED:
+                # posted: Linux's close returns at once and finishes in the background
+                # (libsock's exit hook makes sure the call has left the process)
                 self._stack.post("close", self._sid, [])
-            except (OSError, zmq.ZMQError):
-                pass
+            else:
+                # a listener's or a bound socket's port must be free once close() returns,
+                # also for a bind() from another thread (whose calls take another channel)
+                self._stack.call("close", self._sid, [], 0)
+        except (OSError, zmq.ZMQError):
+            pass
 
     def detach(self) -> int:
         raise OSError(errno.EOPNOTSUPP, "libsock sockets have no descriptor to detach")
