@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "ttl": 64,
         "reassembly_timeout": 30.0,
         "reassembly_max_bytes": 4194304,
+        "gro": 1,
     },
 }
 

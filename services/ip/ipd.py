@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from proto.ip.gro import coalesce
 from proto.ip.layer import IpConfig, IpLayer, IpOutput
 from proto.ipc.messages import DeviceReceived, DeviceTransmit, SegmentsReceived, SegmentsTransmit
 from proto.wire.ipv4 import PROTO_TCP, str_to_addr
@@ -22,6 +23,8 @@ class Ipd(Service):
             address=str_to_addr(instance["addr"]), mtu=instance["mtu"], tso=bool(instance.get("offload")),
             ttl=ip["ttl"],
             reassembly_timeout=ip["reassembly_timeout"], reassembly_max_bytes=ip["reassembly_max_bytes"]))
+        self.gro = bool(ip.get("gro", 1))      # merge a batch's in-order segments (Linux GRO)
+        self.counters["gro_merged"] = 0
         self.handlers["dev_rx"] = self.on_device_received
         self.handlers["tcp_tx"] = self.on_segments_transmit
 
@@ -29,17 +32,21 @@ class Ipd(Service):
         out = IpOutput([], [])
         now = time.monotonic()
         packet_in = self.layer.packet_in
+        trusted: list[int] = []                       # which of the TCP segments the device vouched for
         if not msg.trusted:
             for packet in msg.payload:
                 packet_in(now, packet, out)
-            self.flush(out)
-            return
-        vouched, trusted = set(msg.trusted), []       # which of the TCP segments they became
-        for i, packet in enumerate(msg.payload):
+        else:
+            vouched = set(msg.trusted)
+            for i, packet in enumerate(msg.payload):
+                before = len(out.to_tcp)
+                packet_in(now, packet, out)
+                if i in vouched:
+                    trusted.extend(range(before, len(out.to_tcp)))
+        if self.gro and len(out.to_tcp) > 1:
             before = len(out.to_tcp)
-            packet_in(now, packet, out)
-            if i in vouched:
-                trusted.extend(range(before, len(out.to_tcp)))
+            out.to_tcp, trusted = coalesce(out.to_tcp, set(trusted))
+            self.counters["gro_merged"] += before - len(out.to_tcp)
         self.flush(out, trusted)
 
     def on_segments_transmit(self, identity: bytes, msg: SegmentsTransmit) -> None:
