@@ -88,12 +88,7 @@ def _pattern(size: int) -> bytes:
 def w_send(sm, host, port, size):
     data = _pattern(size)
     view = memoryview(data)
-    for _ in range(200):
-        try:
-            sock = sm.create_connection((host, port), timeout=60)
-            break
-        except ConnectionRefusedError:
-            time.sleep(0.02)
+    sock = _connect_retry(sm, host, port)
     start = time.perf_counter()
     with sock:
         for off in range(0, size, MiB):

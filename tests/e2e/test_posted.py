@@ -14,6 +14,7 @@ import textwrap
 import pytest
 
 import libsock
+from deploy import bench
 from deploy import control as ctl
 from tests.e2e import netns as ns
 from tests.e2e import peers
@@ -99,14 +100,7 @@ def test_a_reset_before_a_posted_send_is_reported_by_the_next_call(shared_stack)
 def _hold_until_read(host: str, port: int, out) -> None:
     """Kernel side: connect, say so, then read until EOF (what the dead process's close sends)."""
     import socket
-    import time
-    for _ in range(200):
-        try:
-            sock = socket.create_connection((host, port), timeout=30)
-            break
-        except ConnectionRefusedError:
-            time.sleep(0.05)
-    with sock:
+    with bench._connect_retry(socket, host, port) as sock:
         sock.sendall(b"hi")
         out.put(sock.recv(10))
 
