@@ -20,7 +20,8 @@ class Ipd(Service):
         super().__init__(run_dir)
         instance, ip = self.config["instance"], self.config["ip"]
         self.layer = IpLayer(IpConfig(
-            address=str_to_addr(instance["addr"]), mtu=instance["mtu"], tso=bool(instance.get("offload")),
+            # TCP super-segments leave whole: the device (offload) or nicd's software GSO cuts them
+            address=str_to_addr(instance["addr"]), mtu=instance["mtu"], tso=True,
             ttl=ip["ttl"],
             reassembly_timeout=ip["reassembly_timeout"], reassembly_max_bytes=ip["reassembly_max_bytes"]))
         self.gro = bool(ip.get("gro", 1))      # merge a batch's in-order segments (Linux GRO)

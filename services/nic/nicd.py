@@ -15,6 +15,7 @@ import pytun
 from proto.impair import Impairment, ImpairSettings
 from proto.ipc.messages import DeviceReceived, DeviceTransmit
 from proto.wire import pcap
+from proto.wire.gso import segment_tcp
 from proto.wire.vnet import complete_checksum, from_device, to_device
 from services._shell import Service, main
 
@@ -73,7 +74,8 @@ class Nicd(Service):
         self.poller.register(self.fd, 1)  # zmq.POLLIN
         self.fd_handlers[self.fd] = self.on_device_readable
         self.handlers["dev_tx"] = self.on_transmit
-        self.counters.update(rx_packets=0, rx_bytes=0, tx_packets=0, tx_bytes=0, tx_errors=0, rx_batches=0)
+        self.counters.update(rx_packets=0, rx_bytes=0, tx_packets=0, tx_bytes=0, tx_errors=0, rx_batches=0,
+                             gso_packets=0)
         self.counters.update({"impair_" + name: 0 for name in IMPAIR_COUNTERS})
         self.capture: Capture | None = None         # `netstack pcap`: None costs one test per batch
         self.captures_done: dict[str, dict] = {}
@@ -110,6 +112,12 @@ class Nicd(Service):
 
     def on_transmit(self, identity: bytes, msg: DeviceTransmit) -> None:
         packets = msg.payload
+        if not self.offload:          # software GSO: cut TCP super-segments as the kernel cuts for a plain NIC
+            mtu = self.mtu
+            if any(len(packet) > mtu for packet in packets):
+                cut = [piece for packet in packets for piece in segment_tcp(packet, mtu)]
+                self.counters["gso_packets"] += len(cut) - len(packets)
+                packets = cut
         if self.impair is not None:
             now, offer = time.monotonic(), self.impair.offer
             packets = [out for packet in packets for out in offer(now, packet, "out")]

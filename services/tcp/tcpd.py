@@ -35,8 +35,9 @@ class Tcpd(Service):
         tcp = dict(self.config["tcp"])
         tcp.setdefault("mss", instance["mtu"] - 40)
         self.offload = bool(instance.get("offload"))     # the device computes our checksums, cuts super-segments
-        if self.offload:
-            tcp.setdefault("gso_max_size", 65535 - 40)
+        # super-segments always: the device cuts them (offload) or nicd does (software GSO)
+        tcp.setdefault("gso_max_size", 65535 - 40)
+        self.mss = tcp["mss"]
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.sleepers = Sleepers()
         self.owners = Owners()          # which processes hold each socket
@@ -97,7 +98,9 @@ class Tcpd(Service):
                 for src, dst, segment in effects.segments:
                     src_b, dst_b = self._addr(src), self._addr(dst)
                     addresses.append([src_b, dst_b])
-                    frames.append(build_tcp(segment, src_b, dst_b, self.offload))
+                    # a super-segment's checksum is made per piece, by the device or by nicd's GSO
+                    partial = self.offload or len(segment.payload) > self.mss
+                    frames.append(build_tcp(segment, src_b, dst_b, partial))
                 self.send("ipd", SegmentsTransmit(addresses, payload=tuple(frames)))
             if effects.timers:
                 self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))

@@ -5,6 +5,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -120,3 +121,19 @@ def shared_stack():
     """One instance for a whole module of tests that do not disturb it."""
     with running_stack() as s:
         yield s
+
+
+def start_cli(stack, *args: str) -> subprocess.Popen:
+    """A long-running netstack command, once it has said it started (on stderr)."""
+    proc = subprocess.Popen([NETSTACK, *args, "--name", stack.name], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()
+    assert proc.poll() is None, f"netstack {' '.join(args)} ended at once: {first}{proc.stderr.read()}"
+    return proc
+
+
+def interrupt(proc: subprocess.Popen) -> tuple[str, str]:
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    return out, err

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import signal
 import socket as std_socket
 import subprocess
 import threading
@@ -13,7 +12,7 @@ import pytest
 
 import libsock
 from tests.e2e import netns as ns
-from tests.e2e.conftest import NETSTACK, wait_for
+from tests.e2e.conftest import NETSTACK, interrupt, start_cli, wait_for
 
 PORT = 7101
 CLIENT_STATES = ["SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
@@ -41,22 +40,6 @@ def libsock_server(server, results: list) -> None:
             pass
         time.sleep(0.15)
     results.append("closed")
-
-
-def start_cli(stack, *args: str) -> subprocess.Popen:
-    """A long-running netstack command, once it has said it started (on stderr)."""
-    proc = subprocess.Popen([NETSTACK, *args, "--name", stack.name], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    first = proc.stderr.readline()
-    assert proc.poll() is None, f"netstack {' '.join(args)} ended at once: {first}{proc.stderr.read()}"
-    return proc
-
-
-def interrupt(proc: subprocess.Popen) -> tuple[str, str]:
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
-    return out, err
 
 
 def svg_states(path) -> tuple[list[str], list[str]]:
