@@ -22,6 +22,31 @@ _ACK, _PSH_ACK = 0x10, 0x18
 MAX_MERGED = 65535 - 40            # payload of one IPv4 packet with plain headers
 
 
+class _Run:
+    """Segments being merged: the first one's header, then every payload."""
+
+    def __init__(self, src: bytes, dst: bytes, data, header_len: int, key: tuple, seq: int):
+        self.src, self.dst, self.first, self.key = src, dst, data, key
+        self.header = bytearray(data[:header_len])
+        self.payloads = [memoryview(data)[header_len:]]
+        self.piece = self.size = len(self.payloads[0])      # all pieces but the last are this long
+        self.next_seq = (seq + self.size) & 0xFFFFFFFF
+
+    def takes(self, key: tuple, seq: int, size: int) -> bool:
+        return (key == self.key and seq == self.next_seq and len(self.payloads[-1]) == self.piece
+                and size <= self.piece and self.size + size <= MAX_MERGED)
+
+    def add(self, payload: memoryview) -> None:
+        self.payloads.append(payload)
+        self.size += len(payload)
+        self.next_seq = (self.next_seq + len(payload)) & 0xFFFFFFFF
+
+    def segment(self):
+        if len(self.payloads) == 1:
+            return self.first
+        return bytes(self.header) + b"".join(self.payloads)
+
+
 def coalesce(segments: list, trusted: set[int]) -> tuple[list, list[int]]:
     """`segments` are (src, dst, tcp segment bytes) in arrival order and `trusted` the
     indices whose checksums are vouched for already.  Returns the segments with runs
@@ -29,60 +54,43 @@ def coalesce(segments: list, trusted: set[int]) -> tuple[list, list[int]]:
     if len(segments) < 2:
         return segments, sorted(trusted)
     out: list = []
-    out_trusted: list[int] = []
-    run: list = []                 # (seq, payload view) of the run being built
-    first = None                   # (src, dst, header bytes, key fields) of its first segment
-    size = 0
+    vouched: list[int] = []
+    run: _Run | None = None
 
-    def finish() -> None:
-        nonlocal run, first, size
-        if first is not None:
-            if len(run) == 1:
-                out.append((first[0], first[1], first[4]))
-            else:
-                out.append((first[0], first[1], first[2] + b"".join(payload for _, payload in run)))
-            out_trusted.append(len(out) - 1)
-        run, first, size = [], None, 0
+    def end_run() -> None:
+        nonlocal run
+        if run is not None:
+            vouched.append(len(out))
+            out.append((run.src, run.dst, run.segment()))
+            run = None
+
+    def pass_on(src: bytes, dst: bytes, data, checked: bool) -> None:
+        end_run()
+        if checked:
+            vouched.append(len(out))
+        out.append((src, dst, data))
 
     for i, (src, dst, data) in enumerate(segments):
         length = len(data)
-        if length < 20 or data[13] not in (_ACK, _PSH_ACK):
-            finish()
-            out.append((src, dst, data))            # control segments, runts: as they came
-            if i in trusted:
-                out_trusted.append(len(out) - 1)
-            continue
-        header_len = (data[12] >> 4) * 4
-        if header_len < 20 or header_len >= length:   # malformed, or no payload (a pure ACK)
-            finish()
-            out.append((src, dst, data))
-            if i in trusted:
-                out_trusted.append(len(out) - 1)
+        flags = data[13] if length >= 20 else 0
+        header_len = (data[12] >> 4) * 4 if length >= 20 else 0
+        if flags not in (_ACK, _PSH_ACK) or not 20 <= header_len < length:
+            pass_on(src, dst, data, i in trusted)        # control, pure ACK, runt: as it came
             continue
         if i not in trusted and \
                 ones_complement_sum(data, pseudo_header_sum(src, dst, PROTO_TCP, length)) != 0xFFFF:
-            finish()
-            out.append((src, dst, data))            # tcpd counts and drops it
+            pass_on(src, dst, data, False)               # tcpd counts and drops it
             continue
         sport, dport, seq, ack = _PORTS_SEQ_ACK.unpack_from(data)
-        payload = memoryview(data)[header_len:]
         # what must be equal for segments to merge: addresses, ports, ack, window, options
         key = (src, dst, sport, dport, ack, bytes(data[14:16]), bytes(data[20:header_len]))
-        if first is not None and key == first[3] and seq == (run[-1][0] + len(run[-1][1])) & 0xFFFFFFFF \
-                and len(run[-1][1]) == len(run[0][1]) and len(payload) <= len(run[0][1]) \
-                and size + len(payload) <= MAX_MERGED and data[13] in (_ACK, _PSH_ACK) \
-                and first[2][13] == _ACK:
-            run.append((seq, payload))
-            size += len(payload)
-            if data[13] == _PSH_ACK:                 # PSH ends the run, and the merged segment carries it
-                first = (first[0], first[1], first[2][:13] + bytes((_PSH_ACK,)) + first[2][14:],
-                         first[3], first[4])
-                finish()
-            continue
-        finish()
-        first = (src, dst, bytes(data[:header_len]), key, data)
-        run, size = [(seq, payload)], len(payload)
-        if data[13] == _PSH_ACK:
-            finish()
-    finish()
-    return out, out_trusted
+        if run is not None and run.takes(key, seq, length - header_len):
+            run.add(memoryview(data)[header_len:])
+        else:
+            end_run()
+            run = _Run(src, dst, data, header_len, key, seq)
+        if flags == _PSH_ACK:                               # PSH ends the run; the merged segment carries it
+            run.header[13] = _PSH_ACK
+            end_run()
+    end_run()
+    return out, vouched
