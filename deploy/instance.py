@@ -17,6 +17,7 @@ from pathlib import Path
 
 from deploy import control as ctl
 from proto.config import ConfigError, build_config
+from services.procs import pid_alive
 
 RUN_ROOT = Path(os.environ.get("NETSTACK_RUN_ROOT", "/run/netstack"))
 TEMPLATE = Path(__file__).with_name("supervisord.conf.tmpl")
@@ -72,19 +73,6 @@ def supervisord_pid(run_dir: Path) -> int | None:
     except (FileNotFoundError, ValueError):
         return None
     return pid if pid_alive(pid) else None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:       # a zombie is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):      # gone meanwhile: ENOENT, or ESRCH while it is reaped
-        return False
 
 
 def check_can_run() -> None:

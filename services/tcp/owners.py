@@ -9,22 +9,13 @@ libsock and the stack must share a pid namespace.
 """
 from __future__ import annotations
 
-import os
 import re
+
+from services.procs import pid_alive
 
 SWEEP_EVERY = 1.0
 _IDENTITY = re.compile(rb"p([0-9]{1,10})\.")
 _CACHE_MAX = 10_000
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 class Owners:
@@ -71,7 +62,7 @@ class Owners:
 
     def orphans(self, now: float) -> list[int]:
         """The sockets whose every holder has died (forgotten here; the caller closes them)."""
-        dead = {pid for pid in self._sockets_of if not _alive(pid)}
+        dead = {pid for pid in self._sockets_of if not pid_alive(pid)}
         found = []
         if dead:
             for sid, holders in list(self._holders.items()):
