@@ -6,7 +6,6 @@ re-arm what they hold.
 from __future__ import annotations
 
 import re
-import time
 
 from proto.ipc.messages import TimerFired, TimerSet
 from proto.timer.queue import TimerQueue, freeze_key
