@@ -71,8 +71,7 @@ class Nicd(Service):
             # checksums and TCPv4 segmentation offloaded: 64 KiB super-segments both ways
             fcntl.ioctl(self.fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
         fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        self.poller.register(self.fd, 1)  # zmq.POLLIN
-        self.fd_handlers[self.fd] = self.on_device_readable
+        self.watch(self.fd, self.on_device_readable)
         self.handlers["dev_tx"] = self.on_transmit
         self.counters.update(rx_packets=0, rx_bytes=0, tx_packets=0, tx_bytes=0, tx_errors=0, rx_batches=0,
                              gso_packets=0)
