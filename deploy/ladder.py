@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 from proto.wire import pcap
 from proto.wire.ipv4 import PROTO_TCP, Ipv4ParseError, addr_to_str, parse_ipv4

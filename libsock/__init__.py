@@ -6,7 +6,6 @@ The stack is found through NETSTACK_RUN (default /run/netstack/default).
 """
 from __future__ import annotations
 
-import errno as _errno
 import socket as _std
 
 from libsock.socket import *          # noqa: F401,F403  (the constants and the socket class)

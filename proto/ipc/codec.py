@@ -7,7 +7,6 @@ receiving service counts it under).
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import Any
 
 import msgpack

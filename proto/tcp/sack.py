@@ -176,7 +176,6 @@ def rule3(conn: Connection, hs: list) -> tuple[int, int] | None:
 def enter_recovery(eng: "TcpEngine", conn: Connection, now: float) -> None:
     """RFC 6675 5 step (4): RecoveryPoint = HighData, cwnd = ssthresh = FlightSize / 2,
     retransmit the first segment, then send what the pipe allows."""
-    from proto.tcp import snd
     mss = conn.send_mss
     flight = (conn.snd_max - conn.snd_una) & MASK
     conn.ssthresh = max(flight // 2, 2 * mss)

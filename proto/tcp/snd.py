@@ -219,7 +219,6 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
     gso = eng.config.gso_max_size
     if gso > mss and mss == eng.config.mss:
         chunk = gso - gso % mss
-    sent = False
     while True:
         snd_nxt = conn.snd_nxt
         offset = (snd_nxt - conn.send_buffer_seq) & MASK
@@ -280,7 +279,6 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
         elif seqnum.gt(new_nxt, conn.snd_max):
             conn.snd_max = new_nxt
         conn.snd_nxt = new_nxt
-        sent = True
     timers = conn.timers
     if conn.snd_una != conn.snd_max:
         if timers["retransmit"] is None:

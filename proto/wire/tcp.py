@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from proto.wire.checksum import ones_complement_sum, pseudo_header_sum
 

@@ -15,7 +15,7 @@ SPOOF = "198.18.0.3"
 
 
 def _crafted_exchange(stack_addr: str, port: int) -> dict:
-    from scapy.all import IP, TCP, conf, sr1, send, sniff, AsyncSniffer
+    from scapy.all import IP, TCP, conf, sr1, send, AsyncSniffer
     conf.verb = 0
     ip = IP(src=SPOOF, dst=stack_addr)
     sport = 40123

@@ -78,7 +78,7 @@ def test_acks_reporting_new_sack_data_count_as_duplicates_even_when_the_window_m
     eng, sid, peer = established(peer_kwargs={"mss": 1000})
     conn = peer.conn
     peer.call("send", sid, b"x" * 30000)
-    first = peer.take()
+    peer.take()
     una = conn.snd_una
     for i in range(1, 4):          # the window grows with each: not duplicates by RFC 5681 alone
         sack = TcpOptions(sack_blocks=((una + 1000, una + 1000 + 1000 * i),))
@@ -91,7 +91,6 @@ def test_acks_reporting_new_sack_data_count_as_duplicates_even_when_the_window_m
 from proto.tcp import sack  # noqa: E402
 from proto.tcp.state import State  # noqa: E402
 
-from .link import ADDR_A, ADDR_B, Link  # noqa: E402
 
 MSS = 1000
 

@@ -163,6 +163,7 @@ def test_lost_window_update_recovered_by_probe():
     peer.window = 5000                              # the update that would say so is "lost"
     peer.run_timer("persist")
     probe = peer.take_one()
+    assert probe.seq == peer.conn.snd_una - 1 and not probe.payload
     peer.send(ACK)                                  # the answer to the probe carries the open window
     assert peer.take_one().payload == b"data"
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from proto.wire import vnet
-from proto.wire.checksum import internet_checksum, pseudo_header_sum
+from proto.wire.checksum import pseudo_header_sum
 from proto.wire.ipv4 import build_ipv4, parse_ipv4
 from proto.wire.tcp import TcpFlags, TcpSegment, build_tcp, parse_tcp
 
