@@ -2,7 +2,9 @@
 comes back when Linux would wake the sleeper.
 
 One DEALER socket per thread (so blocking calls in several threads proceed in
-parallel), one outstanding request on it at a time.  While a reply is awaited,
+parallel), one outstanding request on it at a time.  Calls of one thread reach
+tcpd in order; calls of two threads do not, so a call that must follow what
+another thread posted on the same socket first waits for it (`after_posts`).  While a reply is awaited,
 tcpd's liveness is checked every LIVENESS_CHECK seconds: a call never outlives
 the tcpd that holds its socket.
 """
@@ -17,6 +19,7 @@ import secrets
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -27,6 +30,7 @@ from proto.ipc.messages import Call, Reply
 LIVENESS_CHECK = 0.2
 STARTUP_WAIT = 5.0       # a new socket waits this long for a restarting tcpd
 POSTED_LINGER_MS = 1000  # how long a dropped channel keeps sending what was posted on it
+FENCE_WAIT = 2.0         # longest wait for another channel's posted calls (beyond the linger: lost)
 
 
 def _error(code: int, message: str | None = None) -> OSError:
@@ -85,9 +89,10 @@ class Stack:
             # a thread that posts a close and ends drops its channel: what is queued still leaves
             sock.setsockopt(zmq.LINGER, POSTED_LINGER_MS)
             # tcpd reads the pid from it, and closes what this process holds once it dies
-            sock.setsockopt(zmq.ROUTING_ID, f"p{os.getpid()}.{secrets.token_hex(6)}".encode())
+            identity = f"p{os.getpid()}.{secrets.token_hex(6)}".encode()
+            sock.setsockopt(zmq.ROUTING_ID, identity)
             sock.connect(self.endpoint)
-            channel = self._local.channel = _Channel(self, sock)
+            channel = self._local.channel = _Channel(self, sock, identity)
             with _channels_lock:
                 _channels.add(channel)
         return channel
@@ -101,6 +106,7 @@ class Stack:
         channel = self._channel()
         sock = channel.sock
         request_id = next(self._ids)
+        posted = channel.posts
         frames = codec.encode(Call(request_id, op, sid, args, timeout, payload=(data,) if data is not None else ()))
         sock.send_multipart(frames, copy=len(data or b"") < 65536)
         while True:
@@ -108,7 +114,7 @@ class Stack:
                 reply = codec.decode(sock.recv_multipart())
                 if not isinstance(reply, Reply) or reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
-                channel.unsynced = False         # everything posted before this call has reached tcpd
+                channel.handled = posted         # everything posted before this call has reached tcpd
                 if reply.errno:
                     raise _error(reply.errno)
                 return reply.value, (reply.payload[0] if reply.payload else None), reply.credit
@@ -119,17 +125,36 @@ class Stack:
                     raise self.down_error()
                 raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
 
-    def post(self, op: str, sid, args: list, data: bytes | None = None) -> None:
+    def post(self, op: str, sid, args: list, data: bytes | None = None) -> "Posted":
         """Send a call nobody waits for (id 0): a send within the socket's credit, or a close.
 
         Calls from one thread reach tcpd in order, so the next call of this
         thread finds the posted one done; at exit, `flush_posted` makes sure the
-        last posted calls have left the process.
+        last posted calls have left the process.  The caller keeps the returned
+        mark, for `after_posts`.
         """
         channel = self._channel()
         frames = codec.encode(Call(0, op, sid, args, None, payload=(data,) if data is not None else ()))
         channel.sock.send_multipart(frames, copy=len(data or b"") < 65536)
-        channel.unsynced = True
+        channel.posts += 1
+        return Posted(weakref.ref(channel), channel.identity, channel.posts)
+
+    def after_posts(self, sid, mark: "Posted") -> bool:
+        """Before a call on `sid` that must come after the posted calls up to `mark`
+        (a send after a send, a close after a send): wait until tcpd has handled
+        them, unless they went out on this thread's channel, whose calls arrive in
+        order anyway.  True when they are known handled (the mark can go)."""
+        channel = mark.channel()
+        if channel is not None:
+            if channel.handled >= mark.count:
+                return True
+            if channel is getattr(self._local, "channel", None) and channel.pid == os.getpid():
+                return False
+        try:        # another thread's (or, after fork, the parent's) channel: tcpd waits for them
+            self.call("fence", sid, [mark.identity, mark.count], FENCE_WAIT)
+        except OSError:
+            pass    # lost with a channel dropped too soon, or the socket is gone: the call itself will say
+        return True
 
     def sync(self) -> None:
         """Wait until tcpd has everything this thread posted (any answer will do)."""
@@ -150,11 +175,25 @@ class Stack:
 
 
 class _Channel:
-    """One thread's DEALER to tcpd, and whether calls it posted may still be in flight."""
+    """One thread's DEALER to tcpd, and how many of the calls it posted tcpd is known to have."""
 
-    def __init__(self, stack: Stack, sock: zmq.Socket):
-        self.stack, self.sock, self.pid = stack, sock, os.getpid()
-        self.thread, self.unsynced = threading.current_thread(), False
+    def __init__(self, stack: Stack, sock: zmq.Socket, identity: bytes):
+        self.stack, self.sock, self.pid, self.identity = stack, sock, os.getpid(), identity
+        self.thread = threading.current_thread()
+        self.posts = 0           # calls posted on it
+        self.handled = 0         # of those, how many tcpd had when it last answered on this channel
+
+    @property
+    def unsynced(self) -> bool:
+        return self.handled < self.posts
+
+
+@dataclass(frozen=True, slots=True)
+class Posted:
+    """Where a socket's last posted call went: the channel, and its count of posts then."""
+    channel: "weakref.ref[_Channel]"
+    identity: bytes
+    count: int
 
 
 _channels: "weakref.WeakSet[_Channel]" = weakref.WeakSet()    # a thread's channel goes with the thread

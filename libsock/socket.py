@@ -104,6 +104,7 @@ class socket:
         self._fd = -1
         self._sid = None
         self._credit = 0          # bytes send() may post without waiting (tcpd's last word on the room)
+        self._last_post = None    # where this socket's last posted call went (see Stack.after_posts)
         self._sid, _, _ = self._stack.call("socket", None, [], 0)
         self._pid = os.getpid()
         _owned.add(self)
@@ -113,6 +114,7 @@ class socket:
         sock = cls.__new__(cls)
         sock._stack, sock._timeout, sock._state = stack(), getdefaulttimeout(), SS_CONNECTED
         sock._io_refs, sock._closed, sock._fd, sock._sid, sock._credit = 0, False, -1, sid, 0
+        sock._last_post = None
         sock._pid = os.getpid()
         _owned.add(sock)
         return sock
@@ -132,6 +134,12 @@ class socket:
             raise OSError(errno.EBADF, "Bad file descriptor")
         value, data, self._credit = self._stack.call(op, self._sid, list(args), timeout, data)
         return value, data
+
+    def _after_posts(self) -> None:
+        """Before a call that changes what the peer gets (send, shutdown, close, setsockopt):
+        what this socket posted earlier, perhaps from another thread, is handled first."""
+        if self._last_post is not None and self._stack.after_posts(self._sid, self._last_post):
+            self._last_post = None
 
     def _blocking_call(self, op: str, *args, data: bytes | None = None, flags: int = 0):
         """A call that may sleep: honours the timeout and MSG_DONTWAIT like CPython."""
@@ -206,10 +214,12 @@ class socket:
         data = bytes(memoryview(data)[:_SEND_CHUNK]) if not isinstance(data, bytes) or len(data) > _SEND_CHUNK \
             else data
         size = len(data)
+        if self._last_post is not None:
+            self._after_posts()
         if size <= self._credit and not flags & ~MSG_DONTWAIT and not self._closed:
             # the send buffer has room for it: Linux would copy it in and return at once
             self._credit -= size
-            self._stack.post("send", self._sid, [0], data)
+            self._last_post = self._stack.post("send", self._sid, [0], data)
             return size
         sent, _ = self._blocking_call("send", flags & ~MSG_DONTWAIT, data=data, flags=flags)
         return sent
@@ -253,6 +263,7 @@ class socket:
     def shutdown(self, how: int) -> None:
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self._after_posts()
         self._call("shutdown", how)
 
     def setsockopt(self, level: int, optname: int, value, optlen: int | None = None) -> None:
@@ -263,6 +274,7 @@ class socket:
                 value = int.from_bytes(bytes(value)[:4].ljust(4, b"\0"), "little")
         elif isinstance(value, bool) or not isinstance(value, int):
             value = int(value)
+        self._after_posts()
         self._call("setsockopt", level, optname, value)
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0):
@@ -310,6 +322,7 @@ class socket:
         if self._sid is None:
             return
         try:
+            self._after_posts()
             if self._state == SS_CONNECTED:
                 # posted: Linux's close returns at once and finishes in the background
                 # (libsock's exit hook makes sure the call has left the process)

@@ -110,7 +110,9 @@ class Call(Message):
     another tcpd incarnation; timeout is the longest the call may block (None:
     forever, 0: non-blocking).  id 0 is a posted call, which nobody waits for
     and tcpd does not answer: a send within the credit of the socket's last
-    Reply (its data is queued whole) and close.
+    Reply (its data is queued whole) and close.  Calls from one libsock channel
+    (one thread) arrive in order; op "fence" with args `[channel, count]` waits
+    until tcpd has handled `count` posted calls from another channel.
     """
     OP: ClassVar[str] = "call"
     id: int

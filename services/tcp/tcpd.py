@@ -24,6 +24,7 @@ from services.tcp.tracering import TraceRing
 
 # errors after which a blocked call is retried when its socket wakes
 _WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
+POSTED_FROM_MAX = 4096      # channels whose posted calls tcpd counts for fences
 
 
 class Tcpd(Service):
@@ -49,8 +50,10 @@ class Tcpd(Service):
             "accept": self._simple, "send": self._send, "recv": self._recv, "shutdown": self._simple,
             "close": self._close, "setsockopt": self._simple, "getsockopt": self._simple,
             "getsockname": self._simple, "getpeername": self._simple, "poll": self._poll,
-            "sync": self._sync,
+            "sync": self._sync, "fence": self._fence,
         }
+        self.posted_from: dict[bytes, int] = {}     # channel -> posted calls handled from it (for fences)
+        self.fenced: set[int] = set()               # sockets with a fence asleep
         self.peer("ipd")
         self.peer("timerd")
 
@@ -152,6 +155,7 @@ class Tcpd(Service):
                 self.owners.note(now, sid[1], identity)
         if call.id == 0:
             self._posted(now, call)
+            self._count_posted(now, identity, call.sid[1])
             self.flush(now)
             return
         timeout = call.timeout
@@ -188,6 +192,17 @@ class Tcpd(Service):
                 self.count("ipc_bad_posted_call")
         except TcpError:            # a socket already gone: nothing to tell anyone
             self.count("posted_call_failed")
+
+    def _count_posted(self, now: float, identity: bytes, sid: int) -> None:
+        """One more posted call from this channel is handled: a fence waiting for it may pass."""
+        posted = self.posted_from
+        if identity not in posted and len(posted) >= POSTED_FROM_MAX:
+            for old in list(posted)[:POSTED_FROM_MAX // 2]:      # the oldest channels (their fences time out)
+                del posted[old]
+        posted[identity] = posted.get(identity, 0) + 1
+        if sid in self.fenced:
+            self.fenced.discard(sid)
+            self._retry(now, sid)
 
     def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
         if not call.id:             # posted: nobody waits for an answer
@@ -307,6 +322,20 @@ class Tcpd(Service):
         self.engine.close(now, sid)
         for waiting in self.sleepers.take(sid):
             self._answer_parked(waiting, errno.EBADF)
+
+    def _fence(self, now: float, parked: ParkedCall):
+        """Wait until another channel's posted calls, up to a count, are handled: calls of two
+        threads (or of a parent and its forked child) on one socket do not arrive in order."""
+        channel, count = parked.call.args
+        if not isinstance(channel, bytes) or not isinstance(count, int):
+            raise ValueError("fence: [channel, count]")
+        if self.posted_from.get(channel, 0) >= count:
+            return (None,)
+        if not parked.started:
+            parked.started = True
+            self.count("fence_waits")
+        self.fenced.add(parked.sid)
+        return None
 
     def _sync(self, now: float, parked: ParkedCall):
         """libsock's barrier before its process exits: everything it posted is here."""

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
@@ -95,6 +96,40 @@ def test_a_reset_before_a_posted_send_is_reported_by_the_next_call(shared_stack)
         wait_for(lambda: _tcpd_count(shared_stack, "posted_calls") == posted + 1, 10, 0.02, "the posted send")
         with pytest.raises(ConnectionResetError):
             sock.recv(10)
+
+
+def _receive_each(host: str, port: int, connections: int) -> list[int]:
+    """Kernel side: accept `connections` one after another, each read to EOF: their sizes."""
+    import socket
+    sizes = []
+    with socket.create_server((host, port)) as listener:
+        listener.settimeout(60)
+        for _ in range(connections):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(60)
+                total = 0
+                while data := conn.recv(1 << 16):
+                    total += len(data)
+                sizes.append(total)
+    return sizes
+
+
+def test_a_close_after_another_thread_s_posted_sends_comes_after_them(shared_stack):
+    """Calls of two threads take two channels to tcpd, which do not keep each other's order:
+    the main thread's close must still come after the bytes a worker thread posted and
+    returned from (a new thread's first calls even wait for its channel to connect)."""
+    rounds, chunks, chunk = 20, 40, 1000
+    receiver = ns.KernelProcess(shared_stack.netns, _receive_each, shared_stack.host, 5205, rounds)
+    fences = _tcpd_count(shared_stack, "fence_waits")
+    for _ in range(rounds):
+        sock = wait_for(lambda: connect_or_none((shared_stack.host, 5205), timeout=5), 10, 0.05, "the server")
+        worker = threading.Thread(target=lambda: [sock.send(b"x" * chunk) for _ in range(chunks)])
+        worker.start()
+        worker.join()
+        sock.close()
+    assert receiver.result(60) == [chunks * chunk] * rounds
+    assert _tcpd_count(shared_stack, "fence_waits") > fences          # the close waited for the worker's sends
 
 
 def _hold_until_read(host: str, port: int, out) -> None:
