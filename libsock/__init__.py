@@ -25,16 +25,19 @@ def getaddrinfo(host, port, family: int = 0, type: int = 0, proto: int = 0, flag
         raise _std.gaierror(_std.EAI_FAMILY, "ai_family not supported")
     if type not in (0, SOCK_STREAM):
         raise _std.gaierror(_std.EAI_SOCKTYPE, "ai_socktype not supported")
+    if host is None and port is None:
+        raise _std.gaierror(_std.EAI_NONAME, "Name or service not known")
+    if isinstance(port, bytes):
+        port = port.decode()
     if isinstance(port, str):
-        if not port.isdigit():
-            raise _std.gaierror(_std.EAI_SERVICE, "Servname not supported for ai_socktype")
-        port = int(port)
+        try:        # a service name from /etc/services, as the C library looks it up
+            port = int(port) if port.isdigit() else _std.getservbyname(port, "tcp")
+        except OSError:
+            raise _std.gaierror(_std.EAI_SERVICE, "Servname not supported for ai_socktype") from None
     if port is None:
         port = 0
     if host is None:
         host = "0.0.0.0" if flags & AI_PASSIVE else "127.0.0.1"
-    if host == "localhost":
-        host = "127.0.0.1"
     host, port = _resolve((host, port), allow_any=True)
     return [(AddressFamily.AF_INET, SocketKind.SOCK_STREAM, IPPROTO_TCP, "", (host, port))]
 

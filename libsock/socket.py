@@ -61,6 +61,8 @@ def _resolve(address, allow_any: bool) -> tuple[str, int]:
         host = "0.0.0.0"
     elif host == "<broadcast>":
         host = "255.255.255.255"
+    elif host == "localhost":
+        host = "127.0.0.1"          # the stack loops 127.0.0.0/8 back, as Linux's lo
     try:
         host = _std.inet_ntoa(_std.inet_aton(host)) if host.count(".") == 3 else None
     except OSError:

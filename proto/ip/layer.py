@@ -55,7 +55,7 @@ COUNTER_NAMES = (
     "drop_bad_checksum", "drop_ttl_zero", "drop_not_for_us", "drop_bad_source",
     *REASSEMBLY_COUNTERS[3:],   # drop_reasm_*
     "drop_frag_needed_df", "drop_icmp_malformed", "drop_unknown_protocol",
-    "not_ipv4", "icmp_ratelimited",
+    "not_ipv4", "icmp_ratelimited", "loopback_packets", "drop_loopback_protocol",
 )
 
 
@@ -85,6 +85,7 @@ class IpOutput:
     """What one call produced."""
     to_device: list[bytes] = field(default_factory=list)                               # whole IP packets for nicd
     to_tcp: list[tuple[bytes, bytes, bytes | memoryview]] = field(default_factory=list)  # (src, dst, segment) for tcpd
+    looped: list[int] = field(default_factory=list)     # which of to_tcp came back by loopback (never on a wire)
 
 
 @dataclass
@@ -268,6 +269,8 @@ class IpLayer:
         if MIN_HEADER_LENGTH + len(payload) > MAX_TOTAL_LENGTH:
             raise ValueError(f"payload of {len(payload)} bytes does not fit in an IPv4 datagram")
         counters["out_requests"] += 1
+        if dst == self.address or dst[0] == 127:
+            return self._loop_back(src, dst, protocol, payload, out)
         ident = self.next_ident
         self.next_ident = (ident + 1) & 0xFFFF
         config = self.config
@@ -289,6 +292,18 @@ class IpLayer:
         for packet in packets:
             counters["out_bytes"] += len(packet)
         out.to_device.extend(packets)
+        return True
+
+    def _loop_back(self, src: bytes, dst: bytes, protocol: int, payload: bytes | memoryview,
+                   out: IpOutput) -> bool:
+        """To our own address or 127.0.0.0/8: back in at once, as through Linux's loopback
+        device (no MTU to fit, no checksum to check: the bytes never left memory)."""
+        if protocol != PROTO_TCP:
+            self.counters["drop_loopback_protocol"] += 1     # only TCP is sent to ourselves
+            return False
+        self.counters["loopback_packets"] += 1
+        out.looped.append(len(out.to_tcp))
+        out.to_tcp.append((src, dst, payload))
         return True
 
     # ---- timers --------------------------------------------------------------

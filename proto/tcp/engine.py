@@ -39,6 +39,7 @@ MSG_PEEK = 0x2
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 # Linux's limits for buffer sizes (net.core.[rw]mem_max, SOCK_MIN_[RS]NDBUF)
 RMEM_MAX = WMEM_MAX = 212992
+LOOPBACK = "127.0.0.1"
 SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF = 2304, 4608
 TCP_MIN_MSS, MAX_TCP_WINDOW = 88, 32767
 MAX_TCP_KEEPIDLE = MAX_TCP_KEEPINTVL = 32767
@@ -225,6 +226,10 @@ class TcpEngine:
         if not conn.user_open:
             self.arm(conn, "fin_wait_2", now + self.config.fin_wait2_timeout)
 
+    def is_local(self, addr: str) -> bool:
+        """Ours: the stack's address, or the loopback network 127.0.0.0/8 (ipd loops both back)."""
+        return addr == self.local_addr or addr.startswith("127.")
+
     def reply_reset(self, src: str, dst: str, seg: TcpSegment) -> None:
         """Answer a segment with a RST (never a reset to a reset)."""
         rst = snd.reset_for(seg)
@@ -348,7 +353,7 @@ class TcpEngine:
                 else:
                     rcv.segment_arrives(self, conn, now, seg)
                 return
-            if dst != self.local_addr:
+            if not self.is_local(dst):
                 self.count("drop_not_local")
                 return
             if seg.src_port == 0 or seg.dst_port == 0:
@@ -421,7 +426,7 @@ class TcpEngine:
             raise TcpError(errno.EINVAL)
         if addr in ("", "0.0.0.0"):
             addr = "0.0.0.0"
-        elif addr != self.local_addr:
+        elif not self.is_local(addr):
             raise TcpError(errno.EADDRNOTAVAIL)
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise TcpError(errno.EINVAL)
@@ -498,6 +503,8 @@ class TcpEngine:
             ipaddress.IPv4Address(addr)
         except (ipaddress.AddressValueError, ValueError, TypeError):
             raise TcpError(errno.EINVAL) from None
+        if addr == "0.0.0.0":
+            addr = LOOPBACK           # Linux: a connect to INADDR_ANY goes to the loopback address
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise TcpError(errno.EINVAL)
         if not conn.bound:
@@ -508,7 +515,8 @@ class TcpEngine:
         elif (conn.local_port, addr, port) in self.by_tuple:
             raise TcpError(errno.EADDRNOTAVAIL)
         self._reset_tcb(conn)
-        conn.local_addr = self.local_addr
+        if conn.local_addr == "0.0.0.0":    # the source address: the one on the route's way out
+            conn.local_addr = LOOPBACK if addr.startswith("127.") else self.local_addr
         conn.remote_addr = addr
         conn.remote_port = port
         conn.active_open = True

@@ -62,7 +62,7 @@ class Ipd(Service):
                 send(now, src, dst, PROTO_TCP, segment, out)
             except ValueError:          # a malformed address or an oversized segment from tcpd
                 self.count("drop_bad_tcp_tx")
-        self.flush(out)
+        self.flush(out, out.looped)
 
     def flush(self, out: IpOutput, trusted: list[int] = ()) -> None:
         if out.to_device:

@@ -467,6 +467,29 @@ def test_send_then_receive_round_trip_between_two_layers():
     assert [(src, bytes(segment)) for src, _, segment in delivered.to_tcp] == [(PEER, data)]
 
 
+def test_datagrams_to_ourselves_loop_back_whole_and_vouched_for():
+    """Our address and 127.0.0.0/8 go back in at once, as through Linux's lo: not to the device,
+    not cut to the MTU, and marked as never having crossed a wire (no checksum to check)."""
+    layer = make_layer(mtu=576)
+    loopback = str_to_addr("127.0.0.1")
+    out = IpOutput()
+    layer.send(0.0, US, PEER, PROTO_TCP, SEGMENT, out)
+    layer.send(0.0, US, US, PROTO_TCP, bytes(4000), out)
+    layer.send(0.0, loopback, loopback, PROTO_TCP, SEGMENT, out)
+    assert len(out.to_device) == 1 and parse_ipv4(out.to_device[0])[0].dst == PEER
+    assert [(src, dst, len(segment)) for src, dst, segment in out.to_tcp] == [(US, US, 4000),
+                                                                              (loopback, loopback, 40)]
+    assert out.looped == [0, 1]
+    assert layer.counters["loopback_packets"] == 2 and layer.counters["out_packets"] == 1
+
+
+def test_only_tcp_loops_back():
+    layer = make_layer()
+    out = IpOutput()
+    layer.send(0.0, US, US, PROTO_UDP, b"12345678", out)
+    assert out.to_tcp == [] and out.to_device == [] and layer.counters["drop_loopback_protocol"] == 1
+
+
 # ---- nothing a peer sends raises ------------------------------------------------------------------
 
 VALID_PACKETS = [

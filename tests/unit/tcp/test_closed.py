@@ -194,3 +194,20 @@ def test_isn_keyed_per_four_tuple_and_clocked_at_4_microseconds():
 def test_connect_bad_address():
     eng, sid, peer = closed()
     assert peer.error_of("connect", sid, "not-an-address", 80) == errno.EINVAL
+
+
+def test_loopback_addresses_are_ours():
+    """127.0.0.0/8 is local, as on Linux's lo: bind to it, connect from it, take segments to it."""
+    eng, sid, peer = closed()
+    assert peer.error_of("bind", sid, "127.0.0.1", 80) is None
+    assert eng.is_local("127.5.6.7") and eng.is_local(ENGINE_ADDR) and not eng.is_local(PEER_ADDR)
+
+
+@pytest.mark.parametrize("dst, src", [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"),
+                                      (ENGINE_ADDR, ENGINE_ADDR), (PEER_ADDR, ENGINE_ADDR)])
+def test_connect_takes_the_source_address_of_the_way_out(dst, src):
+    """As Linux's route lookup: to 127/8 (and to INADDR_ANY, which means loopback) from 127.0.0.1."""
+    eng, sid, peer = closed()
+    assert peer.error_of("connect", sid, dst, 80) == errno.EINPROGRESS
+    conn = eng.conns[sid]
+    assert conn.local_addr == src and conn.remote_addr == (dst if dst != "0.0.0.0" else "127.0.0.1")
