@@ -89,7 +89,7 @@ def cmd_ss(args) -> int:
         details = []
         if s.get("state") in ("LISTEN", "CLOSED"):
             continue
-        for key in ("mss", "rto", "srtt", "rttvar", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmits"):
+        for key in ("mss", "rto", "srtt", "rttvar", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmissions"):
             if s.get(key) is not None:
                 value = s[key]
                 details.append(f"{key}:{value:.3f}" if isinstance(value, float) else f"{key}:{value}")

@@ -114,7 +114,7 @@ class TcpEngine:
                 "rto": conn.rto, "srtt": conn.srtt, "rttvar": conn.rttvar,
                 "cwnd": conn.cwnd, "ssthresh": conn.ssthresh,
                 "snd_wnd": conn.snd_wnd, "rcv_wnd": conn.rcv_wnd,
-                "retransmits": conn.total_retransmits, "mss": conn.send_mss,
+                "retransmissions": conn.total_retransmits, "mss": conn.send_mss,
                 "orphan": not conn.user_open and not conn.queued,
             })
         return rows

@@ -52,6 +52,7 @@ class Tcpd(Service):
             "getsockname": self._simple, "getpeername": self._simple, "poll": self._poll,
             "sync": self._sync, "fence": self._fence,
         }
+        self.counters.update(in_bytes=0, out_bytes=0)     # segments' bytes, headers included
         self.posted_from: dict[bytes, int] = {}     # channel -> posted calls handled from it (for fences)
         self.fenced: set[int] = set()               # sockets with a fence asleep
         self.peer("ipd")
@@ -67,6 +68,7 @@ class Tcpd(Service):
         segment_in = self.engine.segment_in
         tracing = self.trace.tracing_segments(now)
         trusted = set(msg.trusted)         # vouched for by the device (offload): not summed again
+        self.counters["in_bytes"] += sum(map(len, msg.payload))
         for i, ((src, dst), data) in enumerate(zip(msg.addresses, msg.payload)):
             try:
                 segment = parse_tcp(data, src, dst, verify_checksum=i not in trusted)
@@ -104,6 +106,7 @@ class Tcpd(Service):
                     # a super-segment's checksum is made per piece, by the device or by nicd's GSO
                     partial = self.offload or len(segment.payload) > self.mss
                     frames.append(build_tcp(segment, src_b, dst_b, partial))
+                self.counters["out_bytes"] += sum(map(len, frames))
                 self.send("ipd", SegmentsTransmit(addresses, payload=tuple(frames)))
             if effects.timers:
                 self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))

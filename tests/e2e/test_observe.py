@@ -12,7 +12,7 @@ import pytest
 
 import libsock
 from tests.e2e import netns as ns
-from tests.e2e.conftest import NETSTACK, interrupt, start_cli, wait_for
+from tests.e2e.conftest import NETSTACK, connect_or_none, interrupt, start_cli, wait_for
 
 PORT = 7101
 CLIENT_STATES = ["SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT"]
@@ -186,3 +186,33 @@ def test_errors_are_one_line(shared_stack, tmp_path):
     assert result.returncode == 1 and "cannot read" in result.stderr
     result = shared_stack.cli("pcap", "/nonexistent-dir/x.pcap", check=False)
     assert result.returncode == 1 and "no such directory" in result.stderr
+
+
+def test_stats_count_packets_and_bytes_in_and_out_at_every_layer(shared_stack):
+    """`netstack stats`: per layer, packets and bytes in and out (here: a 100 kB exchange)."""
+    before = shared_stack.stats()
+    server = ns.KernelProcess(shared_stack.netns, _count_until_eof, shared_stack.host, PORT + 5)
+    sock = wait_for(lambda: connect_or_none((shared_stack.host, PORT + 5), timeout=5), 10, 0.05, "the server")
+    with sock:
+        sock.sendall(b"s" * 100_000)
+        sock.shutdown(libsock.SHUT_WR)
+        assert len(sock.recv(16)) == 8
+    server.result(10)
+    after = shared_stack.stats()
+    grown = {layer: {key for key, value in after[layer].items()
+                     if isinstance(value, int) and value > before[layer].get(key, 0)} for layer in after}
+    assert {"rx_packets", "rx_bytes", "tx_packets", "tx_bytes"} <= grown["nicd"]
+    assert {"in_receives", "in_bytes", "out_packets", "out_bytes"} <= grown["ipd"]
+    assert {"in_segs", "in_bytes", "out_segs", "out_bytes"} <= grown["tcpd"]
+    assert after["tcpd"]["out_bytes"] - before["tcpd"]["out_bytes"] > 100_000     # headers included
+
+
+def _count_until_eof(host: str, port: int) -> None:
+    """Kernel side: read to EOF, answer with the count as 8 bytes."""
+    with std_socket.create_server((host, port)) as listener:
+        conn, _ = listener.accept()
+        with conn:
+            total = 0
+            while data := conn.recv(1 << 16):
+                total += len(data)
+            conn.sendall(total.to_bytes(8, "big"))

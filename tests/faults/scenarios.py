@@ -280,7 +280,7 @@ def diagnose(stack) -> str:
     """The stack's connections and its non-zero drop and error counters, for a failure message."""
     try:
         conns = [{k: c.get(k) for k in ("state", "local", "remote", "send_q", "recv_q", "snd_wnd", "cwnd",
-                                         "retransmits", "timers")} for c in stack.ss()]
+                                         "retransmissions", "timers")} for c in stack.ss()]
         stats = stack.stats()
         counters = {service: {k: v for k, v in values.items() if v and ("drop" in k or "err" in k)}
                     for service, values in stats.items() if isinstance(values, dict)}

@@ -112,7 +112,7 @@ def test_listing_for_ss():
     assert row["remote"] == ("198.18.0.1", peer.port)
     assert row["send_q"] == 10 and row["recv_q"] == 0
     assert row["timers"]["retransmit"] == pytest.approx(1.0)
-    for key in ("rto", "srtt", "rttvar", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmits", "mss"):
+    for key in ("rto", "srtt", "rttvar", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmissions", "mss"):
         assert key in row
 
 
