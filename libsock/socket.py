@@ -11,6 +11,7 @@ import io
 import os
 import socket as _std
 import struct
+import time
 import weakref
 
 import zmq
@@ -43,6 +44,10 @@ SocketIO = _std.SocketIO
 SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED = "SS_UNCONNECTED", "SS_CONNECTING", "SS_CONNECTED"
 
 _SEND_CHUNK = 1 << 20
+# How long tcpd's word on the send buffer's room holds for posted sends.  A reset
+# that came earlier than this before a send is that send's error (as on Linux);
+# one that came within it is the next call's, as if it had come just after.
+CREDIT_TTL = 0.010
 _POLLIN, _POLLOUT = 0x1, 0x4
 
 
@@ -106,6 +111,7 @@ class socket:
         self._fd = -1
         self._sid = None
         self._credit = 0          # bytes send() may post without waiting (tcpd's last word on the room)
+        self._credit_until = 0.0  # ... until then (CREDIT_TTL after that word)
         self._last_post = None    # where this socket's last posted call went (see Stack.after_posts)
         self._sid, _, _ = self._stack.call("socket", None, [], 0)
         self._pid = os.getpid()
@@ -116,6 +122,7 @@ class socket:
         sock = cls.__new__(cls)
         sock._stack, sock._timeout, sock._state = stack(), getdefaulttimeout(), SS_CONNECTED
         sock._io_refs, sock._closed, sock._fd, sock._sid, sock._credit = 0, False, -1, sid, 0
+        sock._credit_until = 0.0
         sock._last_post = None
         sock._pid = os.getpid()
         _owned.add(sock)
@@ -135,6 +142,7 @@ class socket:
         if self._closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
         value, data, self._credit = self._stack.call(op, self._sid, list(args), timeout, data)
+        self._credit_until = time.monotonic() + CREDIT_TTL
         return value, data
 
     def _after_posts(self) -> None:
@@ -218,7 +226,8 @@ class socket:
         size = len(data)
         if self._last_post is not None:
             self._after_posts()
-        if size <= self._credit and not flags & ~MSG_DONTWAIT and not self._closed:
+        if size <= self._credit and not flags & ~MSG_DONTWAIT and not self._closed \
+                and time.monotonic() < self._credit_until:
             # the send buffer has room for it: Linux would copy it in and return at once
             self._credit -= size
             self._last_post = self._stack.post("send", self._sid, [0], data)
