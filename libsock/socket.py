@@ -214,7 +214,7 @@ class socket:
             if exc.errno == errno.EISCONN and self._state == SS_CONNECTING:
                 self._state = SS_CONNECTED           # a non-blocking connect that completed
                 return 0
-            if raising or exc.errno in (errno.EBADF,):
+            if raising:
                 raise
             return exc.errno
         self._state = SS_CONNECTED
@@ -226,7 +226,7 @@ class socket:
         size = len(data)
         if self._last_post is not None:
             self._after_posts()
-        if size <= self._credit and not flags & ~MSG_DONTWAIT and not self._closed \
+        if 0 < size <= self._credit and not flags & ~MSG_DONTWAIT and not self._closed \
                 and time.monotonic() < self._credit_until:
             # the send buffer has room for it: Linux would copy it in and return at once
             self._credit -= size
@@ -251,9 +251,19 @@ class socket:
         return data or b""
 
     def _recv_all(self, bufsize: int, flags: int) -> bytes:
+        """MSG_WAITALL: fill the buffer, unless EOF or an error comes first (Linux then returns
+        what it copied).  With a timeout, or non-blocking, CPython's descriptor is non-blocking
+        inside, and the kernel answers MSG_WAITALL with what it has: one recv, as there."""
+        if self._timeout is not None or flags & MSG_DONTWAIT:
+            return self.recv(bufsize, flags & ~MSG_WAITALL)
         chunks, got = [], 0
         while got < bufsize:
-            chunk = self.recv(bufsize - got, flags & ~MSG_WAITALL)
+            try:
+                chunk = self.recv(bufsize - got, flags & ~MSG_WAITALL)
+            except OSError:
+                if chunks:
+                    break
+                raise
             if not chunk:
                 break
             chunks.append(chunk)

@@ -32,7 +32,7 @@ MASK = seqnum.MASK
 # poll bits (Linux values)
 POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDHUP = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x2000
 # socket option names (Linux values)
-SOL_SOCKET, IPPROTO_TCP = 1, 6
+SOL_SOCKET, IPPROTO_TCP, IPPROTO_IP = 1, 6, 0
 SO_REUSEADDR, SO_TYPE, SO_ERROR, SO_SNDBUF, SO_RCVBUF, SO_KEEPALIVE, SO_LINGER, SO_ACCEPTCONN = 2, 3, 4, 7, 8, 9, 13, 30
 TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = 1, 2, 4, 5, 6
 MSG_PEEK = 0x2
@@ -857,7 +857,9 @@ class TcpEngine:
             if name == TCP_KEEPCNT:
                 return conn.tcp_keepcnt or cfg.keepalive_probes
             raise TcpError(errno.ENOPROTOOPT)
-        raise TcpError(errno.ENOPROTOOPT)
+        if level == IPPROTO_IP:
+            raise TcpError(errno.ENOPROTOOPT)
+        raise TcpError(errno.EOPNOTSUPP)        # Linux's ip_getsockopt: a level that is not SOL_IP
 
     def getsockname(self, now: float, sid: int) -> tuple[str, int]:
         conn = self._sock(sid)

@@ -300,6 +300,8 @@ class Tcpd(Service):
         call = parked.call
         data = call.payload[0] if call.payload else b""
         flags = call.args[0] if call.args else 0
+        if not data:                # nothing to send, but the socket's state still answers (EPIPE...)
+            return (self.engine.send(now, call.sid[1], data, flags),)
         while parked.sent < len(data):
             try:
                 rest = memoryview(data)[parked.sent:] if parked.sent else data    # no copy of the rest

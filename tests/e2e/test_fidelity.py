@@ -155,9 +155,35 @@ def sc_sockopts(sm, server, local):
                 outcome(lambda: s.getsockopt(sm.SOL_SOCKET, 9999))]
 
 
+def sc_waitall_with_a_timeout_or_non_blocking(sm, server, local):
+    """CPython's descriptor is non-blocking when a timeout is set: MSG_WAITALL returns what is there."""
+    with sm.create_connection(server, timeout=5) as s:
+        s.sendall(b"abc")
+        s.recv(3, sm.MSG_PEEK)                   # the echo is here (peeked at, not taken)
+        s.settimeout(0.3)
+        r = [outcome(lambda: s.recv(10, sm.MSG_WAITALL))]
+        s.settimeout(5)
+        s.sendall(b"de")
+        s.recv(2, sm.MSG_PEEK)
+        s.setblocking(False)
+        r += [outcome(lambda: s.recv(10, sm.MSG_WAITALL)), outcome(lambda: s.recv(10, sm.MSG_WAITALL))]
+        return r
+
+
+def sc_odd_calls(sm, server, local):
+    s = sm.socket()
+    r = [outcome(lambda: s.send(b"")),                          # never connected: EPIPE, even for nothing
+         outcome(lambda: s.getsockopt(999, 1)), outcome(lambda: s.getsockopt(0, 999)),
+         outcome(lambda: s.setsockopt(999, 1, 1))]
+    s.close()
+    r.append(outcome(lambda: s.connect_ex(server)))             # closed: EBADF's number, not raised
+    return r
+
+
 SCENARIOS = [sc_refused, sc_connect_twice, sc_unconnected_calls, sc_send_after_shutdown, sc_bind_in_use,
              sc_bind_twice_and_foreign, sc_nonblocking_accept_and_recv, sc_nonblocking_connect, sc_timeout,
-             sc_echo_peek_waitall, sc_closed_socket, sc_makefile_lines, sc_sockopts]
+             sc_echo_peek_waitall, sc_closed_socket, sc_makefile_lines, sc_sockopts,
+             sc_waitall_with_a_timeout_or_non_blocking, sc_odd_calls]
 
 
 def _kernel_run(name, server, local):

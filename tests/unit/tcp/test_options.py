@@ -60,7 +60,8 @@ def test_unknown_options_enoprotoopt():
     assert peer.error_of("setsockopt", sid, IPPROTO_TCP, 99, 1) == errno.ENOPROTOOPT
     assert peer.error_of("setsockopt", sid, 17, 1, 1) == errno.ENOPROTOOPT
     assert peer.error_of("getsockopt", sid, SOL_SOCKET, 999) == errno.ENOPROTOOPT
-    assert peer.error_of("getsockopt", sid, 41, 1) == errno.ENOPROTOOPT
+    assert peer.error_of("getsockopt", sid, 0, 999) == errno.ENOPROTOOPT               # IPPROTO_IP
+    assert peer.error_of("getsockopt", sid, 41, 1) == errno.EOPNOTSUPP    # Linux's ip_getsockopt: not SOL_IP
 
 
 def test_value_checks():
