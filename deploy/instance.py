@@ -5,6 +5,7 @@ fail with `InstanceError` (one clear line) on a foreseeable fault.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -84,14 +85,28 @@ def check_can_run() -> None:
         raise InstanceError("the 'ip' command (iproute2) is not installed")
 
 
+def _check_addresses(addr: str, host_addr: str, mtu: int) -> tuple[str, int]:
+    """--addr (prefix /24 unless given), --host-addr and --mtu, checked before anything is made."""
+    try:
+        interface = ipaddress.IPv4Interface(addr if "/" in addr else addr + "/24")
+        host = ipaddress.IPv4Address(host_addr)
+    except ValueError as exc:
+        raise InstanceError(f"bad address: {exc}") from None
+    if host == interface.ip:
+        raise InstanceError(f"--addr and --host-addr are both {host}: the stack and the kernel need one each")
+    if host not in interface.network:
+        raise InstanceError(f"--host-addr {host} is not in the stack's network {interface.network}")
+    if not 576 <= mtu <= 65535:
+        raise InstanceError(f"--mtu {mtu}: IPv4 hosts need at least 576 (RFC 1122), a TUN device at most 65535")
+    return str(interface.ip), interface.network.prefixlen
+
+
 def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: int,
        config_file: str | None, overrides: list[str], offload: bool = False) -> Instance:
     check_can_run()
-    if "/" not in addr:
-        addr += "/24"
-    address, _, prefix = addr.partition("/")
+    address, prefix = _check_addresses(addr, host_addr, mtu)
     instance = Instance(name=name, netns=netns or f"netstack-{name}", dev=dev, addr=address,
-                        prefix=int(prefix), host_addr=host_addr, mtu=mtu)
+                        prefix=prefix, host_addr=host_addr, mtu=mtu)
     try:
         toml_text = Path(config_file).read_text() if config_file else None
         config = build_config(toml_text, overrides)

@@ -34,6 +34,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# keys whose values have bounds beyond "not negative" (inclusive)
+LIMITS: dict[tuple[str, str], tuple[float, float]] = {
+    ("ip", "ttl"): (1, 255),
+    ("ip", "gro"): (0, 1),
+    ("tcp", "max_retries"): (1, 255),
+    ("tcp", "keepalive_probes"): (1, 127),          # TCP_KEEPCNT's range on Linux
+    ("tcp", "max_backlog"): (1, 65535),
+    ("tcp", "rcvbuf"): (2304, 1 << 30),
+    ("tcp", "sndbuf"): (4608, 1 << 30),
+    ("tcp", "rto_min"): (0.001, 3600),
+    ("tcp", "rto_initial"): (0.001, 3600),
+    ("tcp", "rto_max"): (0.001, 86400),
+}
+
+
 class ConfigError(ValueError):
     pass
 
@@ -55,6 +70,9 @@ def _coerce(section: str, key: str, value: Any) -> Any:
         raise ConfigError(f"{section}.{key}: {value!r} is not a {type(default).__name__}") from None
     if isinstance(value, (int, float)) and value < 0:
         raise ConfigError(f"{section}.{key}: {value!r} is negative")
+    low, high = LIMITS.get((section, key), (None, None))
+    if low is not None and not low <= value <= high:
+        raise ConfigError(f"{section}.{key}: {value!r} is outside {low}..{high}")
     if key == "ephemeral_ports":
         parse_port_range(value)
     return value

@@ -26,10 +26,18 @@ def test_file_then_set_later_wins():
     (["tcp.max_backlog=1.5"], "is not a int"),
     (["tcp.msl=-1"], "negative"),
     (["tcp.ephemeral_ports=9-3"], "out of range"),
+    (["ip.ttl=300"], "outside 1..255"),
+    (["ip.ttl=0"], "outside 1..255"),
+    (["tcp.rcvbuf=100"], "outside"),
 ])
 def test_bad_overrides_are_refused(overrides, text):
     with pytest.raises(ConfigError, match=text):
         build_config(None, overrides)
+
+
+def test_every_default_is_within_its_limits():
+    assert build_config(None, []) == build_config(None, [f"{section}.{key}={value}" for section, keys in
+                                                         DEFAULTS.items() for key, value in keys.items()])
 
 
 def test_bad_toml_is_refused():
