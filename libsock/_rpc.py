@@ -70,13 +70,24 @@ class Stack:
     def down_error(self) -> OSError:
         return _error(errno.ENETDOWN, f"no netstack running at {self.run_dir} (set NETSTACK_RUN, or run netstack up)")
 
+    def _supervised(self) -> bool:
+        """Is the instance's supervisord alive (so a missing tcpd is one being restarted)?"""
+        try:
+            pid = int((self.run_dir / "supervisord.pid").read_text())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
     def wait_for_tcpd(self, patience: float) -> tuple[str, int]:
+        """tcpd, waiting up to `patience` for one that supervisord is restarting; with no
+        supervisord (the instance is down, or its directory a leftover), ENETDOWN at once."""
         deadline = time.monotonic() + patience
         while True:
             tcpd = self._read_tcpd()
             if tcpd is not None and (self.run_dir / "tcpd.sock").exists():
                 return tcpd
-            if not self.run_dir.exists() or time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or not self._supervised():
                 raise self.down_error()
             time.sleep(0.02)
 

@@ -30,6 +30,19 @@ def test_enetdown_at_once(no_stack, call):
     assert time.monotonic() - started < 0.5
 
 
+def test_enetdown_at_once_when_only_a_leftover_directory_is_there(no_stack, monkeypatch):
+    """A run directory with no supervisord alive is no stack: no waiting for a tcpd to come back."""
+    import os
+    from libsock import _rpc
+    os.makedirs(os.path.join(no_stack, "incarnations"))
+    with open(os.path.join(no_stack, "supervisord.pid"), "w") as f:
+        f.write("999999999")                      # no such process
+    monkeypatch.setattr(_rpc.time, "sleep", lambda seconds: pytest.fail("libsock waited for a dead stack"))
+    with pytest.raises(OSError) as caught:
+        libsock.socket()
+    assert caught.value.errno == errno.ENETDOWN and no_stack in str(caught.value)
+
+
 def test_module_mirrors_socket():
     import socket
     for name in ("AF_INET", "SOCK_STREAM", "SOL_SOCKET", "SO_REUSEADDR", "SO_KEEPALIVE", "SO_RCVBUF", "SO_SNDBUF",
