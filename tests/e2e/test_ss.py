@@ -41,7 +41,7 @@ def test_ss_shows_transfer_then_time_wait_then_nothing(shared_stack):
                     10, 0.05, "the connection with data in flight")
     assert busy["state"] == "ESTABLISHED"
     assert busy["remote"] == [shared_stack.host, PORT]
-    for key in ("rto", "srtt", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmits"):
+    for key in ("rto", "srtt", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmissions"):
         assert key in busy
     go.set()
     sender.join(60)
