@@ -1,0 +1,42 @@
+"""netstack bench --quick: every workload runs on the stack and on a baseline in one command,
+and the figures come out as JSON (median, min, max) and as a table.  Figures are checked
+for sense, never against a time: the machine is shared."""
+from __future__ import annotations
+
+import json
+import os
+
+from tests.e2e.conftest import netstack
+
+FIGURES = {"bulk_in_MBps", "bulk_out_MBps", "rr_p50_us", "rr_p99_us", "conn_rate_first_per_s",
+           "conn_rate_last_per_s"}
+
+
+def test_bench_quick_json_beside_a_kernel_baseline():
+    name = f"t{os.getpid() % 100000}bench"
+    try:
+        result = netstack("bench", "--quick", "--json", "--targets", "netstack,veth", "--name", name, timeout=600)
+    finally:
+        netstack("down", "--name", name, check=False)
+    report = json.loads(result.stdout)
+    assert report["quick"] is True and report["trials"] == 1 and report["mtu"] == 1500
+    assert set(report["targets"]) == {"netstack", "veth"}
+    for target, figures in report["targets"].items():
+        assert set(figures) == FIGURES, target
+        for figure, spread in figures.items():
+            assert 0 < spread["min"] <= spread["median"] <= spread["max"], (target, figure, spread)
+        assert figures["rr_p50_us"]["median"] <= figures["rr_p99_us"]["median"]
+    scale = report["scale"]
+    assert scale["connections_held"] == scale["concurrent_connections"] == 1000
+    assert 0 < scale["tcpd_kib_per_connection"] < 64
+    assert set(scale["idle_cpu_percent"]) == {"nicd", "ipd", "tcpd", "timerd"}
+
+
+def test_bench_prints_a_table():
+    result = netstack("bench", "--quick", "--targets", "veth", "--name", f"t{os.getpid() % 100000}bt", timeout=300)
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("figure"))
+    assert lines[header].split() == ["figure", "veth"]
+    assert [line.rsplit(None, 2)[0] for line in lines[header + 1:header + 7]] == [
+        "bulk kernel -> side (MB/s)", "bulk side -> kernel (MB/s)", "1-byte req/resp p50 (us)",
+        "1-byte req/resp p99 (us)", "conn/s, first 1000", "conn/s, last 1000"]
