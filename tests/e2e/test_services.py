@@ -1,6 +1,7 @@
 """The services as processes: timerd's precision, and malformed messages to every service."""
 from __future__ import annotations
 
+import errno
 import time
 
 import msgpack
@@ -8,7 +9,7 @@ import pytest
 import zmq
 
 from proto.ipc import codec
-from proto.ipc.messages import TimerFired, TimerSet
+from proto.ipc.messages import Call, Reply, TimerFired, TimerSet
 
 SERVICES = ("nicd", "ipd", "tcpd", "timerd")
 
@@ -81,3 +82,22 @@ def test_malformed_messages_are_counted_not_fatal(shared_stack, service):
     wait_for(counted, 5, 0.05, f"{service} to count the malformed messages")
     after = shared_stack.status()[service]
     assert after["state"] == "RUNNING" and after["incarnation"] == before
+
+
+@pytest.mark.parametrize("call, expected", [
+    (["frobnicate", None, []], "EINVAL"),              # no such socket call (sys_socketcall's default)
+    (["recv", ["nope", 1], [10, 0]], "ECONNRESET"),     # a socket of another tcpd incarnation
+    (["recv", "garbage", [10, 0]], "EBADF"),            # not a socket id at all
+    (["fence", ["x", 0], ["x", 0]], "ECONNRESET"),
+])
+def test_a_wrong_call_gets_the_errno_linux_would_give(shared_stack, call, expected):
+    sock = _dealer(shared_stack, "tcpd")
+    try:
+        op, sid, args = call
+        sock.send_multipart(codec.encode(Call(7, op, sid, args, 0)))
+        assert sock.poll(5000), "tcpd did not answer"
+        reply = codec.decode(sock.recv_multipart())
+    finally:
+        sock.close()
+    assert isinstance(reply, Reply) and reply.id == 7
+    assert errno.errorcode[reply.errno] == expected

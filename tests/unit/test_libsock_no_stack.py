@@ -55,3 +55,12 @@ def test_module_mirrors_socket():
     assert libsock.getaddrinfo("198.18.0.2", 80)[0][4] == ("198.18.0.2", 80)
     with pytest.raises(socket.gaierror):
         libsock.getaddrinfo("example.invalid", 80)
+
+
+@pytest.mark.parametrize("args, code", [((libsock.AF_INET + 8,), errno.EAFNOSUPPORT),
+                                        ((libsock.AF_INET, 2), errno.EPROTONOSUPPORT),      # SOCK_DGRAM
+                                        ((libsock.AF_INET, libsock.SOCK_STREAM, 17), errno.EPROTONOSUPPORT)])
+def test_families_and_types_libsock_lacks_are_refused_with_their_errno(no_stack, args, code):
+    with pytest.raises(OSError) as caught:
+        libsock.socket(*args)
+    assert caught.value.errno == code
