@@ -136,14 +136,6 @@ class TcpEngine:
             if kind == "time_wait":
                 self._cancel_lazy_timers(conn)
 
-    def cancel(self, conn: Connection, kind: str) -> None:
-        """Cancel at once at the timer service, for a timer that would otherwise fire late
-        for nothing (the connection-establishment timer, 75 s after a connect that worked)."""
-        conn.timers[kind] = None
-        if conn.armed[kind] is not None:
-            conn.armed[kind] = None
-            self._effects.timers.append(((conn.id, kind), None))
-
     def _cancel_lazy_timers(self, conn: Connection) -> None:
         """Entering TIME_WAIT, whose timer message leaves anyway: let it also cancel the
         timers cancelled lazily (delayed ACK, retransmission, FIN_WAIT_2), which would

@@ -58,7 +58,7 @@ def enter_established(eng: "TcpEngine", conn: Connection, now: float, cause: str
     conn.ssthresh = 1 << 30
     conn.retransmits = 0
     conn.last_recv = now
-    eng.cancel(conn, "connect")
+    conn.timers["connect"] = None        # lazily: TIME_WAIT's message (or one stale fire) ends it
     if conn.srtt is None:
         conn.rto = cfg.rto_initial
     if conn.so_keepalive:
