@@ -4,9 +4,9 @@ comes back when Linux would wake the sleeper.
 One DEALER socket per thread (so blocking calls in several threads proceed in
 parallel), one outstanding request on it at a time.  Calls of one thread reach
 tcpd in order; calls of two threads do not, so a call that must follow what
-another thread posted on the same socket first waits for it (`after_posts`).  While a reply is awaited,
-tcpd's liveness is checked every LIVENESS_CHECK seconds: a call never outlives
-the tcpd that holds its socket.
+another thread posted on the same socket first waits for it (`after_posts`).
+While a reply is awaited, tcpd's liveness is checked every LIVENESS_CHECK
+seconds: a call never outlives the tcpd that holds its socket.
 """
 from __future__ import annotations
 
