@@ -126,17 +126,27 @@ def emit(eng: "TcpEngine", conn: Connection, flags: int, seq: int, payload: byte
         eng.counters["out_rsts"] += 1
 
 
+def acceptable_seq(conn: Connection) -> int:
+    """The sequence number of a segment without data (as Linux tcp_acceptable_seq): the highest
+    sent (snd_max), not snd_nxt: after a retransmission timeout snd_nxt moves back (go-back-N),
+    and a number the peer has already passed would be unacceptable to it.  But never beyond
+    the right edge of the window the peer offers (SND.UNA + SND.WND): when the peer's buffer
+    is full it offers less than we have in flight (zero), and Linux (6.17+) drops a segment
+    ending past that edge as beyond the window (TcpExtBeyondWindow) without reading its ACK
+    or window, so neither side would ever learn that the other has moved."""
+    snd_max = conn.snd_max
+    edge = (conn.snd_una + conn.snd_wnd) & MASK
+    return snd_max if seqnum.le(snd_max, edge) else edge
+
+
 def send_ack(eng: "TcpEngine", conn: Connection) -> None:
-    """A pure ACK.  Its sequence number is the highest sent (snd_max), not snd_nxt: after a
-    retransmission timeout snd_nxt moves back (go-back-N), and an ACK carrying a sequence number
-    the peer has already passed would be unacceptable to it and dropped unread (Linux never
-    moves snd_nxt back, so its ACKs carry the same number)."""
-    emit(eng, conn, ACK, conn.snd_max)
+    """A pure ACK, numbered as acceptable_seq says."""
+    emit(eng, conn, ACK, acceptable_seq(conn))
 
 
 def send_rst(eng: "TcpEngine", conn: Connection) -> None:
     """An active reset from a synchronised connection (close with unread data, linger 0, abort)."""
-    emit(eng, conn, RST_ACK, conn.snd_max)
+    emit(eng, conn, RST_ACK, acceptable_seq(conn))
 
 
 def syn_options(eng: "TcpEngine", conn: Connection, reply_to_wscale: bool) -> TcpOptions:
@@ -235,10 +245,13 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
             if available < 0:
                 break
         in_flight = (snd_nxt - conn.snd_una) & MASK
+        pipe = in_flight                            # what congestion control counts
         if conn.rto_recovery and conn.scoreboard:
-            in_flight -= sack.sacked_below(conn, snd_nxt)
-        window = conn.snd_wnd if conn.snd_wnd < conn.cwnd else conn.cwnd
-        usable = window - in_flight
+            pipe -= sack.sacked_below(conn, snd_nxt)
+        # the peer's window ends at SND.UNA + SND.WND whatever it has SACKed; cwnd limits the pipe
+        usable = conn.snd_wnd - in_flight
+        if conn.cwnd - pipe < usable:
+            usable = conn.cwnd - pipe
         if available > 0:
             size = chunk if chunk < available else available
             if usable < size:
@@ -332,6 +345,10 @@ def retransmit_head(eng: "TcpEngine", conn: Connection, now: float) -> None:
     if outstanding == 0:
         return
     size = conn.send_mss if conn.send_mss < outstanding else outstanding
+    if 0 < conn.snd_wnd < size:
+        # Linux tcp_retransmit_skb: no more than the window offered (a 1460-byte segment into a
+        # 1024-byte window is dropped whole by Linux as beyond the window, however often resent)
+        size = conn.snd_wnd
     used = send_range(eng, conn, now, conn.snd_una, size)
     end = (conn.snd_una + used) & MASK
     if seqnum.lt(conn.snd_nxt, end):

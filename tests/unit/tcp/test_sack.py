@@ -252,6 +252,25 @@ def test_rto_keeps_the_scoreboard_and_go_back_n_skips_sacked_ranges():
     assert all(((s.seq - una) & 0xFFFFFFFF) >= 5000 for s in later if s.payload)
 
 
+def test_after_an_rto_sacked_data_frees_the_pipe_but_not_the_peer_s_window():
+    """RFC 6675's pipe leaves out SACKed bytes (for cwnd); the peer's window still ends at
+    SND.UNA + SND.WND.  Sending past it, Linux drops the segments as beyond the window."""
+    eng, sid, peer, conn, una, segs = _sack_sender(10)
+    conn.cwnd = 20 * MSS
+    peer.call("send", sid, bytes(5 * MSS))                          # more to send, waiting for room
+    peer.take()
+    peer.send(ACK, ack=una, window=10 * MSS, options=_sacks(una, (2, 10)))   # 0 and 1 lost, 2..9 SACKed
+    peer.take()
+    peer.run_timer("retransmit")
+    assert [s.seq for s in peer.take()] == [una]
+    conn.cwnd = 20 * MSS                                            # as if slow start had grown it again
+    peer.send(ACK, ack=una + MSS, window=10 * MSS, options=_sacks(una, (2, 10)))
+    sent = [s for s in peer.take() if s.payload]
+    assert sent and sent[0].seq == (una + MSS) & 0xFFFFFFFF         # the other hole first
+    edge = (una + MSS + 10 * MSS) & 0xFFFFFFFF                      # SND.UNA + SND.WND
+    assert all(((edge - ((s.seq + len(s.payload)) & 0xFFFFFFFF)) & 0xFFFFFFFF) < 0x80000000 for s in sent)
+
+
 def test_without_sack_permitted_newreno_recovers():
     eng, sid, peer, conn, una, _ = _sack_sender(10, sack_ok=False)
     assert not conn.sack_ok

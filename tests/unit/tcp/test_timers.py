@@ -3,7 +3,7 @@ import errno
 
 import pytest
 
-from proto.tcp import rtt
+from proto.tcp import rtt, seqnum
 from proto.tcp.connection import Connection
 from proto.tcp.state import State
 
@@ -368,3 +368,36 @@ def test_a_short_connection_ends_without_stale_fires():
     link.run(duration=130)
     assert fired == ["time_wait"]
     assert link.a.counters.get("timer_stale", 0) == 0
+
+
+# ---------------------------------------------------------------- a peer whose window shrank (Linux 6.x checks)
+
+def _window_shrunk_below_what_is_in_flight():
+    """3000 bytes in flight, then the peer acknowledges nothing new and offers only 500: our
+    snd_max is 2500 bytes past the right edge of its window."""
+    eng, sid, peer = established(peer_kwargs={"mss": 1000})
+    conn = peer.conn
+    una = conn.snd_una
+    peer.call("send", sid, b"x" * 3000)
+    assert len(peer.take()) == 3
+    peer.send(ACK, ack=una, window=500)
+    return eng, sid, peer, conn, una
+
+
+def test_an_ack_never_carries_a_sequence_number_past_the_peer_s_window():
+    """Linux tcp_acceptable_seq: SND.UNA + SND.WND at most.  A newer Linux drops a segment that
+    ends past its window when its buffer is full, ACK and window unread: with snd_max there,
+    neither side would ever hear the other again."""
+    eng, sid, peer, conn, una = _window_shrunk_below_what_is_in_flight()
+    peer.send(ACK, b"data", ack=una, window=500)                  # data from the peer: we must ACK it
+    peer.advance(1.0)                                              # past any delayed ACK
+    acks = [s for s in peer.take() if not s.payload]
+    assert acks and all(s.seq == (una + 500) & seqnum.MASK for s in acks)
+
+
+def test_a_retransmission_fits_the_window_offered():
+    """Linux tcp_retransmit_skb: a full segment into a 500-byte window would be dropped whole."""
+    eng, sid, peer, conn, una = _window_shrunk_below_what_is_in_flight()
+    peer.run_timer("retransmit")
+    again = peer.take()[0]
+    assert again.seq == una and len(again.payload) == 500
