@@ -5,10 +5,11 @@ and reaches the services it needs through send-only DEALER sockets whose
 routing id is its own name.  Every message to a service, from a peer or from
 libsock, arrives at its ROUTER, so the loop waits on that one socket (and on
 nicd's device): each ZeroMQ socket in a poll costs a few system calls per
-wake-up.  The loop sleeps in epoll on the ROUTER's ZMQ_FD, after draining the
-ROUTER until it is empty (the fd only signals news, so an undrained socket
-would never wake us again); zmq_poll would spend three more system calls per
-wake-up asking the socket for its events.
+wake-up.  The loop sleeps in epoll on the ROUTER's ZMQ_FD (zmq_poll would
+spend three more system calls per wake-up asking the socket for its events).
+That fd only signals news, and any operation on the socket (a reply sent, too)
+may take the news in: so the ROUTER is drained until empty after it signals
+and after every reply, before the loop sleeps again.
 A message that fails to decode is counted under its reason and logged; no
 message ever kills a service.
 """
@@ -69,6 +70,7 @@ class Service:
         self.peers: dict[str, zmq.Socket] = {}
         self.epoll = select.epoll()
         self.epoll.register(self.router.getsockopt(zmq.FD), select.EPOLLIN)
+        self._inbox_touched = False       # the ROUTER was used since it was last drained
         self.fd_handlers: dict[int, Callable[[], None]] = {}
         self.handlers: dict[str, Callable[[bytes, Message], None]] = {
             "ctl": self._on_control, "hello": self._on_hello}
@@ -112,6 +114,7 @@ class Service:
             frames = [identity, *codec.encode(msg)]
             self.router.send_multipart(frames, flags=zmq.NOBLOCK, copy=_copy(frames))
             self.counters["ipc_out"] += 1
+            self._inbox_touched = True
         except (zmq.Again, zmq.ZMQError):
             self.counters["ipc_send_dropped"] += 1
 
@@ -145,19 +148,25 @@ class Service:
             self.close()
 
     def _loop(self) -> None:
-        handlers = self.fd_handlers
+        handlers, inbox = self.fd_handlers, self.router.getsockopt(zmq.FD)
+        news = True
         while True:
-            emptied = self._drain(self.router)       # last before sleeping: see the module's docstring
+            emptied = True
+            if news or self._inbox_touched:           # last before sleeping: see the module's docstring
+                emptied = self._drain(self.router)    # (its replies are followed by its own last recv)
+                self._inbox_touched = False
             deadline = self.next_deadline()
             timeout = -1.0
             if not emptied:
                 timeout = 0.0
             elif deadline is not None:
                 timeout = max(0.0, deadline - time.monotonic())
+            news = not emptied
             for fd, _ in self.epoll.poll(timeout):
-                handler = handlers.get(fd)
-                if handler is not None:
-                    handler()
+                if fd == inbox:
+                    news = True
+                else:
+                    handlers[fd]()
             self.tick(time.monotonic())
 
     def _drain(self, sock: zmq.Socket, budget: int = 256) -> bool:
