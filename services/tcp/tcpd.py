@@ -19,12 +19,12 @@ from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
 from services.tcp.owners import Owners
+from services.tcp.fences import Fences
 from services.tcp.sleepers import ParkedCall, Sleepers
 from services.tcp.tracering import TraceRing
 
 # errors after which a blocked call is retried when its socket wakes
 _WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
-POSTED_FROM_MAX = 4096      # channels whose posted calls tcpd counts for fences
 
 
 class Tcpd(Service):
@@ -53,8 +53,7 @@ class Tcpd(Service):
             "sync": self._sync, "fence": self._fence,
         }
         self.counters.update(in_bytes=0, out_bytes=0)     # segments' bytes, headers included
-        self.posted_from: dict[bytes, int] = {}     # channel -> posted calls handled from it (for fences)
-        self.fenced: set[int] = set()               # sockets with a fence asleep
+        self.fences = Fences()          # calls of two channels on one socket, in order
         self.peer("ipd")
         self.peer("timerd")
 
@@ -158,7 +157,8 @@ class Tcpd(Service):
                 self.owners.note(now, sid[1], identity)
         if call.id == 0:
             self._posted(now, call)
-            self._count_posted(now, identity, call.sid[1])
+            if self.fences.posted(identity, call.sid[1]):
+                self._retry(now, call.sid[1])
             self.flush(now)
             return
         timeout = call.timeout
@@ -195,17 +195,6 @@ class Tcpd(Service):
                 self.count("ipc_bad_posted_call")
         except TcpError:            # a socket already gone: nothing to tell anyone
             self.count("posted_call_failed")
-
-    def _count_posted(self, now: float, identity: bytes, sid: int) -> None:
-        """One more posted call from this channel is handled: a fence waiting for it may pass."""
-        posted = self.posted_from
-        if identity not in posted and len(posted) >= POSTED_FROM_MAX:
-            for old in list(posted)[:POSTED_FROM_MAX // 2]:      # the oldest channels (their fences time out)
-                del posted[old]
-        posted[identity] = posted.get(identity, 0) + 1
-        if sid in self.fenced:
-            self.fenced.discard(sid)
-            self._retry(now, sid)
 
     def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
         if not call.id:             # posted: nobody waits for an answer
@@ -329,17 +318,16 @@ class Tcpd(Service):
             self._answer_parked(waiting, errno.EBADF)
 
     def _fence(self, now: float, parked: ParkedCall):
-        """Wait until another channel's posted calls, up to a count, are handled: calls of two
-        threads (or of a parent and its forked child) on one socket do not arrive in order."""
+        """Wait until another channel's posted calls, up to a count, are handled (fences.py)."""
         channel, count = parked.call.args
         if not isinstance(channel, bytes) or not isinstance(count, int):
             raise ValueError("fence: [channel, count]")
-        if self.posted_from.get(channel, 0) >= count:
+        if self.fences.passed(channel, count):
             return (None,)
         if not parked.started:
             parked.started = True
             self.count("fence_waits")
-        self.fenced.add(parked.sid)
+        self.fences.wait(parked.sid)
         return None
 
     def _sync(self, now: float, parked: ParkedCall):
