@@ -224,8 +224,7 @@ class socket:
         data = bytes(memoryview(data)[:_SEND_CHUNK]) if not isinstance(data, bytes) or len(data) > _SEND_CHUNK \
             else data
         size = len(data)
-        if self._last_post is not None:
-            self._after_posts()
+        self._after_posts()
         if 0 < size <= self._credit and not flags & ~MSG_DONTWAIT and not self._closed \
                 and time.monotonic() < self._credit_until:
             # the send buffer has room for it: Linux would copy it in and return at once
