@@ -26,6 +26,9 @@ def cmd_down(args) -> int:
 
 def cmd_status(args) -> int:
     rows = inst.status(args.name)
+    if not rows[0]["supervised"]:
+        print(f"netstack {args.name}: supervisord is gone, nothing restarts the services "
+              f"(netstack down, then up)", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
     else:

@@ -189,11 +189,23 @@ def incarnations(run_dir: Path, service: str) -> list[tuple[str, int, float]]:
     return [(lines[i], int(lines[i + 1]), float(lines[i + 2])) for i in range(0, len(lines) - 2, 3)]
 
 
+def _suspended(pid: int) -> bool:
+    """Stopped by a signal (SIGSTOP): alive, but serving nothing until SIGCONT."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
 def status(name: str) -> list[dict]:
+    """Each service as supervisord sees it; with supervisord gone, as the services' own start
+    records and /proc see them (they may well run on, unsupervised)."""
     instance = Instance.load(name)
     run_dir = instance.run_dir
     infos = {}
-    if supervisord_pid(run_dir):
+    supervised = bool(supervisord_pid(run_dir))
+    if supervised:
         try:
             infos = {info["name"]: info for info in ctl.supervisor(run_dir).supervisor.getAllProcessInfo()}
         except OSError:
@@ -201,15 +213,21 @@ def status(name: str) -> list[dict]:
     rows = []
     now = time.time()
     for service in ctl.SERVICES:
-        info = infos.get(service, {})
         starts = incarnations(run_dir, service)
-        state = info.get("statename", "UNKNOWN" if infos else "NO_SUPERVISOR")
-        pid = info.get("pid") or None
+        if supervised:
+            info = infos.get(service, {})
+            state, pid, started = info.get("statename", "UNKNOWN"), info.get("pid") or None, info.get("start")
+        else:
+            _, pid, started = starts[-1] if starts else (None, None, None)
+            state = "RUNNING" if pid and pid_alive(pid) else "EXITED"
+        if state == "RUNNING" and pid and _suspended(pid):
+            state = "SUSPENDED"
         rows.append({
-            "service": service, "state": state, "pid": pid,
-            "uptime": round(now - info["start"], 1) if state == "RUNNING" and info.get("start") else None,
+            "service": service, "state": state, "pid": pid if state != "EXITED" else None,
+            "uptime": round(now - started, 1) if state == "RUNNING" and started else None,
             "incarnation": starts[-1][0] if starts else None,
             "restarts": max(0, len(starts) - 1),
+            "supervised": supervised,
         })
     return rows
 

@@ -3,8 +3,14 @@ nothing and services are back within 1 s; a tcpd kill resets promptly; a stopped
 resumes; a killed supervisord leaves nothing behind `netstack down`."""
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
+from pathlib import Path
 
+from services.procs import pid_alive
+from tests.e2e.conftest import netstack, wait_for
 from tests.faults import scenarios
 
 MiB = 1 << 20
@@ -55,3 +61,23 @@ def test_down_with_a_stopped_service_is_prompt(stack):
     stack.cli("down")
     assert time.monotonic() - started < 2.0
     assert scenarios.leftovers(stack) == []
+
+
+def test_status_tells_a_suspended_service_and_services_running_unsupervised(stack):
+    """Exit 0 only when all four run: a SIGSTOPped service does not; with supervisord killed,
+    the four still run (status finds them through their own records), unsupervised."""
+    assert netstack("status", "--name", stack.name).returncode == 0
+    stack.cli("kill", "tcpd", "--signal", "STOP")
+    try:
+        stopped = netstack("status", "--name", stack.name, "--json", check=False)
+        assert stopped.returncode == 1
+        assert {row["service"]: row["state"] for row in json.loads(stopped.stdout)}["tcpd"] == "SUSPENDED"
+    finally:
+        stack.cli("kill", "tcpd", "--signal", "CONT")
+    pid = int((Path(stack.run_dir) / "supervisord.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), 5, 0.01, "supervisord to die")
+    alone = netstack("status", "--name", stack.name, "--json")
+    assert "supervisord is gone" in alone.stderr
+    rows = json.loads(alone.stdout)
+    assert all(row["state"] == "RUNNING" and row["pid"] and not row["supervised"] for row in rows), rows
