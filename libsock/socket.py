@@ -10,6 +10,7 @@ import errno
 import io
 import os
 import socket as _std
+import secrets
 import struct
 import time
 import weakref
@@ -48,6 +49,7 @@ _SEND_CHUNK = 1 << 20
 # that came earlier than this before a send is that send's error (as on Linux);
 # one that came within it is the next call's, as if it had come just after.
 CREDIT_TTL = 0.010
+NAMED_IDS = 1 << 40       # ids libsock names its sockets with (the engine's own stay below)
 _POLLIN, _POLLOUT = 0x1, 0x4
 
 
@@ -112,8 +114,10 @@ class socket:
         self._sid = None
         self._credit = 0          # bytes send() may post without waiting (tcpd's last word on the room)
         self._credit_until = 0.0  # ... until then (CREDIT_TTL after that word)
-        self._last_post = None    # where this socket's last posted call went (see Stack.after_posts)
-        self._sid, _, _ = self._stack.call("socket", None, [], 0)
+        # socket() is posted, under an id of our choosing: nothing to wait for (a call
+        # fewer per connection); any later call of this socket, from any thread, comes after it
+        self._sid = [self._stack.wait_for_tcpd(_rpc.STARTUP_WAIT)[0], NAMED_IDS + secrets.randbits(62)]
+        self._born = self._last_post = self._stack.post("socket", self._sid, [])
         self._pid = os.getpid()
         _owned.add(self)
 
@@ -123,7 +127,7 @@ class socket:
         sock._stack, sock._timeout, sock._state = stack(), getdefaulttimeout(), SS_CONNECTED
         sock._io_refs, sock._closed, sock._fd, sock._sid, sock._credit = 0, False, -1, sid, 0
         sock._credit_until = 0.0
-        sock._last_post = None
+        sock._last_post = sock._born = None
         sock._pid = os.getpid()
         _owned.add(sock)
         return sock
@@ -141,6 +145,8 @@ class socket:
     def _call(self, op: str, *args, timeout: float | None = 0.0, data: bytes | None = None):
         if self._closed:
             raise OSError(errno.EBADF, "Bad file descriptor")
+        if self._born is not None and self._stack.after_posts(self._sid, self._born):
+            self._born = None
         value, data, self._credit = self._stack.call(op, self._sid, list(args), timeout, data)
         self._credit_until = time.monotonic() + CREDIT_TTL
         return value, data

@@ -40,6 +40,7 @@ SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 # Linux's limits for buffer sizes (net.core.[rw]mem_max, SOCK_MIN_[RS]NDBUF)
 RMEM_MAX = WMEM_MAX = 212992
 LOOPBACK = "127.0.0.1"
+NAMED_IDS = 1 << 40         # socket ids callers choose start here; the engine's own stay below
 SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF = 2304, 4608
 TCP_MIN_MSS, MAX_TCP_WINDOW = 88, 32767
 MAX_TCP_KEEPIDLE = MAX_TCP_KEEPINTVL = 32767
@@ -268,9 +269,10 @@ class TcpEngine:
                             key=self._key, digest_size=4).digest()
         return (int.from_bytes(h, "big") + int(now * 250_000)) & MASK
 
-    def new_connection(self, state: State = S.CLOSED) -> Connection:
-        cid = self._next_id
-        self._next_id += 1
+    def new_connection(self, state: State = S.CLOSED, cid: int | None = None) -> Connection:
+        if cid is None:
+            cid = self._next_id
+            self._next_id += 1
         conn = Connection(cid, state=state, so_rcvbuf=self.config.rcvbuf, so_sndbuf=self.config.sndbuf,
                           rto=self.config.rto_initial)
         self.conns[cid] = conn
@@ -409,8 +411,12 @@ class TcpEngine:
         conn.pending_error = 0
         return err
 
-    def socket(self, now: float) -> int:
-        return self.new_connection().id
+    def socket(self, now: float, cid: int | None = None) -> int:
+        """A new socket.  The caller may name it (an id from NAMED_IDS up, free), so that
+        libsock's socket() can be posted instead of waiting for the engine's choice."""
+        if cid is not None and (not isinstance(cid, int) or not NAMED_IDS <= cid < 1 << 63 or cid in self.conns):
+            raise TcpError(errno.EINVAL)
+        return self.new_connection(cid=cid).id
 
     def bind(self, now: float, sid: int, addr: str, port: int) -> None:
         conn = self._sock(sid)

@@ -145,7 +145,7 @@ class Tcpd(Service):
         if handler is None:
             self._answer(identity, call, errno.EINVAL)
             return
-        if call.op != "socket":
+        if call.op != "socket" or call.id == 0:     # (a posted socket() names its id)
             sid = call.sid
             if not (isinstance(sid, list) and len(sid) == 2 and isinstance(sid[1], int)):
                 self._answer(identity, call, errno.EBADF)
@@ -156,7 +156,7 @@ class Tcpd(Service):
             if sid[1] in self.engine.conns:
                 self.owners.note(now, sid[1], identity)
         if call.id == 0:
-            self._posted(now, call)
+            self._posted(now, identity, call)
             if self.fences.posted(identity, call.sid[1]):
                 self._retry(now, call.sid[1])
             self.flush(now)
@@ -182,12 +182,14 @@ class Tcpd(Service):
                 self.sleepers.park(parked)
         self.flush(now)
 
-    def _posted(self, now: float, call: Call) -> None:
-        """A call nobody waits for: a send within the socket's credit, or a close."""
+    def _posted(self, now: float, identity: bytes, call: Call) -> None:
+        """A call nobody waits for: a socket libsock named, a send within the socket's credit, a close."""
         sid = call.sid[1]
         self.count("posted_calls")
         try:
-            if call.op == "send" and len(call.payload) == 1:
+            if call.op == "socket":
+                self.owners.note(now, self.engine.socket(now, sid), identity)
+            elif call.op == "send" and len(call.payload) == 1:
                 self.engine.send_posted(now, sid, call.payload[0])
             elif call.op == "close":
                 self._close_socket(now, sid)
