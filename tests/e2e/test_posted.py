@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import queue
 import textwrap
 import threading
 import time
@@ -137,6 +138,43 @@ def test_a_close_after_another_thread_s_posted_sends_comes_after_them(shared_sta
         sock.close()
     assert receiver.result(60) == [chunks * chunk] * rounds
     assert _tcpd_count(shared_stack, "fence_waits") > fences          # the close waited for the worker's sends
+
+
+def test_a_socket_made_in_one_thread_is_used_at_once_in_another(shared_stack):
+    """socket() is posted on the maker's channel, here behind a large posted send: a connect
+    from another thread's channel must still find the socket there (libsock fences first;
+    the fence's decisions are unit-tested in tests/unit/test_libsock_channels.py)."""
+    echo = ns.KernelProcess(shared_stack.netns, peers.echo_server, shared_stack.host, 5206)
+    sink = ns.KernelProcess(shared_stack.netns, peers.receive_file, shared_stack.host, 5207)
+    wait_for(lambda: connect_or_none((shared_stack.host, 5206), timeout=5), 10, 0.05, "the echo server").close()
+    bulk = wait_for(lambda: connect_or_none((shared_stack.host, 5207), timeout=5), 10, 0.05, "the sink")
+    jobs, results, warm = queue.Queue(), [], threading.Event()
+
+    def worker():
+        libsock.socket().close()                     # this thread's channel is up before the race
+        warm.set()
+        while (sock := jobs.get()) is not None:
+            try:
+                sock.connect((shared_stack.host, 5206))
+                sock.sendall(b"ping")
+                results.append(sock.recv(4))
+            except OSError as exc:
+                results.append(exc)
+            finally:
+                sock.close()
+    user = threading.Thread(target=worker)
+    user.start()
+    warm.wait(10)
+    for _ in range(20):
+        bulk.getsockopt(libsock.SOL_SOCKET, libsock.SO_SNDBUF)       # a fresh word on the room
+        assert bulk.send(b"x" * 60_000) == 60_000                     # posted: 60 kB ahead on this channel
+        jobs.put(libsock.socket())
+    jobs.put(None)
+    user.join(30)
+    bulk.close()
+    assert sink.result(30)[0] == 20 * 60_000
+    echo.kill()
+    assert results == [b"ping"] * 20
 
 
 def _hold_until_read(host: str, port: int, out) -> None:

@@ -4,7 +4,7 @@ import errno
 import pytest
 
 from proto.tcp import seqnum
-from proto.tcp.engine import POLLHUP, POLLNVAL, POLLOUT, SO_REUSEADDR, SOL_SOCKET
+from proto.tcp.engine import POLLHUP, POLLNVAL, POLLOUT, SO_REUSEADDR, SOL_SOCKET, TcpError
 from proto.tcp.state import State
 
 from .factory import (ACK, ENGINE_ADDR, FIN, PEER_ADDR, RST, SYN, Peer, closed, in_state, listening,
@@ -211,3 +211,15 @@ def test_connect_takes_the_source_address_of_the_way_out(dst, src):
     assert peer.error_of("connect", sid, dst, 80) == errno.EINPROGRESS
     conn = eng.conns[sid]
     assert conn.local_addr == src and conn.remote_addr == (dst if dst != "0.0.0.0" else "127.0.0.1")
+
+
+def test_a_socket_may_be_named_by_its_caller_above_the_engine_s_own_ids():
+    """libsock posts socket() with an id it chose (from NAMED_IDS up) instead of waiting for one."""
+    from proto.tcp.engine import NAMED_IDS
+    eng = make_engine()
+    assert eng.socket(0.0, NAMED_IDS + 7) == NAMED_IDS + 7 and NAMED_IDS + 7 in eng.conns
+    for taken_or_bad in (NAMED_IDS + 7, 5, NAMED_IDS - 1, 1 << 63, "x"):
+        with pytest.raises(TcpError) as caught:
+            eng.socket(0.0, taken_or_bad)
+        assert caught.value.errno == errno.EINVAL
+    assert eng.socket(0.0) < NAMED_IDS
