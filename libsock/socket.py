@@ -9,8 +9,8 @@ from __future__ import annotations
 import errno
 import io
 import os
-import socket as _std
 import secrets
+import socket as _std
 import struct
 import time
 import weakref
@@ -19,6 +19,7 @@ import zmq
 
 from libsock import _rpc
 from libsock._rpc import stack
+from proto.ipc.messages import NAMED_SOCKET_IDS
 
 AF_INET = _std.AF_INET
 SOCK_STREAM = _std.SOCK_STREAM
@@ -49,7 +50,6 @@ _SEND_CHUNK = 1 << 20
 # that came earlier than this before a send is that send's error (as on Linux);
 # one that came within it is the next call's, as if it had come just after.
 CREDIT_TTL = 0.010
-NAMED_IDS = 1 << 40       # ids libsock names its sockets with (the engine's own stay below)
 _POLLIN, _POLLOUT = 0x1, 0x4
 
 
@@ -116,7 +116,7 @@ class socket:
         self._credit_until = 0.0  # ... until then (CREDIT_TTL after that word)
         # socket() is posted, under an id of our choosing: nothing to wait for (a call
         # fewer per connection); any later call of this socket, from any thread, comes after it
-        self._sid = [self._stack.wait_for_tcpd(_rpc.STARTUP_WAIT)[0], NAMED_IDS + secrets.randbits(62)]
+        self._sid = [self._stack.wait_for_tcpd(_rpc.STARTUP_WAIT)[0], NAMED_SOCKET_IDS + secrets.randbits(62)]
         self._born = self._last_post = self._stack.post("socket", self._sid, [])
         self._pid = os.getpid()
         _owned.add(self)

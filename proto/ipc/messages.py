@@ -112,7 +112,8 @@ class Call(Message):
     and tcpd does not answer: a send within the credit of the socket's last
     Reply (its data is queued whole) and close.  Calls from one libsock channel
     (one thread) arrive in order; op "fence" with args `[channel, count]` waits
-    until tcpd has handled `count` posted calls from another channel.
+    until tcpd has handled `count` posted calls from another channel.  A posted
+    "socket" names the new socket's id (NAMED_SOCKET_IDS and above).
     """
     OP: ClassVar[str] = "call"
     id: int
@@ -120,6 +121,10 @@ class Call(Message):
     sid: Any
     args: list
     timeout: Any
+
+
+# socket ids a caller names itself (a posted socket() call); tcpd's own ids stay below
+NAMED_SOCKET_IDS = 1 << 40
 
 
 @dataclass(frozen=True, slots=True)

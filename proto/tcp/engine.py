@@ -16,6 +16,7 @@ import struct
 import traceback
 from collections import deque
 
+from proto.ipc.messages import NAMED_SOCKET_IDS
 from proto.tcp import listener as listener_mod
 from proto.tcp import connection, rcv, seqnum, snd, timers
 from proto.tcp.config import TcpConfig
@@ -40,7 +41,6 @@ SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 # Linux's limits for buffer sizes (net.core.[rw]mem_max, SOCK_MIN_[RS]NDBUF)
 RMEM_MAX = WMEM_MAX = 212992
 LOOPBACK = "127.0.0.1"
-NAMED_IDS = 1 << 40         # socket ids callers choose start here; the engine's own stay below
 SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF = 2304, 4608
 TCP_MIN_MSS, MAX_TCP_WINDOW = 88, 32767
 MAX_TCP_KEEPIDLE = MAX_TCP_KEEPINTVL = 32767
@@ -412,9 +412,9 @@ class TcpEngine:
         return err
 
     def socket(self, now: float, cid: int | None = None) -> int:
-        """A new socket.  The caller may name it (an id from NAMED_IDS up, free), so that
+        """A new socket.  The caller may name it (an id from NAMED_SOCKET_IDS up, free), so that
         libsock's socket() can be posted instead of waiting for the engine's choice."""
-        if cid is not None and (not isinstance(cid, int) or not NAMED_IDS <= cid < 1 << 63 or cid in self.conns):
+        if cid is not None and (not isinstance(cid, int) or not NAMED_SOCKET_IDS <= cid < 1 << 63 or cid in self.conns):
             raise TcpError(errno.EINVAL)
         return self.new_connection(cid=cid).id
 

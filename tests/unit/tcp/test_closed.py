@@ -214,12 +214,12 @@ def test_connect_takes_the_source_address_of_the_way_out(dst, src):
 
 
 def test_a_socket_may_be_named_by_its_caller_above_the_engine_s_own_ids():
-    """libsock posts socket() with an id it chose (from NAMED_IDS up) instead of waiting for one."""
-    from proto.tcp.engine import NAMED_IDS
+    """libsock posts socket() with an id it chose (from NAMED_SOCKET_IDS up) instead of waiting for one."""
+    from proto.ipc.messages import NAMED_SOCKET_IDS as NAMED
     eng = make_engine()
-    assert eng.socket(0.0, NAMED_IDS + 7) == NAMED_IDS + 7 and NAMED_IDS + 7 in eng.conns
-    for taken_or_bad in (NAMED_IDS + 7, 5, NAMED_IDS - 1, 1 << 63, "x"):
+    assert eng.socket(0.0, NAMED + 7) == NAMED + 7 and NAMED + 7 in eng.conns
+    for taken_or_bad in (NAMED + 7, 5, NAMED - 1, 1 << 63, "x"):
         with pytest.raises(TcpError) as caught:
             eng.socket(0.0, taken_or_bad)
         assert caught.value.errno == errno.EINVAL
-    assert eng.socket(0.0) < NAMED_IDS
+    assert eng.socket(0.0) < NAMED
