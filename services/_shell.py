@@ -153,7 +153,7 @@ class Service:
         while True:
             emptied = True
             if news or self._inbox_touched:           # last before sleeping: see the module's docstring
-                emptied = self._drain(self.router)    # (its replies are followed by its own last recv)
+                emptied = self._drain()               # (its replies are followed by its own last recv)
                 self._inbox_touched = False
             deadline = self.next_deadline()
             timeout = -1.0
@@ -169,8 +169,9 @@ class Service:
                     handlers[fd]()
             self.tick(time.monotonic())
 
-    def _drain(self, sock: zmq.Socket, budget: int = 256) -> bool:
+    def _drain(self, budget: int = 256) -> bool:
         """Handle what waits at the ROUTER, up to `budget` messages; True when it is empty."""
+        sock = self.router
         for _ in range(budget):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)

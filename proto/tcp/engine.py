@@ -414,8 +414,9 @@ class TcpEngine:
     def socket(self, now: float, cid: int | None = None) -> int:
         """A new socket.  The caller may name it (an id from NAMED_SOCKET_IDS up, free), so that
         libsock's socket() can be posted instead of waiting for the engine's choice."""
-        if cid is not None and (not isinstance(cid, int) or not NAMED_SOCKET_IDS <= cid < 1 << 63 or cid in self.conns):
-            raise TcpError(errno.EINVAL)
+        if cid is not None:
+            if not isinstance(cid, int) or not NAMED_SOCKET_IDS <= cid < 1 << 63 or cid in self.conns:
+                raise TcpError(errno.EINVAL)
         return self.new_connection(cid=cid).id
 
     def bind(self, now: float, sid: int, addr: str, port: int) -> None:
