@@ -171,6 +171,9 @@ class Target:
         """(the side under test, the kernel peer)."""
         raise NotImplementedError
 
+    def measure(self, quick: bool, trials: int) -> dict:
+        return measure(self, quick, trials)
+
     def close(self) -> None:
         pass
 
@@ -279,11 +282,116 @@ class NetstackOffload(Netstack):
     offload = True
 
 
+def _forwarder(run_dir: str, me: int, last: bool, ready) -> None:
+    """Stage `me` of the ZeroMQ chain, built as the services are: every message arrives at its
+    ROUTER, and it sends through DEALERs named after itself.  A message from upstream goes on
+    down the chain (the last stage turns it back, where nicd would cross the device); one from
+    downstream goes back up (the first stage replies to the client, as tcpd replies to libsock)."""
+    import msgpack
+    import zmq
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"ipc://{run_dir}/{me}.sock")
+
+    def dealer(to: int):
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, str(me).encode())
+        sock.connect(f"ipc://{run_dir}/{to}.sock")
+        return sock
+    up = dealer(me - 1) if me > 0 else None
+    down = dealer(me + 1) if not last else None
+    client = None
+    ready.set()
+    while True:
+        identity, header, payload = router.recv_multipart()
+        going_down = msgpack.unpackb(header)[1] == "down"
+        if going_down and me == 0:
+            client = identity
+        if going_down and last:
+            header = msgpack.packb([1, "up"])
+            going_down = False
+        if going_down:
+            down.send_multipart([header, payload])
+        elif me == 0:
+            router.send_multipart([client, header, payload])
+        else:
+            up.send_multipart([header, payload])
+
+
+def w_chain_request_response(endpoint: str, count: int):
+    """w_request_response's loop, through the chain: a msgpack header and a 1-byte payload frame."""
+    import msgpack
+    import zmq
+    sock = zmq.Context().socket(zmq.DEALER)
+    sock.connect(endpoint)
+    header = msgpack.packb([1, "down"])
+    for _ in range(100):                                # the chain connects its stages lazily
+        sock.send_multipart([header, b"x"])
+        sock.recv_multipart()
+    samples = []
+    for _ in range(count):
+        t = time.perf_counter()
+        sock.send_multipart([header, b"x"])
+        sock.recv_multipart()
+        samples.append(time.perf_counter() - t)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+class ZmqChain(Target):
+    """The floor of the stack's transport: three Python processes (where tcpd, ipd and nicd run)
+    joined by ZeroMQ ipc, that do nothing but pass a message on.  A request/response on the stack
+    crosses the same six hops (libsock -> tcpd -> ipd -> nicd, and back), plus the device and the
+    kernel; so no figure of the stack's can beat this one's."""
+    name = "zmq-chain"
+    STAGES = 3
+
+    def __init__(self, mtu: int):
+        import tempfile
+        self.run_dir = tempfile.mkdtemp(prefix="netstack-bench-chain-")
+        ctx = multiprocessing.get_context("fork")
+        self.procs = []
+        for me in range(self.STAGES):
+            ready = ctx.Event()
+            proc = ctx.Process(target=_forwarder, args=(self.run_dir, me, me == self.STAGES - 1, ready),
+                               daemon=True)
+            proc.start()
+            ready.wait(10)
+            self.procs.append(proc)
+
+    def measure(self, quick: bool, trials: int) -> dict:
+        latencies = []
+
+        def rr():
+            ctx = multiprocessing.get_context("fork")
+            queue = ctx.Queue()
+            count = 2000 if quick else 20000
+            proc = ctx.Process(target=lambda: queue.put(("ok", w_chain_request_response(
+                f"ipc://{self.run_dir}/0.sock", count))), daemon=True)
+            proc.start()
+            p50, p99 = _finish((proc, queue))
+            latencies.append(p99)
+            return p50
+        result = {"rr_p50_us": _trials(trials, rr)}
+        result["rr_p99_us"] = _spread(latencies)
+        return result
+
+    def close(self):
+        import shutil
+        for proc in self.procs:
+            proc.kill()
+            proc.join(5)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
 # -- running ----------------------------------------------------------------------------------
 
-def _trials(n: int, fn) -> dict:
-    values = [fn() for _ in range(n)]
+def _spread(values: list) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _trials(n: int, fn) -> dict:
+    return _spread([fn() for _ in range(n)])
 
 
 def measure(target: Target, quick: bool, trials: int) -> dict:
@@ -331,10 +439,9 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         "bulk_out_MBps": _trials(trials, lambda: bulk(ours, peer)),      # the side under test -> kernel
         "rr_p50_us": _trials(trials, rr),
     }
-    result["rr_p99_us"] = {"median": statistics.median(latencies), "min": min(latencies), "max": max(latencies)}
+    result["rr_p99_us"] = _spread(latencies)
     result["conn_rate_first_per_s"] = _trials(trials, rate)
-    result["conn_rate_last_per_s"] = {"median": statistics.median(rates_last), "min": min(rates_last),
-                                      "max": max(rates_last)}
+    result["conn_rate_last_per_s"] = _spread(rates_last)
     return result
 
 
@@ -410,15 +517,16 @@ def measure_scale(target: "Netstack", quick: bool) -> dict:
 def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targets: str = "all",
               trials: int | None = None) -> int:
     trials = trials or (1 if quick else 3)
-    names = ["netstack", "netstack-tso", "veth", "tun-relay"] if targets == "all" else targets.split(",")
-    classes = {"netstack": Netstack, "netstack-tso": NetstackOffload, "veth": Veth, "tun-relay": TunRelay}
+    names = ["netstack", "netstack-tso", "veth", "tun-relay", "zmq-chain"] if targets == "all" else targets.split(",")
+    classes = {"netstack": Netstack, "netstack-tso": NetstackOffload, "veth": Veth, "tun-relay": TunRelay,
+               "zmq-chain": ZmqChain}
     results = {"mtu": mtu, "quick": quick, "trials": trials, "targets": {}}
     for name in names:
         if not as_json:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
         target = classes[name](mtu)
         try:
-            results["targets"][name] = measure(target, quick, trials)
+            results["targets"][name] = target.measure(quick, trials)
             if name == "netstack":
                 # a fresh instance: the connection-rate runs leave thousands of TIME_WAITs
                 # whose 2MSL timers would be counted as idle CPU
@@ -444,8 +552,8 @@ def format_table(results: dict) -> str:
     for label, key in rows:
         cells = []
         for t in targets:
-            v = results["targets"][t][key]
-            cells.append(f"{v['median']:.0f} [{v['min']:.0f}-{v['max']:.0f}]")
+            v = results["targets"][t].get(key)
+            cells.append(f"{v['median']:.0f} [{v['min']:.0f}-{v['max']:.0f}]" if v else "-")
         lines.append(f"{label:28}" + "".join(f"{c:>24}" for c in cells))
     scale = results.get("scale")
     if scale:

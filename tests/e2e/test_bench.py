@@ -32,11 +32,19 @@ def test_bench_quick_json_beside_a_kernel_baseline():
     assert set(scale["idle_cpu_percent"]) == {"nicd", "ipd", "tcpd", "timerd"}
 
 
-def test_bench_prints_a_table():
-    result = netstack("bench", "--quick", "--targets", "veth", "--name", f"t{os.getpid() % 100000}bt", timeout=300)
+def test_bench_prints_a_table_with_the_transport_floor():
+    """The table has a row per figure and a column per target; the ZeroMQ chain (the floor of the
+    stack's transport) has only the request/response figures, and its p50 is a real measurement."""
+    result = netstack("bench", "--quick", "--targets", "veth,zmq-chain", "--name", f"t{os.getpid() % 100000}bt",
+                      timeout=300)
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("figure"))
-    assert lines[header].split() == ["figure", "veth"]
-    assert [line.rsplit(None, 2)[0] for line in lines[header + 1:header + 7]] == [
-        "bulk kernel -> side (MB/s)", "bulk side -> kernel (MB/s)", "1-byte req/resp p50 (us)",
-        "1-byte req/resp p99 (us)", "conn/s, first 1000", "conn/s, last 1000"]
+    assert lines[header].split() == ["figure", "veth", "zmq-chain"]
+    labels = ["bulk kernel -> side (MB/s)", "bulk side -> kernel (MB/s)", "1-byte req/resp p50 (us)",
+              "1-byte req/resp p99 (us)", "conn/s, first 1000", "conn/s, last 1000"]
+    rows = lines[header + 1:header + 7]
+    assert [row[:28].strip() for row in rows] == labels
+    chain = [row.split()[-1] for row in rows]       # the last column: "-" or "[min-max]"
+    assert chain[0] == chain[1] == chain[4] == chain[5] == "-"
+    p50 = int(rows[2][28:].split()[-2])
+    assert p50 > 0 and rows[3].split()[-1] != "-"
