@@ -24,6 +24,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "sndbuf": 262144,
         "max_backlog": 128,
         "ephemeral_ports": "32768-60999",
+        "timer_slack": 0.01,
     },
     "ip": {
         "ttl": 64,
@@ -46,6 +47,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "rto_min"): (0.001, 3600),
     ("tcp", "rto_initial"): (0.001, 3600),
     ("tcp", "rto_max"): (0.001, 86400),
+    ("tcp", "timer_slack"): (0, 1),
 }
 
 

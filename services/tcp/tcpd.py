@@ -18,9 +18,10 @@ from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, Tc
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
-from services.tcp.owners import Owners
 from services.tcp.fences import Fences
+from services.tcp.owners import Owners
 from services.tcp.sleepers import ParkedCall, Sleepers
+from services.tcp.timerbatch import TimerBatch
 from services.tcp.tracering import TraceRing
 
 # errors after which a blocked call is retried when its socket wakes
@@ -38,6 +39,7 @@ class Tcpd(Service):
         self.offload = bool(instance.get("offload"))     # the device computes our checksums, cuts super-segments
         # super-segments always: the device cuts them (offload) or nicd does (software GSO)
         tcp.setdefault("gso_max_size", 65535 - 40)
+        self.timers = TimerBatch(tcp.pop("timer_slack", 0.0))      # the shell's, not the engine's
         self.mss = tcp["mss"]
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.sleepers = Sleepers()
@@ -108,7 +110,10 @@ class Tcpd(Service):
                 self.counters["out_bytes"] += sum(map(len, frames))
                 self.send("ipd", SegmentsTransmit(addresses, payload=tuple(frames)))
             if effects.timers:
-                self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in effects.timers]))
+                add = self.timers.add
+                for key, deadline in effects.timers:
+                    add(now, key, deadline)
+                self._send_timers(now)
             if effects.transitions:
                 for transition in effects.transitions:
                     self.trace.transition(transition)
@@ -123,11 +128,20 @@ class Tcpd(Service):
 
     # -- timers -----------------------------------------------------------------
 
+    def _send_timers(self, now: float, entries: list | None = None) -> None:
+        """Arms and cancels to timerd: those of the batch once it is due (see timerbatch.py)."""
+        if entries is None:
+            entries = self.timers.take(now)
+        if entries:
+            self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in entries]))
+
     def on_timer_fired(self, identity: bytes, msg: TimerFired) -> None:
         now = time.monotonic()
         for key, _deadline in msg.entries:
             if isinstance(key, list) and len(key) == 2:
-                self.engine.timer_fired(now, (key[0], key[1]))
+                key = (key[0], key[1])
+                self.timers.fired(key)
+                self.engine.timer_fired(now, key)
         self.flush(now)
 
     def peer_restarted(self, service: str, previous: str | None) -> None:
@@ -135,7 +149,7 @@ class Tcpd(Service):
             armed = self.engine.armed_timers()
             log.info("tcpd: timerd restarted; re-arming %d timers", len(armed))
             self.count("timer_rearms")
-            self.send("timerd", TimerSet(self.name, [[list(key), deadline] for key, deadline in armed.items()]))
+            self._send_timers(time.monotonic(), self.timers.restart(armed))
 
     # -- calls ------------------------------------------------------------------
 
@@ -233,10 +247,12 @@ class Tcpd(Service):
                 self._answer_parked(parked, 0, *done)
 
     def next_deadline(self) -> float | None:
-        deadline, sweep = self.sleepers.next_deadline(), self.owners.next_sweep
-        return sweep if deadline is None else deadline if sweep is None else min(deadline, sweep)
+        deadlines = [d for d in (self.sleepers.next_deadline(), self.owners.next_sweep, self.timers.due)
+                     if d is not None]
+        return min(deadlines) if deadlines else None
 
     def tick(self, now: float) -> None:
+        self._send_timers(now)
         if self.owners.next_sweep is not None and now >= self.owners.next_sweep:
             for sid in self.owners.orphans(now):
                 if sid in self.engine.conns and self.engine.conns[sid].user_open:
@@ -349,7 +365,7 @@ class Tcpd(Service):
 
     def control_stats(self) -> dict:
         return {**self.counters, **self.engine.counters, "parked_calls": len(self.sleepers),
-                "held_sockets": len(self.owners)}
+                "held_sockets": len(self.owners), "timer_requests_saved": self.timers.dropped}
 
     def control_ss(self) -> list:
         return self.engine.listing(time.monotonic())
