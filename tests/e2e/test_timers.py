@@ -354,3 +354,28 @@ def test_time_wait_lasts_2msl_and_the_port_binds_again(stack):
             assert again.recv(10) == b"pong"
     finally:
         server.kill()
+
+
+# ------------------------------------------------------------------ timer slack (tcp.timer_slack)
+def test_short_connections_timers_mostly_stay_in_tcpd_and_time_wait_still_ends(stack):
+    """Each short connection arms its SYN's retransmission and connection timers and cancels them
+    a round trip later: within the slack those arms never reach timerd.  What must fire still does:
+    every TIME_WAIT ends after 2MSL."""
+    server = ns.KernelProcess(stack.netns, peers.echo_server, stack.host, 5406)
+    try:
+        wait_for(lambda: connect_or_none((stack.host, 5406)), 10, 0.05, "the kernel server").close()
+        before = stack.stats()
+        count = 30
+        for _ in range(count):
+            with libsock.create_connection((stack.host, 5406), timeout=5) as sock:
+                sock.sendall(b"x")
+                assert sock.recv(1) == b"x"
+        wait_for(lambda: not conns(stack, 5406, "remote"), 5, 0.05, "every TIME_WAIT to end")
+        after = stack.stats()
+        to_timerd = after["timerd"]["ipc_in"] - before["timerd"]["ipc_in"]
+        saved = after["tcpd"]["timer_requests_saved"] - before["tcpd"]["timer_requests_saved"]
+        assert to_timerd < count, to_timerd                # sent one by one: 3 per connection
+        assert saved >= 2 * count, saved
+        assert after["timerd"]["fired"] - before["timerd"]["fired"] >= 1      # the 2MSL timers, batched
+    finally:
+        server.kill()
