@@ -25,6 +25,7 @@ from pathlib import Path
 import zmq
 
 from proto.ipc import codec
+from proto.ipc.frames import recv_frames, send_frames
 from proto.ipc.messages import Call, Reply
 
 LIVENESS_CHECK = 0.2
@@ -119,10 +120,10 @@ class Stack:
         request_id = next(self._ids)
         posted = channel.posts
         frames = codec.encode(Call(request_id, op, sid, args, timeout, payload=(data,) if data is not None else ()))
-        sock.send_multipart(frames, copy=len(data or b"") < 65536)
+        send_frames(sock, frames)
         while True:
             if sock.poll(int(LIVENESS_CHECK * 1000)):
-                reply = codec.decode(sock.recv_multipart())
+                reply = codec.decode([frame.bytes for frame in recv_frames(sock)])
                 if not isinstance(reply, Reply) or reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
                 channel.handled = posted         # everything posted before this call has reached tcpd
@@ -146,7 +147,7 @@ class Stack:
         """
         channel = self._channel()
         frames = codec.encode(Call(0, op, sid, args, None, payload=(data,) if data is not None else ()))
-        channel.sock.send_multipart(frames, copy=len(data or b"") < 65536)
+        send_frames(channel.sock, frames)
         channel.posts += 1
         return Posted(weakref.ref(channel), channel.identity, channel.posts)
 

@@ -29,6 +29,7 @@ from typing import Callable
 import zmq
 
 from proto.ipc import codec
+from proto.ipc.frames import NOBLOCK, recv_frames, send_frames
 from proto.ipc.messages import Control, ControlReply, Hello, Message
 
 log = logging.getLogger("netstack")
@@ -40,13 +41,7 @@ def endpoint(run_dir: str | Path, service: str) -> str:
     return f"ipc://{Path(run_dir) / (service + '.sock')}"
 
 
-ZERO_COPY_FROM = 1 << 16
 VIEW_FROM = 1 << 15          # received frames this large are used in place, not copied into bytes
-
-
-def _copy(frames: list) -> bool:
-    """Copy small frames (cheaper than zero-copy's bookkeeping); hand large ones over as they are."""
-    return len(frames[-1]) < ZERO_COPY_FROM
 
 
 class Service:
@@ -103,16 +98,14 @@ class Service:
     def send(self, service: str, msg: Message) -> None:
         """Send to a service without ever blocking: a full queue drops, like a full NIC ring."""
         try:
-            frames = codec.encode(msg)
-            self.peer(service).send_multipart(frames, flags=zmq.NOBLOCK, copy=_copy(frames))
+            send_frames(self.peer(service), codec.encode(msg), NOBLOCK)
             self.counters["ipc_out"] += 1
         except zmq.Again:
             self.counters["ipc_send_dropped"] += 1
 
     def reply(self, identity: bytes, msg: Message) -> None:
         try:
-            frames = [identity, *codec.encode(msg)]
-            self.router.send_multipart(frames, flags=zmq.NOBLOCK, copy=_copy(frames))
+            send_frames(self.router, [identity, *codec.encode(msg)], NOBLOCK)
             self.counters["ipc_out"] += 1
             self._inbox_touched = True
         except (zmq.Again, zmq.ZMQError):
@@ -174,7 +167,7 @@ class Service:
         sock = self.router
         for _ in range(budget):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(sock, NOBLOCK)
             except zmq.Again:
                 return True
             # large payloads stay in ZeroMQ's buffer (a read-only memoryview), small ones become bytes
