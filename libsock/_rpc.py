@@ -103,6 +103,9 @@ class Stack:
             # tcpd reads the pid from it, and closes what this process holds once it dies
             identity = f"p{os.getpid()}.{secrets.token_hex(6)}".encode()
             sock.setsockopt(zmq.ROUTING_ID, identity)
+            # a blocking receive gives up after LIVENESS_CHECK, to see whether tcpd still lives
+            # (cheaper than zmq_poll before each receive)
+            sock.setsockopt(zmq.RCVTIMEO, int(LIVENESS_CHECK * 1000))
             sock.connect(self.endpoint)
             channel = self._local.channel = _Channel(self, sock, identity)
             with _channels_lock:
@@ -122,8 +125,12 @@ class Stack:
         frames = codec.encode(Call(request_id, op, sid, args, timeout, payload=(data,) if data is not None else ()))
         send_frames(sock, frames)
         while True:
-            if sock.poll(int(LIVENESS_CHECK * 1000)):
-                reply = codec.decode([frame.bytes for frame in recv_frames(sock)])
+            try:
+                frames = recv_frames(sock)       # waits LIVENESS_CHECK at most (RCVTIMEO)
+            except zmq.Again:
+                frames = None
+            if frames is not None:
+                reply = codec.decode([frame.bytes for frame in frames])
                 if not isinstance(reply, Reply) or reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
                 channel.handled = posted         # everything posted before this call has reached tcpd
