@@ -384,6 +384,10 @@ class ZmqChain(Target):
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+TARGETS = {"netstack": Netstack, "netstack-tso": NetstackOffload, "veth": Veth, "tun-relay": TunRelay,
+           "zmq-chain": ZmqChain}
+
+
 # -- running ----------------------------------------------------------------------------------
 
 def _spread(values: list) -> dict:
@@ -517,21 +521,23 @@ def measure_scale(target: "Netstack", quick: bool) -> dict:
 def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targets: str = "all",
               trials: int | None = None) -> int:
     trials = trials or (1 if quick else 3)
-    names = ["netstack", "netstack-tso", "veth", "tun-relay", "zmq-chain"] if targets == "all" else targets.split(",")
-    classes = {"netstack": Netstack, "netstack-tso": NetstackOffload, "veth": Veth, "tun-relay": TunRelay,
-               "zmq-chain": ZmqChain}
+    names = list(TARGETS) if targets == "all" else targets.split(",")
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown:
+        print(f"netstack bench: no target {', '.join(unknown)} (targets: {', '.join(TARGETS)})", file=sys.stderr)
+        return 2
     results = {"mtu": mtu, "quick": quick, "trials": trials, "targets": {}}
     for name in names:
         if not as_json:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
-        target = classes[name](mtu)
+        target = TARGETS[name](mtu)
         try:
             results["targets"][name] = target.measure(quick, trials)
             if name == "netstack":
                 # a fresh instance: the connection-rate runs leave thousands of TIME_WAITs
                 # whose 2MSL timers would be counted as idle CPU
                 target.close()
-                target = classes[name](mtu)
+                target = TARGETS[name](mtu)
                 results["scale"] = measure_scale(target, quick)
         finally:
             target.close()

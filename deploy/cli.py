@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="small sizes, one trial")
     p.add_argument("--mtu", type=int, default=1500)
-    p.add_argument("--targets", default="all", help="comma-separated: netstack,netstack-tso,veth,tun-relay")
+    p.add_argument("--targets", default="all", help="comma-separated, of netstack,netstack-tso,veth,tun-relay,zmq-chain (default: all)")
     p.add_argument("--trials", type=int, help="trials per figure (default 3, or 1 with --quick)")
     p = command("pcap", cmd_pcap, "write what crosses the device to a pcap file (tcpdump, Wireshark)")
     p.add_argument("file", help="the pcap file to write")

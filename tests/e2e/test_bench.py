@@ -48,3 +48,10 @@ def test_bench_prints_a_table_with_the_transport_floor():
     assert chain[0] == chain[1] == chain[4] == chain[5] == "-"
     p50 = int(rows[2][28:].split()[-2])
     assert p50 > 0 and rows[3].split()[-1] != "-"
+
+
+def test_an_unknown_target_is_refused_in_one_line_before_anything_runs():
+    result = netstack("bench", "--targets", "veth,kernel9", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no target kernel9" in result.stderr and "zmq-chain" in result.stderr
+    assert result.stdout == ""
