@@ -25,8 +25,8 @@ from pathlib import Path
 import zmq
 
 from proto.ipc import codec
-from proto.ipc.frames import recv_frames, send_frames
 from proto.ipc.messages import Call, Reply
+from services.frames import recv_frames, send_frames
 
 LIVENESS_CHECK = 0.2
 STARTUP_WAIT = 5.0       # a new socket waits this long for a restarting tcpd

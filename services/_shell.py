@@ -29,8 +29,8 @@ from typing import Callable
 import zmq
 
 from proto.ipc import codec
-from proto.ipc.frames import NOBLOCK, recv_frames, send_frames
 from proto.ipc.messages import Control, ControlReply, Hello, Message
+from services.frames import NOBLOCK, recv_frames, send_frames
 
 log = logging.getLogger("netstack")
 
