@@ -16,11 +16,16 @@ import json
 import multiprocessing
 import os
 import select
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
+
+import msgpack
+import zmq
 
 from deploy import control as ctl
 from deploy import instance as inst
@@ -133,6 +138,10 @@ def w_request_response(sm, host, port, count):
             sock.send(b"x")
             sock.recv(1)
             samples.append(time.perf_counter() - t)
+    return _p50_p99_us(samples)
+
+
+def _p50_p99_us(samples: list) -> tuple[float, float]:
     samples.sort()
     return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
 
@@ -287,8 +296,6 @@ def _forwarder(run_dir: str, me: int, last: bool, ready) -> None:
     ROUTER, and it sends through DEALERs named after itself.  A message from upstream goes on
     down the chain (the last stage turns it back, where nicd would cross the device); one from
     downstream goes back up (the first stage replies to the client, as tcpd replies to libsock)."""
-    import msgpack
-    import zmq
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     router.bind(f"ipc://{run_dir}/{me}.sock")
@@ -320,8 +327,6 @@ def _forwarder(run_dir: str, me: int, last: bool, ready) -> None:
 
 def w_chain_request_response(endpoint: str, count: int):
     """w_request_response's loop, through the chain: a msgpack header and a 1-byte payload frame."""
-    import msgpack
-    import zmq
     sock = zmq.Context().socket(zmq.DEALER)
     sock.connect(endpoint)
     header = msgpack.packb([1, "down"])
@@ -334,8 +339,7 @@ def w_chain_request_response(endpoint: str, count: int):
         sock.send_multipart([header, b"x"])
         sock.recv_multipart()
         samples.append(time.perf_counter() - t)
-    samples.sort()
-    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+    return _p50_p99_us(samples)
 
 
 class ZmqChain(Target):
@@ -347,7 +351,6 @@ class ZmqChain(Target):
     STAGES = 3
 
     def __init__(self, mtu: int):
-        import tempfile
         self.run_dir = tempfile.mkdtemp(prefix="netstack-bench-chain-")
         ctx = multiprocessing.get_context("fork")
         self.procs = []
@@ -377,7 +380,6 @@ class ZmqChain(Target):
         return result
 
     def close(self):
-        import shutil
         for proc in self.procs:
             proc.kill()
             proc.join(5)
