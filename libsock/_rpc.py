@@ -126,11 +126,11 @@ class Stack:
         send_frames(sock, frames)
         while True:
             try:
-                frames = recv_frames(sock)       # waits LIVENESS_CHECK at most (RCVTIMEO)
+                answer = recv_frames(sock)       # waits LIVENESS_CHECK at most (RCVTIMEO)
             except zmq.Again:
-                frames = None
-            if frames is not None:
-                reply = codec.decode([frame.bytes for frame in frames])
+                answer = None
+            if answer is not None:
+                reply = codec.decode([frame.bytes for frame in answer])
                 if not isinstance(reply, Reply) or reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
                 channel.handled = posted         # everything posted before this call has reached tcpd
