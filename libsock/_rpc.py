@@ -21,6 +21,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import zmq
 
@@ -112,8 +113,13 @@ class Stack:
                 _channels.add(channel)
         return channel
 
-    def call(self, op: str, sid, args: list, timeout: float | None, data: bytes | None = None):
-        """Send one call and wait for its reply: (value, data frame or None, send credit); OSError on failure."""
+    def call(self, op: str, sid, args: list, timeout: float | None, data: bytes | None = None,
+             keep: Callable[[Reply], None] | None = None):
+        """Send one call and wait for its reply: (value, data frame or None, send credit); OSError on failure.
+
+        When a signal handler raises while the call sleeps in tcpd, the call is withdrawn
+        before the exception goes on; if tcpd had answered it already, `keep` gets that
+        answer, so that what it took (data, a connection) is not lost."""
         if sid is None:          # a new socket: the stack must be there, or soon again
             incarnation = self.wait_for_tcpd(STARTUP_WAIT if self.run_dir.exists() else 0)[0]
         else:
@@ -129,6 +135,9 @@ class Stack:
                 answer = recv_frames(sock)       # waits LIVENESS_CHECK at most (RCVTIMEO)
             except zmq.Again:
                 answer = None
+            except BaseException:                # a signal handler raised (KeyboardInterrupt, ...)
+                self._withdraw(channel, request_id, sid, posted, keep)
+                raise
             if answer is not None:
                 reply = codec.decode([frame.bytes for frame in answer])
                 if not isinstance(reply, Reply) or reply.id != request_id:
@@ -143,6 +152,34 @@ class Stack:
                 if sid is None and tcpd is None:
                     raise self.down_error()
                 raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
+
+    def _withdraw(self, channel: "_Channel", request_id: int, sid, posted: int,
+                  keep: Callable[[Reply], None] | None) -> None:
+        """Take back a call its caller no longer waits for: tcpd ends it with EINTR if it
+        still sleeps there, else its answer is already on the way and goes to `keep`."""
+        if sid is None:
+            self._abandon()                      # no socket to name: a new channel drops the answer
+            return
+        sock = channel.sock
+        send_frames(sock, codec.encode(Call(0, "cancel", sid, [request_id], None)))
+        channel.posts += 1
+        while True:
+            try:
+                answer = recv_frames(sock)
+            except zmq.Again:
+                tcpd = self._read_tcpd()
+                if tcpd is None or tcpd[0] != sid[0]:
+                    self._abandon()
+                    return
+                continue
+            except BaseException:                # one more signal: the answer is a round trip away
+                continue
+            reply = codec.decode([frame.bytes for frame in answer])
+            if isinstance(reply, Reply) and reply.id == request_id:
+                channel.handled = posted
+                if reply.errno != errno.EINTR and keep is not None:
+                    keep(reply)
+                return
 
     def post(self, op: str, sid, args: list, data: bytes | None = None) -> "Posted":
         """Send a call nobody waits for (id 0): a send within the socket's credit, or a close.

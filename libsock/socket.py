@@ -93,8 +93,19 @@ def _close_owned() -> None:
 _rpc.exit_hooks.append(_close_owned)
 
 
+# a socket's pending error (Linux's sk_err): reported by one call, then gone
+_REPORTED_ONCE = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.ECONNABORTED,
+                            errno.EHOSTUNREACH, errno.ENETUNREACH})
+
+
 class socket:
     """An AF_INET, SOCK_STREAM socket on the netstack."""
+
+    # what a recv or accept took after its caller was interrupted by a signal (see _keep_late):
+    # handed to the next recv or accept, in order, as the kernel would still hold it
+    _unread: bytes = b""
+    _late_errno: int = 0
+    _accepted: tuple = ()
 
     def __init__(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0, fileno=None):
         if fileno is not None:
@@ -147,9 +158,22 @@ class socket:
             raise OSError(errno.EBADF, "Bad file descriptor")
         if self._born is not None and self._stack.after_posts(self._sid, self._born):
             self._born = None
-        value, data, self._credit = self._stack.call(op, self._sid, list(args), timeout, data)
+        keep = None
+        if op == "accept" or op == "recv" and not args[1]:      # (a MSG_PEEK takes nothing away)
+            keep = self._keep_late
+        value, data, self._credit = self._stack.call(op, self._sid, list(args), timeout, data, keep)
         self._credit_until = time.monotonic() + CREDIT_TTL
         return value, data
+
+    def _keep_late(self, reply) -> None:
+        """A recv or accept answered as its caller was interrupted: keep what it took."""
+        if reply.errno:
+            if reply.errno in _REPORTED_ONCE:       # the socket's error, which tcpd gave away: next
+                self._late_errno = reply.errno
+        elif reply.payload and reply.payload[0]:
+            self._unread += reply.payload[0]
+        elif isinstance(reply.value, list) and len(reply.value) == 2:
+            self._accepted += (reply.value,)
 
     def _after_posts(self) -> None:
         """Before a call that changes what the peer gets (send, shutdown, close, setsockopt):
@@ -195,7 +219,10 @@ class socket:
         self._call("listen", max(0, int(backlog)))
 
     def accept(self) -> tuple["socket", tuple[str, int]]:
-        (child, peer), _ = self._blocking_call("accept")
+        if self._accepted and not self._closed:
+            (child, peer), self._accepted = self._accepted[0], self._accepted[1:]
+        else:
+            (child, peer), _ = self._blocking_call("accept")
         return socket._adopt(child), (peer[0], peer[1])
 
     def connect(self, address) -> None:
@@ -250,10 +277,22 @@ class socket:
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        if (self._unread or self._late_errno) and not self._closed:
+            return self._recv_late(bufsize, flags)
         if flags & MSG_WAITALL and not flags & MSG_PEEK:
             return self._recv_all(bufsize, flags)
         _, data = self._blocking_call("recv", bufsize, flags & MSG_PEEK, flags=flags)
         return data or b""
+
+    def _recv_late(self, bufsize: int, flags: int) -> bytes:
+        """What an interrupted recv took, first (its bytes came before any still in tcpd)."""
+        if not self._unread:
+            err, self._late_errno = self._late_errno, 0
+            raise OSError(err, os.strerror(err))
+        data = self._unread[:bufsize]
+        if not flags & MSG_PEEK:
+            self._unread = self._unread[len(data):]
+        return data
 
     def _recv_all(self, bufsize: int, flags: int) -> bytes:
         """MSG_WAITALL: fill the buffer, unless EOF or an error comes first (Linux then returns

@@ -113,7 +113,10 @@ class Call(Message):
     Reply (its data is queued whole) and close.  Calls from one libsock channel
     (one thread) arrive in order; op "fence" with args `[channel, count]` waits
     until tcpd has handled `count` posted calls from another channel.  A posted
-    "socket" names the new socket's id (NAMED_SOCKET_IDS and above).
+    "socket" names the new socket's id (NAMED_SOCKET_IDS and above).  A posted
+    "cancel" with args `[id]` ends that call of the channel, asleep in tcpd, with
+    EINTR (its caller was interrupted by a signal); a call already answered is
+    not affected.
     """
     OP: ClassVar[str] = "call"
     id: int

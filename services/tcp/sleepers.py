@@ -52,6 +52,17 @@ class Sleepers:
         """Every call asleep on `sid`, removed (park again those that must keep waiting)."""
         return self._by_socket.pop(sid, [])
 
+    def withdraw(self, sid: int, identity: bytes, call_id: int) -> ParkedCall | None:
+        """The call `call_id` of channel `identity` asleep on `sid`, removed; None if not asleep."""
+        calls = self._by_socket.get(sid, ())
+        for parked in calls:
+            if parked.call.id == call_id and parked.identity == identity:
+                calls.remove(parked)
+                if not calls:
+                    del self._by_socket[sid]
+                return parked
+        return None
+
     def next_deadline(self) -> float | None:
         heap = self._deadlines
         while heap and heap[0][2].answered:

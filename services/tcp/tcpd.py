@@ -52,7 +52,7 @@ class Tcpd(Service):
             "accept": self._simple, "send": self._send, "recv": self._recv, "shutdown": self._simple,
             "close": self._close, "setsockopt": self._simple, "getsockopt": self._simple,
             "getsockname": self._simple, "getpeername": self._simple, "poll": self._poll,
-            "sync": self._sync, "fence": self._fence,
+            "sync": self._sync, "fence": self._fence, "cancel": self._cancel,
         }
         self.counters.update(in_bytes=0, out_bytes=0)     # segments' bytes, headers included
         self.fences = Fences()          # calls of two channels on one socket, in order
@@ -207,6 +207,8 @@ class Tcpd(Service):
                 self.engine.send_posted(now, sid, call.payload[0])
             elif call.op == "close":
                 self._close_socket(now, sid)
+            elif call.op == "cancel" and len(call.args) == 1:
+                self._withdraw(identity, sid, call.args[0])
             else:
                 self.count("ipc_bad_posted_call")
         except TcpError:            # a socket already gone: nothing to tell anyone
@@ -347,6 +349,23 @@ class Tcpd(Service):
             self.count("fence_waits")
         self.fences.wait(parked.sid)
         return None
+
+    def _cancel(self, now: float, parked: ParkedCall):
+        raise ValueError("cancel is posted")
+
+    def _withdraw(self, identity: bytes, sid: int, call_id) -> None:
+        """libsock's caller was interrupted (a signal handler raised) while its call slept here:
+        the call ends now with EINTR, having taken nothing (a blocking send: with what it sent).
+        A call already answered is not here; libsock keeps what that answer carried."""
+        parked = self.sleepers.withdraw(sid, identity, call_id)
+        if parked is None:
+            self.count("cancel_too_late")
+            return
+        self.count("calls_interrupted")
+        if parked.call.op == "send" and parked.sent:
+            self._answer_parked(parked, 0, parked.sent)
+        else:
+            self._answer_parked(parked, errno.EINTR)
 
     def _sync(self, now: float, parked: ParkedCall):
         """libsock's barrier before its process exits: everything it posted is here."""

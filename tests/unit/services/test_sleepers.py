@@ -42,3 +42,16 @@ def test_a_call_woken_and_parked_again_keeps_one_deadline_entry():
     assert len(s._deadlines) == 1
     assert s.expired(5.0) == [p]
     assert s.expired(6.0) == []
+
+
+def test_withdraw_takes_one_channels_call_by_its_id_and_nothing_else():
+    s = Sleepers()
+    mine = ParkedCall(b"app", Call(7, "recv", ["inc", 1], [], None), 5.0)
+    other_channel = ParkedCall(b"other", Call(7, "recv", ["inc", 1], [], None), None)
+    for p in (mine, other_channel):
+        s.park(p)
+    assert s.withdraw(1, b"app", 8) is None            # no such call: already answered
+    assert s.withdraw(1, b"app", 7) is mine
+    assert s.withdraw(1, b"app", 7) is None
+    assert s.take(1) == [other_channel]
+    assert s.withdraw(1, b"other", 7) is None and 1 not in s

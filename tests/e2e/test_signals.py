@@ -1,0 +1,89 @@
+"""A blocking call interrupted by a signal whose handler raises (KeyboardInterrupt, an alarm),
+as PEP 475 lets it: the call ends, and what it would have taken stays for the next call, as on
+Linux.  (tcpd held the call: libsock withdraws it with a posted "cancel" before the exception
+goes on; had tcpd answered already, libsock keeps the answer's data or connection.)"""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import socket as std_socket
+
+import pytest
+
+import libsock
+from tests.e2e import netns as ns
+from tests.e2e.conftest import connect_or_none, wait_for
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.fixture
+def alarm():
+    """alarm(seconds): SIGALRM then, raising Interrupted in whatever call sleeps."""
+    def raise_interrupted(signum, frame):
+        raise Interrupted()
+    previous = signal.signal(signal.SIGALRM, raise_interrupted)
+    try:
+        yield lambda seconds: signal.setitimer(signal.ITIMER_REAL, seconds)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def send_when_told(host: str, port: int, go) -> bytes:
+    with std_socket.create_server((host, port)) as listener:
+        conn, _ = listener.accept()
+        with conn:
+            go.wait(30)
+            conn.sendall(b"hello")
+            return conn.recv(100)
+
+
+def connect_when_told(host: str, port: int, go) -> bytes:
+    go.wait(30)
+    with std_socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(b"request")
+        return conn.recv(100)
+
+
+def test_an_interrupted_recv_takes_no_data_with_it(shared_stack, alarm):
+    stack = shared_stack
+    go = multiprocessing.get_context("fork").Event()
+    peer = ns.KernelProcess(stack.netns, send_when_told, stack.host, 5601, go)
+    try:
+        sock = wait_for(lambda: connect_or_none((stack.host, 5601)), 10, 0.05, "the kernel server")
+        with sock:
+            alarm(0.2)
+            with pytest.raises(Interrupted):
+                sock.recv(100)                     # nothing has come: it sleeps in tcpd
+            go.set()                               # now the peer sends
+            sock.settimeout(10)
+            assert sock.recv(100) == b"hello"
+            sock.sendall(b"bye")
+        assert peer.result(10) == b"bye"
+    finally:
+        go.set()
+        peer.kill()
+
+
+def test_an_interrupted_accept_leaves_the_connection_to_the_next(shared_stack, alarm):
+    stack = shared_stack
+    go = multiprocessing.get_context("fork").Event()
+    with libsock.create_server(("0.0.0.0", 5602)) as listener:
+        peer = ns.KernelProcess(stack.netns, connect_when_told, stack.addr, 5602, go)
+        try:
+            alarm(0.2)
+            with pytest.raises(Interrupted):
+                listener.accept()
+            go.set()
+            listener.settimeout(10)
+            conn, (host, _) = listener.accept()
+            with conn:
+                assert host == stack.host
+                conn.sendall(b"reply:" + conn.recv(100))
+            assert peer.result(10) == b"reply:request"
+        finally:
+            go.set()
+            peer.kill()
