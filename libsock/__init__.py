@@ -12,6 +12,7 @@ from libsock.socket import *          # noqa: F401,F403  (the constants and the 
 from libsock.socket import (AF_INET, IPPROTO_TCP, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, _resolve,
                             socket, timeout)
 
+SocketType = socket
 _GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT
 AddressFamily, SocketKind = _std.AddressFamily, _std.SocketKind
 AI_PASSIVE, AI_NUMERICHOST, AI_NUMERICSERV = _std.AI_PASSIVE, _std.AI_NUMERICHOST, _std.AI_NUMERICSERV
@@ -38,7 +39,7 @@ def getaddrinfo(host, port, family: int = 0, type: int = 0, proto: int = 0, flag
         port = 0
     if host is None:
         host = "0.0.0.0" if flags & AI_PASSIVE else "127.0.0.1"
-    host, port = _resolve((host, port), allow_any=True)
+    host, port = _resolve((host, port), "getaddrinfo")
     return [(AddressFamily.AF_INET, SocketKind.SOCK_STREAM, IPPROTO_TCP, "", (host, port))]
 
 
@@ -83,3 +84,33 @@ def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False, du
     except BaseException:
         sock.close()
         raise
+
+
+def socketpair(family=AF_INET, type=SOCK_STREAM, proto=0):
+    """Two connected sockets, made as CPython makes them where AF_UNIX is missing: a listener
+    on 127.0.0.1 (which the stack loops back), a connect to it, an accept."""
+    with create_server(("127.0.0.1", 0)) as listener:
+        a = socket(family, type, proto)
+        try:
+            a.connect(listener.getsockname())
+            b, _ = listener.accept()
+        except BaseException:
+            a.close()
+            raise
+    return a, b
+
+
+def gethostbyname(hostname: str) -> str:
+    """A numeric address (any form inet_aton takes) or localhost; host names are not resolved."""
+    return _resolve((hostname, 0), "gethostbyname")[0]
+
+
+def getfqdn(name: str = "") -> str:
+    """As socket.getfqdn when no fully qualified name is known: the name itself, or for the
+    local host ("" or 0.0.0.0) the host's name.  (libsock resolves no names.)"""
+    name = name.strip()
+    return _std.gethostname() if name in ("", "0.0.0.0") else name
+
+
+def has_dualstack_ipv6() -> bool:
+    return False

@@ -31,13 +31,16 @@ TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = _std.TCP_KEEPIDLE, _std.TCP_KEEPINTVL
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
 MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL = _std.MSG_PEEK, _std.MSG_DONTWAIT, _std.MSG_WAITALL
 SOMAXCONN = _std.SOMAXCONN
+SO_REUSEPORT = _std.SO_REUSEPORT          # (tcpd answers ENOPROTOOPT: one listener per port)
+SOCK_NONBLOCK, SOCK_CLOEXEC = _std.SOCK_NONBLOCK, _std.SOCK_CLOEXEC
 INADDR_ANY = 0
 has_ipv6 = False
 
 timeout = _std.timeout            # TimeoutError, as in Python 3.10+
 error = OSError
 gaierror, herror = _std.gaierror, _std.herror
-inet_aton, inet_ntoa = _std.inet_aton, _std.inet_ntoa
+inet_aton, inet_ntoa, inet_pton, inet_ntop = _std.inet_aton, _std.inet_ntoa, _std.inet_pton, _std.inet_ntop
+getservbyname, getservbyport, gethostname = _std.getservbyname, _std.getservbyport, _std.gethostname
 htons, ntohs, htonl, ntohl = _std.htons, _std.ntohs, _std.htonl, _std.ntohl
 getdefaulttimeout, setdefaulttimeout = _std.getdefaulttimeout, _std.setdefaulttimeout
 SocketIO = _std.SocketIO
@@ -51,32 +54,32 @@ _SEND_CHUNK = 1 << 20
 # one that came within it is the next call's, as if it had come just after.
 CREDIT_TTL = 0.010
 _POLLIN, _POLLOUT = 0x1, 0x4
+_OWN_TIMEOUT = object()           # a call waits as long as its socket's timeout says
 
 
-def _resolve(address, allow_any: bool) -> tuple[str, int]:
-    """A numeric (host, port) pair; hostnames other than localhost are not resolved."""
+def _resolve(address, call: str) -> tuple[str, int]:
+    """A numeric (host, port) pair, as CPython reads one for `call`: "" is INADDR_ANY, and the
+    forms inet_aton takes ("127.1") are addresses; host names other than localhost are not resolved."""
     if not isinstance(address, tuple) or len(address) != 2:
         raise TypeError("AF_INET address must be a tuple (host, port)")
     host, port = address
     if not isinstance(port, int) or isinstance(port, bool):
         raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
     if not 0 <= port <= 65535:
-        raise OverflowError("bind(): port must be 0-65535.")
+        raise OverflowError(f"{call}(): port must be 0-65535.")
     if isinstance(host, bytes):
         host = host.decode()
-    if host == "" and allow_any:
+    if host == "":
         host = "0.0.0.0"
     elif host == "<broadcast>":
         host = "255.255.255.255"
     elif host == "localhost":
         host = "127.0.0.1"          # the stack loops 127.0.0.0/8 back, as Linux's lo
     try:
-        host = _std.inet_ntoa(_std.inet_aton(host)) if host.count(".") == 3 else None
-    except OSError:
-        host = None
-    if host is None:
-        raise _std.gaierror(_std.EAI_NONAME, "Name or service not known (libsock resolves numeric addresses only)")
-    return host, port
+        return _std.inet_ntoa(_std.inet_aton(host)), port
+    except (OSError, ValueError):   # (ValueError: an embedded NUL)
+        raise _std.gaierror(_std.EAI_NONAME,
+                            "Name or service not known (libsock resolves numeric addresses only)") from None
 
 
 _owned: "weakref.WeakSet[socket]" = weakref.WeakSet()     # sockets this process opened
@@ -117,7 +120,7 @@ class socket:
         if proto not in (0, IPPROTO_TCP):
             raise OSError(errno.EPROTONOSUPPORT, os.strerror(errno.EPROTONOSUPPORT))
         self._stack = stack()
-        self._timeout = getdefaulttimeout()
+        self._timeout = 0.0 if type & SOCK_NONBLOCK else getdefaulttimeout()
         self._state = SS_UNCONNECTED
         self._io_refs = 0
         self._closed = False
@@ -181,9 +184,13 @@ class socket:
         if self._last_post is not None and self._stack.after_posts(self._sid, self._last_post):
             self._last_post = None
 
-    def _blocking_call(self, op: str, *args, data: bytes | None = None, flags: int = 0):
-        """A call that may sleep: honours the timeout and MSG_DONTWAIT like CPython."""
-        wait = 0.0 if flags & MSG_DONTWAIT else self._timeout
+    def _blocking_call(self, op: str, *args, data: bytes | None = None, flags: int = 0, wait=_OWN_TIMEOUT):
+        """A call that may sleep: honours the timeout (or `wait`, what is left of one) and
+        MSG_DONTWAIT like CPython."""
+        if wait is _OWN_TIMEOUT:
+            wait = self._timeout
+        if flags & MSG_DONTWAIT:
+            wait = 0.0
         try:
             return self._call(op, *args, timeout=wait, data=data)
         except BlockingIOError:
@@ -194,6 +201,8 @@ class socket:
     # -- blocking mode ----------------------------------------------------------
 
     def settimeout(self, value: float | None) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
         if value is not None:
             value = float(value)
             if value < 0:
@@ -204,7 +213,7 @@ class socket:
         return self._timeout
 
     def setblocking(self, flag: bool) -> None:
-        self._timeout = None if flag else 0.0
+        self.settimeout(None if flag else 0.0)
 
     def getblocking(self) -> bool:
         return self._timeout != 0.0
@@ -212,7 +221,7 @@ class socket:
     # -- the calls ----------------------------------------------------------------
 
     def bind(self, address) -> None:
-        host, port = _resolve(address, allow_any=True)
+        host, port = _resolve(address, "bind")
         self._call("bind", host, port)
 
     def listen(self, backlog: int = min(SOMAXCONN, 128)) -> None:
@@ -231,7 +240,7 @@ class socket:
             raise OSError(err, os.strerror(err))
 
     def connect_ex(self, address, raising: bool = False) -> int:
-        host, port = _resolve(address, allow_any=False)
+        host, port = _resolve(address, "connect_ex" if not raising else "connect")
         try:
             self._call("connect", host, port, timeout=self._timeout)
         except BlockingIOError as exc:
@@ -254,6 +263,9 @@ class socket:
         return 0
 
     def send(self, data, flags: int = 0) -> int:
+        return self._send(data, flags, self._timeout)
+
+    def _send(self, data, flags: int, wait: float | None) -> int:
         data = bytes(memoryview(data)[:_SEND_CHUNK]) if not isinstance(data, bytes) or len(data) > _SEND_CHUNK \
             else data
         size = len(data)
@@ -264,15 +276,22 @@ class socket:
             self._credit -= size
             self._last_post = self._stack.post("send", self._sid, [0], data)
             return size
-        sent, _ = self._blocking_call("send", flags & ~MSG_DONTWAIT, data=data, flags=flags)
+        sent, _ = self._blocking_call("send", flags & ~MSG_DONTWAIT, data=data, flags=flags, wait=wait)
         return sent
 
     def sendall(self, data, flags: int = 0) -> None:
+        """As CPython's: the timeout bounds the whole call, not each send within it."""
         view = memoryview(data).cast("B")
         total = len(view)
         offset = 0
+        deadline = time.monotonic() + self._timeout if self._timeout else None
+        wait = self._timeout
         while offset < total:
-            offset += self.send(view[offset:offset + _SEND_CHUNK], flags)
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise timeout("timed out")
+            offset += self._send(view[offset:offset + _SEND_CHUNK], flags, wait)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
@@ -398,6 +417,57 @@ class socket:
                 self._stack.call("close", self._sid, [], 0)
         except (OSError, zmq.ZMQError):
             pass
+
+    # -- the rest of CPython's socket object, in terms of the calls above ---------
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, None]:
+        """A connected TCP socket reports no address (the kernel fills none in): (data, None)."""
+        return self.recv(bufsize, flags), None
+
+    def recvfrom_into(self, buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, None]:
+        return self.recv_into(buffer, nbytes, flags), None
+
+    def sendto(self, data, flags_or_address, address=None) -> int:
+        """Linux's TCP ignores the address (tcp_sendmsg): a send."""
+        return self.send(data, flags_or_address if address is not None else 0)
+
+    def sendfile(self, file, offset: int = 0, count: int | None = None) -> int:
+        """As CPython's send()-based sendfile: the file's bytes from `offset`, `count` of them
+        or up to its end; the file's position is left after the last byte sent."""
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if count is not None:
+            if not isinstance(count, int):
+                raise TypeError(f"count must be a positive integer (got {count!r})")
+            if count <= 0:
+                raise ValueError(f"count must be a positive integer (got {count!r})")
+        if self.gettimeout() == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        if offset:
+            file.seek(offset)
+        total = 0
+        try:
+            while count is None or total < count:
+                block = file.read(_SEND_CHUNK if count is None else min(_SEND_CHUNK, count - total))
+                if not block:
+                    break
+                self.sendall(block)
+                total += len(block)
+            return total
+        finally:
+            if total > 0 and hasattr(file, "seek"):
+                file.seek(offset + total)
+
+    def get_inheritable(self) -> bool:
+        """The flag of fileno()'s descriptor (not inherited, as CPython's sockets start)."""
+        if self._closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return os.get_inheritable(self.fileno())
+
+    def set_inheritable(self, inheritable: bool) -> None:
+        if self._closed:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        os.set_inheritable(self.fileno(), inheritable)
 
     def detach(self) -> int:
         raise OSError(errno.EOPNOTSUPP, "libsock sockets have no descriptor to detach")

@@ -16,7 +16,7 @@ import pytest
 import libsock
 from tests.e2e import netns as ns
 from tests.e2e import peers
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import connect_or_none, wait_for
 
 ECHO_PORT, CLOSED_PORT = 7100, 7101
 
@@ -29,6 +29,15 @@ def outcome(fn):
         if exc.errno is None:
             return (type(exc).__name__,)
         return (type(exc).__name__, errno.errorcode.get(exc.errno, exc.errno))
+
+
+def raised(fn):
+    """What a call that must fail raised, errno aside: its type and message."""
+    try:
+        fn()
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+    return ("ok",)
 
 
 def sc_refused(sm, server, local):
@@ -180,10 +189,39 @@ def sc_odd_calls(sm, server, local):
     return r
 
 
+def sc_the_rest_of_the_module(sm, server, local):
+    """Names programs and the standard library's servers use beside the calls."""
+    s = sm.socket()
+    r = [sm.gethostbyname("127.1"), sm.inet_ntop(sm.AF_INET, sm.inet_pton(sm.AF_INET, "198.18.0.1")),
+         isinstance(s, sm.SocketType), sm.getservbyname("http", "tcp"), s.get_inheritable(),
+         raised(lambda: s.connect((server[0], 70000)))]
+    s.close()
+    r += [outcome(lambda: s.settimeout(1)), outcome(lambda: s.setblocking(True))]
+    nonblocking = sm.socket(sm.AF_INET, sm.SOCK_STREAM | sm.SOCK_NONBLOCK)
+    r += [nonblocking.gettimeout(), nonblocking.type == sm.SOCK_STREAM]
+    nonblocking.close()
+    return r
+
+
+def sc_recvfrom_sendto_sendfile(sm, server, local):
+    import io
+    content = bytes(range(256)) * 400
+    with sm.create_connection(server, timeout=5) as s:
+        r = [outcome(lambda: s.sendto(b"abc", server)), outcome(lambda: s.recvfrom(10))]
+        file = io.BytesIO(content)              # no descriptor: CPython sends it with send()
+        r += [outcome(lambda: s.sendfile(file, 10, 50000)), file.tell()]
+        got = b""
+        while len(got) < 50000:
+            got += s.recv(65536)
+        r.append(got == content[10:50010])
+    return r
+
+
 SCENARIOS = [sc_refused, sc_connect_twice, sc_unconnected_calls, sc_send_after_shutdown, sc_bind_in_use,
              sc_bind_twice_and_foreign, sc_nonblocking_accept_and_recv, sc_nonblocking_connect, sc_timeout,
              sc_echo_peek_waitall, sc_closed_socket, sc_makefile_lines, sc_sockopts,
-             sc_waitall_with_a_timeout_or_non_blocking, sc_odd_calls]
+             sc_waitall_with_a_timeout_or_non_blocking, sc_odd_calls, sc_the_rest_of_the_module,
+             sc_recvfrom_sendto_sendfile]
 
 
 def _kernel_run(name, server, local):
@@ -211,3 +249,32 @@ def test_same_outcome_as_kernel(shared_stack, echo, scenario):
     kernel = ns.in_netns(shared_stack.netns, _kernel_run, scenario.__name__, echo, shared_stack.host)
     ours = scenario(libsock, echo, shared_stack.addr)
     assert ours == kernel
+
+
+def slow_reader(host: str, port: int) -> int:
+    """Read 64 KiB every 0.3 s for 10 s at most: a peer that keeps each send waiting, not stalled."""
+    with std_socket.create_server((host, port)) as listener:
+        conn, _ = listener.accept()
+        with conn:
+            total, end = 0, time.monotonic() + 10
+            while time.monotonic() < end and (data := conn.recv(65536)):
+                total += len(data)
+                time.sleep(0.3)            # the reader's pace, not synchronisation
+            return total
+
+
+def test_sendall_timeout_bounds_the_whole_call_as_in_cpython(shared_stack):
+    """CPython (3.5+): sendall's timeout is the total; each send within it making progress
+    must not extend it (before, each send had the whole timeout: 8-10 s here)."""
+    peer = ns.KernelProcess(shared_stack.netns, slow_reader, shared_stack.host, 7102)
+    try:
+        sock = wait_for(lambda: connect_or_none((shared_stack.host, 7102)), 10, 0.05, "the slow reader")
+        with sock:
+            sock.settimeout(1.0)
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                sock.sendall(bytes(20 << 20))
+            assert time.monotonic() - start < 4.0
+    finally:
+        peer.kill()
+

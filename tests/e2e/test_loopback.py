@@ -47,3 +47,20 @@ def test_a_libsock_client_reaches_a_libsock_server_on_the_same_stack(shared_stac
     assert accepted == [((address, port), local)]
     assert ctl.control(shared_stack.run_dir, "nicd", "stats")["tx_packets"] == device_tx
     assert ctl.control(shared_stack.run_dir, "ipd", "stats")["loopback_packets"] > 0
+
+
+def test_socketpair_is_two_connected_sockets_over_loopback(shared_stack):
+    """libsock has no AF_UNIX: socketpair() gives what CPython gives where AF_UNIX is missing,
+    two TCP sockets joined through 127.0.0.1."""
+    a, b = libsock.socketpair()
+    chunk = PAYLOAD[:1 << 16]               # one thread: what a buffers and b's window can hold
+    with a, b:
+        a.sendall(chunk)
+        a.shutdown(libsock.SHUT_WR)
+        got = b""
+        while data := b.recv(1 << 16):
+            got += data
+        assert got == chunk
+        b.sendall(b"back")
+        assert a.recv(10) == b"back"
+        assert a.getpeername() == b.getsockname() and a.getsockname()[0] == "127.0.0.1"

@@ -57,6 +57,21 @@ def test_module_mirrors_socket():
         libsock.getaddrinfo("example.invalid", 80)
 
 
+def test_the_names_standard_servers_use():
+    """http.server calls getfqdn in server_bind; socketserver and others use the rest."""
+    import socket
+    for name in ("SO_REUSEPORT", "SOCK_NONBLOCK", "SOCK_CLOEXEC"):
+        assert getattr(libsock, name) == getattr(socket, name), name
+    assert libsock.SocketType is libsock.socket
+    assert libsock.getfqdn() == libsock.getfqdn("0.0.0.0") == socket.gethostname()
+    assert libsock.getfqdn(" 198.18.0.9 ") == "198.18.0.9"       # no name known: the name itself
+    assert libsock.gethostbyname("127.1") == "127.0.0.1" and libsock.gethostbyname("localhost") == "127.0.0.1"
+    with pytest.raises(socket.gaierror):
+        libsock.gethostbyname("example.invalid")
+    assert libsock.has_dualstack_ipv6() is False
+    assert libsock.getaddrinfo("", 80)[0][4] == ("0.0.0.0", 80)
+
+
 @pytest.mark.parametrize("args, code", [((libsock.AF_INET + 8,), errno.EAFNOSUPPORT),
                                         ((libsock.AF_INET, 2), errno.EPROTONOSUPPORT),      # SOCK_DGRAM
                                         ((libsock.AF_INET, libsock.SOCK_STREAM, 17), errno.EPROTONOSUPPORT)])
