@@ -241,14 +241,17 @@ class socket:
 
     def connect_ex(self, address, raising: bool = False) -> int:
         host, port = _resolve(address, "connect_ex" if not raising else "connect")
+        # a connect already under way (non-blocking, or one whose timeout passed) is answered
+        # at once, as CPython's descriptor is non-blocking then: EALREADY, or its outcome
+        wait = 0.0 if self._state == SS_CONNECTING else self._timeout
         try:
-            self._call("connect", host, port, timeout=self._timeout)
+            self._call("connect", host, port, timeout=wait)
         except BlockingIOError as exc:
-            if self._timeout:         # slept for the whole timeout
+            self._state = SS_CONNECTING
+            if wait:                  # slept for the whole timeout
                 if raising:
                     raise timeout("timed out") from None
                 return errno.EAGAIN if exc.errno == errno.EAGAIN else exc.errno
-            self._state = SS_CONNECTING
             if raising:
                 raise
             return exc.errno

@@ -217,11 +217,21 @@ def sc_recvfrom_sendto_sendfile(sm, server, local):
     return r
 
 
+def sc_connect_again_after_its_timeout(sm, server, local):
+    """The handshake goes on after connect() timed out: a second connect says so at once."""
+    s = sm.socket()
+    s.settimeout(0.3)
+    r = [outcome(lambda: s.connect(("198.18.0.99", 80))),      # nobody there: no answer at all
+         outcome(lambda: s.connect(("198.18.0.99", 80))), outcome(lambda: s.connect_ex(("198.18.0.99", 80)))]
+    s.close()
+    return r
+
+
 SCENARIOS = [sc_refused, sc_connect_twice, sc_unconnected_calls, sc_send_after_shutdown, sc_bind_in_use,
              sc_bind_twice_and_foreign, sc_nonblocking_accept_and_recv, sc_nonblocking_connect, sc_timeout,
              sc_echo_peek_waitall, sc_closed_socket, sc_makefile_lines, sc_sockopts,
              sc_waitall_with_a_timeout_or_non_blocking, sc_odd_calls, sc_the_rest_of_the_module,
-             sc_recvfrom_sendto_sendfile]
+             sc_recvfrom_sendto_sendfile, sc_connect_again_after_its_timeout]
 
 
 def _kernel_run(name, server, local):
