@@ -241,9 +241,10 @@ class socket:
 
     def connect_ex(self, address, raising: bool = False) -> int:
         host, port = _resolve(address, "connect_ex" if not raising else "connect")
-        # a connect already under way (non-blocking, or one whose timeout passed) is answered
-        # at once, as CPython's descriptor is non-blocking then: EALREADY, or its outcome
-        wait = 0.0 if self._state == SS_CONNECTING else self._timeout
+        # a connect already under way (non-blocking, or one whose timeout passed) is answered at
+        # once when CPython's descriptor is non-blocking (a timeout set): EALREADY, or its outcome;
+        # a blocking socket waits for the handshake (Linux's inet_wait_for_connect)
+        wait = 0.0 if self._state == SS_CONNECTING and self._timeout is not None else self._timeout
         try:
             self._call("connect", host, port, timeout=wait)
         except BlockingIOError as exc:
