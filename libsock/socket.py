@@ -96,6 +96,24 @@ def _close_owned() -> None:
 _rpc.exit_hooks.append(_close_owned)
 
 
+def _announce_fork() -> None:
+    """Just before os.fork(): the child shares this process's sockets, as the kernel shares
+    descriptors.  tcpd is told, so that a close from this process right after the fork (a
+    forking server's) waits a moment for the child to take its copy (services/tcp/owners.py)."""
+    groups: dict[tuple, list] = {}
+    for sock in list(_owned):
+        if not sock._closed and sock._sid is not None:
+            groups.setdefault((id(sock._stack), sock._sid[0]), []).append(sock)
+    for socks in groups.values():
+        try:
+            socks[0]._stack.post("fork", socks[0]._sid, [[sock._sid[1] for sock in socks]])
+        except (OSError, zmq.ZMQError):
+            pass
+
+
+os.register_at_fork(before=_announce_fork)
+
+
 # a socket's pending error (Linux's sk_err): reported by one call, then gone
 _REPORTED_ONCE = frozenset({errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.ECONNABORTED,
                             errno.EHOSTUNREACH, errno.ENETUNREACH})

@@ -6,6 +6,13 @@ Once a second tcpd checks that the holders are alive: a socket whose every holde
 has died is closed, as the kernel closes a dead process's descriptors (after
 SIGKILL too), so a killed server's port is free again and its peers see FIN.
 libsock and the stack must share a pid namespace.
+
+A fork hands the parent's sockets to the child, as the kernel shares descriptors.
+libsock tells tcpd just before (`promise`); for a moment after, a close from the
+parent waits (`hold_close`): if the child uses the socket meanwhile, the parent's
+close only lets go of its own hold and the child keeps the connection (a forking
+server: the parent accepts, forks, closes; the child serves).  If no child does,
+the close happens when the moment ends.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import re
 from services.procs import pid_alive
 
 SWEEP_EVERY = 1.0
+CLAIM_WITHIN = 1.0          # how long after a fork a close from the parent waits for the child
 _IDENTITY = re.compile(rb"p([0-9]{1,10})\.")
 _CACHE_MAX = 10_000
 
@@ -23,6 +31,8 @@ class Owners:
         self._holders: dict[int, set[int]] = {}     # socket id -> pids that called on it
         self._sockets_of: dict[int, int] = {}       # pid -> how many sockets it holds
         self._pid_of: dict[bytes, int | None] = {}  # routing id -> pid (None: not libsock's)
+        self._promised: dict[int, float] = {}       # socket id -> until when a forked child may claim it
+        self._held_closes: dict[int, int] = {}      # socket id -> pid whose close waits for that
         self.next_sweep: float | None = None
 
     def __len__(self) -> int:
@@ -50,15 +60,53 @@ class Owners:
         if pid not in holders:
             holders.add(pid)
             self._sockets_of[pid] = self._sockets_of.get(pid, 0) + 1
+            if sid in self._promised and holders != {pid}:       # a forked child takes its copy
+                del self._promised[sid]
+                closer = self._held_closes.pop(sid, None)
+                if closer is not None and closer in holders:        # the parent's close: its hold only
+                    holders.discard(closer)
+                    self._drop_count(closer)
+
+    def promise(self, now: float, sids) -> None:
+        """The caller forks: a close of these sockets from it waits CLAIM_WITHIN for the child."""
+        deadline = now + CLAIM_WITHIN
+        for sid in sids:
+            if isinstance(sid, int) and sid in self._holders:
+                self._promised[sid] = deadline
+        if self._promised and (self.next_sweep is None or deadline < self.next_sweep):
+            self.next_sweep = deadline
+
+    def hold_close(self, now: float, sid: int, identity: bytes) -> bool:
+        """close() of a socket just handed to a forked child: True if it must wait for the child."""
+        deadline = self._promised.get(sid)
+        if deadline is None or deadline <= now:
+            return False
+        self._held_closes[sid] = self.pid_of(identity)
+        return True
+
+    def closes_due(self, now: float) -> list[int]:
+        """Sockets whose held close is due: no child claimed them in time (the caller closes them)."""
+        due = []
+        for sid, deadline in list(self._promised.items()):
+            if deadline <= now:
+                del self._promised[sid]
+                if self._held_closes.pop(sid, None) is not None:
+                    due.append(sid)
+        return due
 
     def forget(self, sid: int) -> None:
         """The socket was closed."""
+        self._promised.pop(sid, None)
+        self._held_closes.pop(sid, None)
         for pid in self._holders.pop(sid, ()):
-            left = self._sockets_of[pid] - 1
-            if left:
-                self._sockets_of[pid] = left
-            else:
-                del self._sockets_of[pid]
+            self._drop_count(pid)
+
+    def _drop_count(self, pid: int) -> None:
+        left = self._sockets_of[pid] - 1
+        if left:
+            self._sockets_of[pid] = left
+        else:
+            del self._sockets_of[pid]
 
     def orphans(self, now: float) -> list[int]:
         """The sockets whose every holder has died (forgotten here; the caller closes them)."""
@@ -75,4 +123,7 @@ class Owners:
                         holders.discard(pid)
                     del self._sockets_of[pid]
         self.next_sweep = now + SWEEP_EVERY if self._holders else None
+        if self._promised:
+            first = min(self._promised.values())
+            self.next_sweep = first if self.next_sweep is None else min(first, self.next_sweep)
         return found

@@ -52,7 +52,7 @@ class Tcpd(Service):
             "accept": self._simple, "send": self._send, "recv": self._recv, "shutdown": self._simple,
             "close": self._close, "setsockopt": self._simple, "getsockopt": self._simple,
             "getsockname": self._simple, "getpeername": self._simple, "poll": self._poll,
-            "sync": self._sync, "fence": self._fence, "cancel": self._cancel,
+            "sync": self._sync, "fence": self._fence, "cancel": self._posted_only, "fork": self._posted_only,
         }
         self.counters.update(in_bytes=0, out_bytes=0)     # segments' bytes, headers included
         self.fences = Fences()          # calls of two channels on one socket, in order
@@ -206,7 +206,9 @@ class Tcpd(Service):
             elif call.op == "send" and len(call.payload) == 1:
                 self.engine.send_posted(now, sid, call.payload[0])
             elif call.op == "close":
-                self._close_socket(now, sid)
+                self._close_or_hold(now, sid, identity)
+            elif call.op == "fork" and len(call.args) == 1 and isinstance(call.args[0], list):
+                self.owners.promise(now, call.args[0])
             elif call.op == "cancel" and len(call.args) == 1:
                 self._withdraw(identity, sid, call.args[0])
             else:
@@ -256,6 +258,9 @@ class Tcpd(Service):
     def tick(self, now: float) -> None:
         self._send_timers(now)
         if self.owners.next_sweep is not None and now >= self.owners.next_sweep:
+            for sid in self.owners.closes_due(now):      # no forked child took it: the close happens
+                if sid in self.engine.conns and self.engine.conns[sid].user_open:
+                    self._close_socket(now, sid)
             for sid in self.owners.orphans(now):
                 if sid in self.engine.conns and self.engine.conns[sid].user_open:
                     self.count("orphans_closed")     # its processes died: closed as at their exit
@@ -328,8 +333,14 @@ class Tcpd(Service):
         return (len(data), data)
 
     def _close(self, now: float, parked: ParkedCall):
-        self._close_socket(now, parked.call.sid[1])
+        self._close_or_hold(now, parked.call.sid[1], parked.identity)
         return (None,)
+
+    def _close_or_hold(self, now: float, sid: int, identity: bytes) -> None:
+        if self.owners.hold_close(now, sid, identity):
+            self.count("closes_held_for_a_child")       # just forked: the child may keep it (owners.py)
+        else:
+            self._close_socket(now, sid)
 
     def _close_socket(self, now: float, sid: int) -> None:
         self.owners.forget(sid)
@@ -350,8 +361,8 @@ class Tcpd(Service):
         self.fences.wait(parked.sid)
         return None
 
-    def _cancel(self, now: float, parked: ParkedCall):
-        raise ValueError("cancel is posted")
+    def _posted_only(self, now: float, parked: ParkedCall):
+        raise ValueError(f"{parked.call.op} is posted, never called")
 
     def _withdraw(self, identity: bytes, sid: int, call_id) -> None:
         """libsock's caller was interrupted (a signal handler raised) while its call slept here:

@@ -2,7 +2,7 @@
 import os
 import subprocess
 
-from services.tcp.owners import SWEEP_EVERY, Owners
+from services.tcp.owners import CLAIM_WITHIN, SWEEP_EVERY, Owners
 
 
 def _dead_pid() -> int:
@@ -30,3 +30,27 @@ def test_closed_sockets_and_foreign_callers_are_not_tracked():
     owners.note(0.0, 2, f"p{_dead_pid()}.cc".encode())
     owners.forget(2)
     assert owners.orphans(1.0) == [] and owners.next_sweep is None
+
+
+def test_a_close_right_after_a_fork_waits_and_the_child_that_uses_the_socket_keeps_it():
+    """A forking server: the parent accepts, forks, closes its copy; the child serves."""
+    owners, parent, child = Owners(), b"p100.aa", b"p101.bb"
+    owners.note(0.0, 7, parent)
+    owners.promise(0.0, [7, 99])                       # 99: not a socket of ours, ignored
+    assert owners.next_sweep == CLAIM_WITHIN
+    assert owners.hold_close(0.1, 7, parent)           # the parent's close waits ...
+    owners.note(0.2, 7, child)                         # ... the child's first call takes the socket
+    assert owners.closes_due(5.0) == []                # so the parent's close is done: its hold only
+    assert owners._holders[7] == {101}
+    assert not owners.hold_close(0.3, 7, child)        # the child's own close is a close
+
+
+def test_a_held_close_happens_when_no_child_comes():
+    owners, parent = Owners(), b"p100.aa"
+    owners.note(0.0, 7, parent)
+    owners.note(0.0, 8, parent)
+    owners.promise(0.0, [7, 8])
+    assert owners.hold_close(0.5, 7, parent)
+    assert owners.closes_due(0.9) == []
+    assert owners.closes_due(CLAIM_WITHIN) == [7]      # 8 was never closed: nothing to do
+    assert not owners.hold_close(CLAIM_WITHIN + 0.1, 8, parent)    # the moment is over
