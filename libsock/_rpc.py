@@ -27,9 +27,10 @@ import zmq
 
 from proto.ipc import codec
 from proto.ipc.messages import Call, Reply
-from services.frames import recv_frames, send_frames
+from services.frames import send_frames
 
 LIVENESS_CHECK = 0.2
+LIVENESS_CHECK_MS = int(LIVENESS_CHECK * 1000)
 STARTUP_WAIT = 5.0       # a new socket waits this long for a restarting tcpd
 POSTED_LINGER_MS = 1000  # how long a dropped channel keeps sending what was posted on it
 FENCE_WAIT = 2.0         # longest wait for another channel's posted calls (beyond the linger: lost)
@@ -104,9 +105,6 @@ class Stack:
             # tcpd reads the pid from it, and closes what this process holds once it dies
             identity = f"p{os.getpid()}.{secrets.token_hex(6)}".encode()
             sock.setsockopt(zmq.ROUTING_ID, identity)
-            # a blocking receive gives up after LIVENESS_CHECK, to see whether tcpd still lives
-            # (cheaper than zmq_poll before each receive)
-            sock.setsockopt(zmq.RCVTIMEO, int(LIVENESS_CHECK * 1000))
             sock.connect(self.endpoint)
             channel = self._local.channel = _Channel(self, sock, identity)
             with _channels_lock:
@@ -132,14 +130,18 @@ class Stack:
         send_frames(sock, frames)
         while True:
             try:
-                answer = recv_frames(sock)       # waits LIVENESS_CHECK at most (RCVTIMEO)
-            except zmq.Again:
-                answer = None
+                ready = sock.poll(LIVENESS_CHECK_MS)   # takes nothing: a signal here leaves the answer
             except BaseException:                # a signal handler raised (KeyboardInterrupt, ...)
                 self._withdraw(channel, request_id, sid, posted, keep)
                 raise
-            if answer is not None:
-                reply = codec.decode([frame.bytes for frame in answer])
+            if ready:
+                try:
+                    reply = codec.decode(sock.recv_multipart())
+                except codec.MessageError:
+                    continue
+                except BaseException:            # a signal as the answer was taken: it may be half read
+                    self._abandon()              # (a new channel; this answer is lost, as before)
+                    raise
                 if not isinstance(reply, Reply) or reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
                 channel.handled = posted         # everything posted before this call has reached tcpd
@@ -156,30 +158,34 @@ class Stack:
     def _withdraw(self, channel: "_Channel", request_id: int, sid, posted: int,
                   keep: Callable[[Reply], None] | None) -> None:
         """Take back a call its caller no longer waits for: tcpd ends it with EINTR if it
-        still sleeps there, else its answer is already on the way and goes to `keep`."""
+        still sleeps there, else its answer is already on the way and goes to `keep`.
+        A second signal meanwhile gives up: the channel is dropped (the answer with it)."""
         if sid is None:
             self._abandon()                      # no socket to name: a new channel drops the answer
             return
         sock = channel.sock
-        send_frames(sock, codec.encode(Call(0, "cancel", sid, [request_id], None)))
-        channel.posts += 1
-        while True:
-            try:
-                answer = recv_frames(sock)
-            except zmq.Again:
-                tcpd = self._read_tcpd()
-                if tcpd is None or tcpd[0] != sid[0]:
-                    self._abandon()
+        try:
+            send_frames(sock, codec.encode(Call(0, "cancel", sid, [request_id], None)))
+            channel.posts += 1
+            while True:
+                if not sock.poll(LIVENESS_CHECK_MS):
+                    tcpd = self._read_tcpd()
+                    if tcpd is None or tcpd[0] != sid[0]:
+                        self._abandon()
+                        return
+                    continue
+                try:
+                    reply = codec.decode(sock.recv_multipart())
+                except codec.MessageError:
+                    continue
+                if isinstance(reply, Reply) and reply.id == request_id:
+                    channel.handled = posted
+                    if reply.errno != errno.EINTR and keep is not None:
+                        keep(reply)
                     return
-                continue
-            except BaseException:                # one more signal: the answer is a round trip away
-                continue
-            reply = codec.decode([frame.bytes for frame in answer])
-            if isinstance(reply, Reply) and reply.id == request_id:
-                channel.handled = posted
-                if reply.errno != errno.EINTR and keep is not None:
-                    keep(reply)
-                return
+        except BaseException:
+            self._abandon()
+            raise
 
     def post(self, op: str, sid, args: list, data: bytes | None = None) -> "Posted":
         """Send a call nobody waits for (id 0): a send within the socket's credit, or a close.

@@ -31,7 +31,8 @@ class Owners:
         self._holders: dict[int, set[int]] = {}     # socket id -> pids that called on it
         self._sockets_of: dict[int, int] = {}       # pid -> how many sockets it holds
         self._pid_of: dict[bytes, int | None] = {}  # routing id -> pid (None: not libsock's)
-        self._promised: dict[int, float] = {}       # socket id -> until when a forked child may claim it
+        # socket id -> [until when a forked child may take it, the forking pid, whether a child did]
+        self._promised: dict[int, list] = {}
         self._held_closes: dict[int, int] = {}      # socket id -> pid whose close waits for that
         self.next_sweep: float | None = None
 
@@ -60,34 +61,46 @@ class Owners:
         if pid not in holders:
             holders.add(pid)
             self._sockets_of[pid] = self._sockets_of.get(pid, 0) + 1
-            if sid in self._promised and holders != {pid}:       # a forked child takes its copy
-                del self._promised[sid]
+            promise = self._promised.get(sid)
+            if promise is not None and pid != promise[1]:            # a forked child takes its copy
+                promise[2] = True
                 closer = self._held_closes.pop(sid, None)
-                if closer is not None and closer in holders:        # the parent's close: its hold only
-                    holders.discard(closer)
-                    self._drop_count(closer)
+                if closer is not None:                              # the parent's close: its hold only
+                    self._let_go(sid, closer)
 
-    def promise(self, now: float, sids) -> None:
+    def _let_go(self, sid: int, pid: int | None) -> None:
+        holders = self._holders.get(sid)
+        if holders is not None and pid in holders:
+            holders.discard(pid)
+            self._drop_count(pid)
+
+    def promise(self, now: float, identity: bytes, sids) -> None:
         """The caller forks: a close of these sockets from it waits CLAIM_WITHIN for the child."""
-        deadline = now + CLAIM_WITHIN
+        deadline, parent = now + CLAIM_WITHIN, self.pid_of(identity)
         for sid in sids:
-            if isinstance(sid, int) and sid in self._holders:
-                self._promised[sid] = deadline
+            holders = self._holders.get(sid) if isinstance(sid, int) else None
+            if holders is not None:            # (a child whose call came first has taken it already)
+                self._promised[sid] = [deadline, parent, bool(holders - {parent})]
         if self._promised and (self.next_sweep is None or deadline < self.next_sweep):
             self.next_sweep = deadline
 
     def hold_close(self, now: float, sid: int, identity: bytes) -> bool:
-        """close() of a socket just handed to a forked child: True if it must wait for the child."""
-        deadline = self._promised.get(sid)
-        if deadline is None or deadline <= now:
+        """close() of a connection just handed to a forked child: True if the socket stays open,
+        the caller's hold let go (a child has taken it) or its close waiting for the child."""
+        promise = self._promised.get(sid)
+        pid = self.pid_of(identity)
+        if promise is None or promise[0] <= now or pid is None:
             return False
-        self._held_closes[sid] = self.pid_of(identity)
+        if promise[2]:
+            self._let_go(sid, pid)
+            return bool(self._holders.get(sid))
+        self._held_closes[sid] = pid
         return True
 
     def closes_due(self, now: float) -> list[int]:
         """Sockets whose held close is due: no child claimed them in time (the caller closes them)."""
         due = []
-        for sid, deadline in list(self._promised.items()):
+        for sid, (deadline, _, _) in list(self._promised.items()):
             if deadline <= now:
                 del self._promised[sid]
                 if self._held_closes.pop(sid, None) is not None:
@@ -124,6 +137,6 @@ class Owners:
                     del self._sockets_of[pid]
         self.next_sweep = now + SWEEP_EVERY if self._holders else None
         if self._promised:
-            first = min(self._promised.values())
+            first = min(deadline for deadline, _, _ in self._promised.values())
             self.next_sweep = first if self.next_sweep is None else min(first, self.next_sweep)
         return found

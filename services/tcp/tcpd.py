@@ -208,7 +208,7 @@ class Tcpd(Service):
             elif call.op == "close":
                 self._close_or_hold(now, sid, identity)
             elif call.op == "fork" and len(call.args) == 1 and isinstance(call.args[0], list):
-                self.owners.promise(now, call.args[0])
+                self.owners.promise(now, identity, call.args[0])
             elif call.op == "cancel" and len(call.args) == 1:
                 self._withdraw(identity, sid, call.args[0])
             else:
@@ -333,7 +333,8 @@ class Tcpd(Service):
         return (len(data), data)
 
     def _close(self, now: float, parked: ParkedCall):
-        self._close_or_hold(now, parked.call.sid[1], parked.identity)
+        # a listener's or a bound socket's close: its port is free when close() returns
+        self._close_socket(now, parked.call.sid[1])
         return (None,)
 
     def _close_or_hold(self, now: float, sid: int, identity: bytes) -> None:

@@ -36,7 +36,7 @@ def test_a_close_right_after_a_fork_waits_and_the_child_that_uses_the_socket_kee
     """A forking server: the parent accepts, forks, closes its copy; the child serves."""
     owners, parent, child = Owners(), b"p100.aa", b"p101.bb"
     owners.note(0.0, 7, parent)
-    owners.promise(0.0, [7, 99])                       # 99: not a socket of ours, ignored
+    owners.promise(0.0, parent, [7, 99])               # 99: not a socket of ours, ignored
     assert owners.next_sweep == CLAIM_WITHIN
     assert owners.hold_close(0.1, 7, parent)           # the parent's close waits ...
     owners.note(0.2, 7, child)                         # ... the child's first call takes the socket
@@ -49,8 +49,24 @@ def test_a_held_close_happens_when_no_child_comes():
     owners, parent = Owners(), b"p100.aa"
     owners.note(0.0, 7, parent)
     owners.note(0.0, 8, parent)
-    owners.promise(0.0, [7, 8])
+    owners.promise(0.0, parent, [7, 8])
     assert owners.hold_close(0.5, 7, parent)
     assert owners.closes_due(0.9) == []
     assert owners.closes_due(CLAIM_WITHIN) == [7]      # 8 was never closed: nothing to do
     assert not owners.hold_close(CLAIM_WITHIN + 0.1, 8, parent)    # the moment is over
+
+
+def test_a_child_that_calls_before_the_parent_closes_or_even_before_the_fork_message_keeps_it():
+    """The child's channel is not the parent's: its first call may overtake the parent's "fork"."""
+    for child_first in (True, False):
+        owners, parent, child = Owners(), b"p100.aa", b"p101.bb"
+        owners.note(0.0, 7, parent)
+        if child_first:
+            owners.note(0.1, 7, child)
+            owners.promise(0.0, parent, [7])
+        else:
+            owners.promise(0.0, parent, [7])
+            owners.note(0.1, 7, child)
+        assert owners.hold_close(0.2, 7, parent)       # stays open: the parent lets go of its hold
+        assert owners._holders[7] == {101}
+        assert owners.closes_due(5.0) == []
