@@ -145,7 +145,9 @@ class Tcpd(Service):
         self.flush(now)
 
     def peer_restarted(self, service: str, previous: str | None) -> None:
-        if service == "timerd" and previous is not None:
+        # every new timerd holds nothing of ours, also the first one this tcpd hears of (a tcpd
+        # that restarted never heard the timerd before: `previous` is None then)
+        if service == "timerd":
             armed = self.engine.armed_timers()
             log.info("tcpd: timerd restarted; re-arming %d timers", len(armed))
             self.count("timer_rearms")

@@ -81,3 +81,36 @@ def test_status_tells_a_suspended_service_and_services_running_unsupervised(stac
     assert "supervisord is gone" in alone.stderr
     rows = json.loads(alone.stdout)
     assert all(row["state"] == "RUNNING" and row["pid"] and not row["supervised"] for row in rows), rows
+
+
+def test_a_restarted_tcpd_rearms_its_timers_in_the_next_timerd(stack):
+    """tcpd hears a timerd announce itself only when that timerd starts: a tcpd that restarted
+    must re-arm its timers at the first timerd it hears of, or a TIME_WAIT never ends."""
+    from tests.e2e import netns as ns
+    from tests.e2e import peers
+    from tests.e2e.conftest import connect_or_none
+
+    def incarnation(service):
+        return stack.status()[service]["incarnation"]
+
+    def restart(service):
+        before = incarnation(service)
+        stack.cli("kill", service)
+        wait_for(lambda: stack.status()[service]["state"] == "RUNNING" and incarnation(service) != before,
+                 10, 0.05, f"a new {service}")
+
+    server = ns.KernelProcess(stack.netns, peers.echo_server, stack.host, 5801)
+    try:
+        restart("tcpd")
+        sock = wait_for(lambda: connect_or_none((stack.host, 5801)), 10, 0.05, "the new tcpd and the server")
+        with sock:
+            sock.sendall(b"x")
+            assert sock.recv(1) == b"x"
+            sock.shutdown(1)                           # we close first: TIME_WAIT (2 x 0.5 s) is ours
+            assert sock.recv(1) == b""
+        wait_for(lambda: any(r["state"] == "TIME_WAIT" for r in stack.ss()), 5, 0.02, "TIME_WAIT")
+        restart("timerd")
+        wait_for(lambda: not [r for r in stack.ss() if r["state"] != "LISTEN"], 10, 0.05,
+                 "TIME_WAIT to end, its timer re-armed in the new timerd")
+    finally:
+        server.kill()
