@@ -278,6 +278,8 @@ class socket:
             if exc.errno == errno.EISCONN and self._state == SS_CONNECTING:
                 self._state = SS_CONNECTED           # a non-blocking connect that completed
                 return 0
+            if self._state == SS_CONNECTING:
+                self._state = SS_UNCONNECTED         # it failed (refused, timed out): a new one may start
             if raising:
                 raise
             return exc.errno
