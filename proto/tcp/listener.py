@@ -7,16 +7,12 @@ ACK (the child stays in SYN_RCVD and retransmits its SYN+ACK).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from proto.tcp import seqnum, snd
 from proto.tcp.connection import Connection
-from proto.tcp.rcv import enter_established, syn_window, take_syn_options
+from proto.tcp.context import Context
+from proto.tcp.handshake import enter_established, syn_window, take_syn_options
 from proto.tcp.state import State
 from proto.wire.tcp import TcpSegment
-
-if TYPE_CHECKING:
-    from proto.tcp.engine import TcpEngine
 
 S = State
 SYN, RST, ACK = 0x02, 0x04, 0x10
@@ -30,28 +26,28 @@ def accept_queue_full(listener: Connection) -> bool:
     return len(listener.accept_queue) > listener.backlog        # Linux sk_acceptq_is_full
 
 
-def listen_arrives(eng: "TcpEngine", listener: Connection, now: float, src: str, dst: str,
+def listen_arrives(cx: Context, listener: Connection, now: float, src: str, dst: str,
                    seg: TcpSegment, isn: int | None = None) -> None:
     flags = int(seg.flags)
     if flags & RST:
-        eng.count("drop_listen_rst")
+        cx.count("drop_listen_rst")
         return
     if flags & ACK:
-        eng.count("drop_listen_ack")
-        eng.reply_reset(dst, src, seg)
+        cx.count("drop_listen_ack")
+        cx.reply_reset(dst, src, seg)
         return
     if not flags & SYN:
-        eng.count("drop_listen_no_syn")
+        cx.count("drop_listen_no_syn")
         return
     if accept_queue_full(listener):
-        eng.counters["listen_overflows"] += 1
-        eng.counters["listen_drops"] += 1
+        cx.counters["listen_overflows"] += 1
+        cx.counters["listen_drops"] += 1
         return
-    if len(listener.syn_queue) >= max(listener.backlog, eng.config.max_backlog):
-        eng.counters["listen_drops"] += 1
-        eng.count("drop_syn_queue_full")
+    if len(listener.syn_queue) >= max(listener.backlog, cx.config.max_backlog):
+        cx.counters["listen_drops"] += 1
+        cx.count("drop_syn_queue_full")
         return
-    child = eng.new_connection(state=S.LISTEN)
+    child = cx.new_connection(state=S.LISTEN)
     for name in INHERITED:
         setattr(child, name, getattr(listener, name))
     child.user_open = False
@@ -60,63 +56,63 @@ def listen_arrives(eng: "TcpEngine", listener: Connection, now: float, src: str,
     child.remote_port = seg.src_port
     child.parent = listener.id
     listener.syn_queue.add(child.id)
-    eng.attach(child, seg.dst_port)
-    take_syn_options(eng, child, seg)
+    cx.attach(child, seg.dst_port)
+    take_syn_options(cx, child, seg)
     if child.wscale_ok:
         child.rcv_wscale = snd.choose_wscale(snd.rcvbuf_ceiling(child))
-    iss = isn if isn is not None else eng.isn(now, seg.dst_port, src, seg.src_port)
+    iss = isn if isn is not None else cx.isn(now, seg.dst_port, src, seg.src_port)
     child.iss = child.snd_una = iss
     child.snd_nxt = child.snd_max = child.send_buffer_seq = (iss + 1) & MASK
     child.snd_wnd = child.max_snd_wnd = seg.window
     child.snd_wl1 = seg.seq
     child.snd_wl2 = iss
     child.rcv_adv = (child.rcv_nxt + syn_window(child)) & MASK
-    child.rto = eng.config.rto_initial
+    child.rto = cx.config.rto_initial
     child.rtt_seq = child.snd_nxt
     child.rtt_time = now
     child.last_recv = now
-    eng.set_state(child, now, S.SYN_RCVD, "SYN / SYN+ACK")
-    snd.send_syn(eng, child)
-    eng.arm(child, "retransmit", now + child.rto)
+    cx.set_state(child, now, S.SYN_RCVD, "SYN / SYN+ACK")
+    snd.send_syn(cx, child)
+    cx.arm(child, "retransmit", now + child.rto)
 
 
-def child_established(eng: "TcpEngine", child: Connection, now: float) -> bool:
+def child_established(cx: Context, child: Connection, now: float) -> bool:
     """The handshake's final ACK: move the child to its listener's accept queue. False: dropped."""
-    listener = eng.conns.get(child.parent)
+    listener = cx.conns.get(child.parent)
     if listener is None or listener.state is not S.LISTEN:
-        eng.count("drop_orphan_child")
+        cx.count("drop_orphan_child")
         return False
     if accept_queue_full(listener):
-        eng.counters["listen_overflows"] += 1
-        eng.counters["listen_drops"] += 1
+        cx.counters["listen_overflows"] += 1
+        cx.counters["listen_drops"] += 1
         return False
     listener.syn_queue.discard(child.id)
     listener.accept_queue.append(child.id)
     child.queued = True
-    enter_established(eng, child, now, "ACK")
-    eng.counters["passive_opens"] += 1
-    eng.wake(listener)
+    enter_established(cx, child, now, "ACK")
+    cx.counters["passive_opens"] += 1
+    cx.wake(listener)
     return True
 
 
-def close_listener(eng: "TcpEngine", listener: Connection, now: float) -> None:
+def close_listener(cx: Context, listener: Connection, now: float) -> None:
     """Stop listening: unaccepted children that completed the handshake get a RST (Linux
     inet_csk_listen_stop); children still in SYN_RCVD are dropped silently."""
     for cid in list(listener.syn_queue):
-        child = eng.conns.get(cid)
+        child = cx.conns.get(cid)
         if child is not None and child.state is not S.CLOSED:
-            eng.set_state(child, now, S.CLOSED, "listener closed")
+            cx.set_state(child, now, S.CLOSED, "listener closed")
     listener.syn_queue.clear()
     while listener.accept_queue:
-        child = eng.conns.get(listener.accept_queue.popleft())
+        child = cx.conns.get(listener.accept_queue.popleft())
         if child is None:
             continue
         child.queued = False
         child.parent = None
         if child.state is not S.CLOSED:
             if child.state is not S.TIME_WAIT:
-                snd.send_rst(eng, child)
-            eng.set_state(child, now, S.CLOSED, "listener closed / RST")
+                snd.send_rst(cx, child)
+            cx.set_state(child, now, S.CLOSED, "listener closed / RST")
         else:
-            eng.forget(child)
-    eng.set_state(listener, now, S.CLOSED, "close")
+            cx.forget(child)
+    cx.set_state(listener, now, S.CLOSED, "close")

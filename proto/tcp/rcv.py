@@ -5,85 +5,42 @@ URG (ignored), data, FIN.  LISTEN is in listener.py.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
-from proto.tcp import sack, seqnum, snd
+from proto.tcp import recovery, scoreboard, seqnum, snd
 from proto.tcp.connection import SNDBUF_AUTOTUNE_MAX, Connection
+from proto.tcp.context import Context
+from proto.tcp.handshake import enter_established, syn_window, take_syn_options
+from proto.tcp.listener import child_established, listen_arrives
 from proto.tcp.rtt import rtt_sample
 from proto.tcp.state import State
 from proto.wire.tcp import TcpSegment
-
-if TYPE_CHECKING:
-    from proto.tcp.engine import TcpEngine
 
 S = State
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10      # plain ints: see snd.py
 SYN_FIN_RST = SYN | FIN | RST
 MASK = seqnum.MASK
 HALF = seqnum.HALF
-MIN_SEND_MSS = 48        # Linux tcp_min_snd_mss
-
-
-# ---------------------------------------------------------------- handshake helpers
-def take_syn_options(eng: "TcpEngine", conn: Connection, seg: TcpSegment) -> None:
-    """Record the peer's SYN: IRS, MSS (RFC 9293 3.7.1; 536 when absent), window scale (RFC 7323)."""
-    o = seg.options
-    ours = snd.our_mss(eng, conn)
-    peer_mss = o.mss if o.mss else 536
-    conn.peer_mss = peer_mss
-    conn.send_mss = min(max(peer_mss, MIN_SEND_MSS), ours)
-    conn.rcv_mss = min(536, ours)
-    conn.sack_ok = o.sack_permitted
-    if o.window_scale is not None:
-        conn.wscale_ok = True
-        conn.snd_wscale = min(o.window_scale, 14)
-    else:
-        conn.wscale_ok = False
-        conn.snd_wscale = 0
-        conn.rcv_wscale = 0
-    conn.irs = seg.seq
-    conn.rcv_nxt = (seg.seq + 1) & MASK
-    conn.acked_upto = conn.rcv_nxt
-
-
-def syn_window(conn: Connection) -> int:
-    free = conn.so_rcvbuf - conn.recv_queue_len
-    return 0xFFFF if free > 0xFFFF else max(free, 0)
-
-
-def enter_established(eng: "TcpEngine", conn: Connection, now: float, cause: str) -> None:
-    cfg = eng.config
-    eng.set_state(conn, now, S.ESTABLISHED, cause)
-    conn.cwnd = cfg.initial_cwnd_segments * conn.send_mss
-    conn.ssthresh = 1 << 30
-    conn.retransmits = 0
-    conn.last_recv = now
-    conn.timers["connect"] = None        # lazily: TIME_WAIT's message (or one stale fire) ends it
-    if conn.srtt is None:
-        conn.rto = cfg.rto_initial
-    if conn.so_keepalive:
-        eng.arm(conn, "keepalive", now + eng.keepalive_idle(conn))
 
 
 # ---------------------------------------------------------------- SYN_SENT
-def syn_sent_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment) -> None:
+def syn_sent_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) -> None:
     flags = int(seg.flags)
     if flags & ACK:
         if seqnum.le(seg.ack, conn.iss) or seqnum.gt(seg.ack, conn.snd_max):
-            eng.count("drop_syn_sent_bad_ack")
+            cx.count("drop_syn_sent_bad_ack")
             if not flags & RST:
-                eng.reply_reset(conn.local_addr, conn.remote_addr, seg)
+                cx.reply_reset(conn.local_addr, conn.remote_addr, seg)
             return
     if flags & RST:
         if flags & ACK:
-            eng.abort(conn, now, errno.ECONNREFUSED, "RST (connection refused)")
+            cx.abort(conn, now, errno.ECONNREFUSED, "RST (connection refused)")
         else:
-            eng.count("drop_syn_sent_rst_no_ack")
+            cx.count("drop_syn_sent_rst_no_ack")
         return
     if not flags & SYN:
-        eng.count("drop_syn_sent_no_syn")
+        cx.count("drop_syn_sent_no_syn")
         return
-    take_syn_options(eng, conn, seg)
+    take_syn_options(cx, conn, seg)
     conn.rcv_adv = (conn.rcv_nxt + syn_window(conn)) & MASK
     conn.snd_wnd = seg.window                 # never scaled in a SYN
     conn.max_snd_wnd = seg.window
@@ -94,63 +51,62 @@ def syn_sent_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSeg
         conn.snd_una = ack
         conn.snd_wl2 = ack
         if conn.rtt_seq is not None and seqnum.ge(ack, conn.rtt_seq):
-            rtt_sample(conn, now - conn.rtt_time, eng.config.rto_min, eng.config.rto_max)
+            rtt_sample(conn, now - conn.rtt_time, cx.config.rto_min, cx.config.rto_max)
         conn.rtt_seq = None
-        enter_established(eng, conn, now, "SYN+ACK / ACK")
+        enter_established(cx, conn, now, "SYN+ACK / ACK")
         conn.timers["retransmit"] = None
-        snd.send_ack(eng, conn)
-        eng.wake(conn)
-        snd.output(eng, conn, now)
+        snd.send_ack(cx, conn)
+        cx.wake(conn)
+        snd.output(cx, conn, now)
     else:
         conn.snd_wl2 = conn.iss
-        eng.set_state(conn, now, S.SYN_RCVD, "SYN (simultaneous open) / SYN+ACK")
-        snd.send_syn(eng, conn)
+        cx.set_state(conn, now, S.SYN_RCVD, "SYN (simultaneous open) / SYN+ACK")
+        snd.send_syn(cx, conn)
 
 
 # ---------------------------------------------------------------- TIME_WAIT (Linux tcp_timewait_state_process)
-def time_wait_arrives(eng: "TcpEngine", conn: Connection, now: float, src: str, dst: str, seg: TcpSegment) -> None:
+def time_wait_arrives(cx: Context, conn: Connection, now: float, src: str, dst: str, seg: TcpSegment) -> None:
     flags = int(seg.flags)
     seq = seg.seq
     if flags & RST:
         if seq == conn.rcv_nxt:
-            eng.set_state(conn, now, S.CLOSED, "RST in TIME_WAIT")
+            cx.set_state(conn, now, S.CLOSED, "RST in TIME_WAIT")
         else:
-            eng.count("drop_time_wait_rst")
+            cx.count("drop_time_wait_rst")
         return
     if flags & SYN and not flags & ACK and seqnum.gt(seq, conn.rcv_nxt):
-        listener = eng.listeners.get(conn.local_port)
+        listener = cx.listeners.get(conn.local_port)
         if listener is not None:
             # A new incarnation of the connection (RFC 1122 4.2.2.13): its ISN goes beyond the old one.
             isn = (conn.snd_nxt + 65535 + 2) & MASK
-            eng.set_state(conn, now, S.CLOSED, "SYN reuses TIME_WAIT")
-            eng.count("time_wait_recycled")
-            from proto.tcp import listener as listener_mod
-            listener_mod.listen_arrives(eng, listener, now, src, dst, seg, isn=isn)
+            cx.set_state(conn, now, S.CLOSED, "SYN reuses TIME_WAIT")
+            cx.count("time_wait_recycled")
+            listen_arrives(cx, listener, now, src, dst, seg, isn=isn)
             return
     if flags & ACK and not seg.payload and not flags & (SYN | FIN) and seq == conn.rcv_nxt:
         return                                      # a bare in-window ACK: nothing to do
     # A retransmitted FIN (our ACK was lost), old data, a stray SYN: ACK it; 2MSL starts again.
     if flags & FIN or flags & ACK:
-        eng.arm(conn, "time_wait", now + 2 * eng.config.msl)
-    eng.count("time_wait_acks")
-    snd.send_ack(eng, conn)
+        cx.arm(conn, "time_wait", now + 2 * cx.config.msl)
+    cx.count("time_wait_acks")
+    snd.send_ack(cx, conn)
 
 
 # ---------------------------------------------------------------- the synchronised states
-def challenge_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def challenge_ack(cx: Context, conn: Connection, now: float) -> None:
     """RFC 5961 challenge ACK, rate-limited like Linux's tcp_challenge_ack_limit."""
-    if eng.challenge_allowed(now):
-        eng.counters["challenge_acks"] += 1
-        snd.send_ack(eng, conn)
+    if cx.challenge_allowed(now):
+        cx.counters["challenge_acks"] += 1
+        snd.send_ack(cx, conn)
     else:
-        eng.count("challenge_acks_limited")
+        cx.count("challenge_acks_limited")
 
 
-def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment) -> None:
+def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) -> None:
     """A segment for a connection in SYN_SENT, SYN_RCVD or a synchronised state other than TIME_WAIT."""
     state = conn.state
     if state is S.SYN_SENT:
-        syn_sent_arrives(eng, conn, now, seg)
+        syn_sent_arrives(cx, conn, now, seg)
         return
     flags = int(seg.flags)
     seq = seg.seq
@@ -165,13 +121,13 @@ def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegm
         if ((ack - conn.snd_una) & MASK) <= ((conn.snd_max - conn.snd_una) & MASK):
             conn.last_recv = now
             conn.probes_out = 0
-            process_ack(eng, conn, now, seg, ack, plen)
+            process_ack(cx, conn, now, seg, ack, plen)
             if plen:
                 if plen > conn.rcv_wnd:
-                    receive_data(eng, conn, now, seq, payload)
+                    receive_data(cx, conn, now, seq, payload)
                 else:
-                    _append_in_order(eng, conn, payload, plen)
-            respond(eng, conn, now)
+                    _append_in_order(cx, conn, payload, plen)
+            respond(cx, conn, now)
             return
 
     seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
@@ -184,8 +140,8 @@ def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegm
             seq = (seq + 1) & MASK
             seg_len -= 1
         elif not flags & ACK:
-            eng.count("syn_retransmit_answered")
-            snd.retransmit_head(eng, conn, now)
+            cx.count("syn_retransmit_answered")
+            snd.retransmit_head(cx, conn, now)
             return
 
     # --- first: sequence number (RFC 9293 3.10.7.4; Linux tcp_sequence)
@@ -194,47 +150,46 @@ def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegm
     ahead = (seq - rcv_nxt) & MASK                     # Linux tcp_sequence: end >= RCV.NXT, seq <= RCV.NXT + RCV.WND
     if not (((end - rcv_nxt) & MASK) < HALF and (ahead <= wnd or ahead >= HALF)):
         if flags & RST:
-            eng.count("drop_rst_outside_window")
+            cx.count("drop_rst_outside_window")
         elif flags & SYN:
-            eng.count("drop_syn_outside_window")
-            challenge_ack(eng, conn, now)
+            cx.count("drop_syn_outside_window")
+            challenge_ack(cx, conn, now)
         else:
-            eng.count("drop_outside_window")
-            snd.send_ack(eng, conn)
+            cx.count("drop_outside_window")
+            snd.send_ack(cx, conn)
         return
 
     # --- second: RST (RFC 5961 3.2: only exactly at RCV.NXT; otherwise a challenge ACK)
     if flags & RST:
         if seq == rcv_nxt:
-            reset_received(eng, conn, now)
+            reset_received(cx, conn, now)
         else:
-            eng.count("rst_challenged")
-            challenge_ack(eng, conn, now)
+            cx.count("rst_challenged")
+            challenge_ack(cx, conn, now)
         return
 
     # --- fourth: SYN in a synchronised state (RFC 5961 4.2): challenge ACK
     if flags & SYN:
-        eng.count("drop_syn_in_window")
-        challenge_ack(eng, conn, now)
+        cx.count("drop_syn_in_window")
+        challenge_ack(cx, conn, now)
         return
 
     # --- fifth: ACK
     if not flags & ACK:
-        eng.count("drop_no_ack")
+        cx.count("drop_no_ack")
         return
     ack = seg.ack
     if state is S.SYN_RCVD:
         if not (seqnum.lt(conn.snd_una, ack) and seqnum.le(ack, conn.snd_max)):
-            eng.count("drop_syn_rcvd_bad_ack")
-            eng.reply_reset(conn.local_addr, conn.remote_addr, seg)
+            cx.count("drop_syn_rcvd_bad_ack")
+            cx.reply_reset(conn.local_addr, conn.remote_addr, seg)
             return
         if conn.parent is not None:
-            from proto.tcp import listener as listener_mod
-            if not listener_mod.child_established(eng, conn, now):
+            if not child_established(cx, conn, now):
                 return
         else:
-            enter_established(eng, conn, now, "ACK (simultaneous open)")
-            eng.wake(conn)
+            enter_established(cx, conn, now, "ACK (simultaneous open)")
+            cx.wake(conn)
         conn.snd_wnd = seg.window << conn.snd_wscale
         conn.snd_wl1 = seq
         conn.snd_wl2 = ack
@@ -242,25 +197,25 @@ def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegm
             conn.max_snd_wnd = conn.snd_wnd
         state = conn.state
     if seqnum.gt(ack, conn.snd_max):
-        eng.count("drop_ack_unsent")                  # RFC 9293: ACK for data not yet sent -> ACK, drop
-        snd.send_ack(eng, conn)
+        cx.count("drop_ack_unsent")                  # RFC 9293: ACK for data not yet sent -> ACK, drop
+        snd.send_ack(cx, conn)
         return
     if seqnum.lt(ack, (conn.snd_una - conn.max_snd_wnd) & MASK):
-        eng.count("drop_ack_too_old")                 # RFC 5961 5.2
-        challenge_ack(eng, conn, now)
+        cx.count("drop_ack_too_old")                 # RFC 5961 5.2
+        challenge_ack(cx, conn, now)
         return
     conn.last_recv = now
     conn.probes_out = 0
-    process_ack(eng, conn, now, seg, ack, plen)
+    process_ack(cx, conn, now, seg, ack, plen)
     if conn.fin_queued and conn.fin_acked:
         if state is S.FIN_WAIT_1:
             if not flags & FIN:
-                eng.fin_wait_2(conn, now)
+                cx.fin_wait_2(conn, now)
         elif state is S.CLOSING:
-            eng.enter_time_wait(conn, now, "ACK of FIN")
+            cx.enter_time_wait(conn, now, "ACK of FIN")
             return
         elif state is S.LAST_ACK:
-            eng.set_state(conn, now, S.CLOSED, "ACK of FIN")
+            cx.set_state(conn, now, S.CLOSED, "ACK of FIN")
             return
     state = conn.state
 
@@ -269,47 +224,47 @@ def segment_arrives(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegm
         if state is S.ESTABLISHED or state is S.FIN_WAIT_1 or state is S.FIN_WAIT_2:
             if conn.rcv_shutdown and state is not S.ESTABLISHED and seqnum.gt((seq + plen) & MASK, conn.rcv_nxt):
                 # Linux: new data for a socket whose reader is gone (close or SHUT_RD) in FIN_WAIT -> RST
-                eng.count("abort_on_data")
-                snd.send_rst(eng, conn)
-                eng.abort(conn, now, errno.ECONNRESET, "data after close / RST")
+                cx.count("abort_on_data")
+                snd.send_rst(cx, conn)
+                cx.abort(conn, now, errno.ECONNRESET, "data after close / RST")
                 return
-            receive_data(eng, conn, now, seq, payload)
+            receive_data(cx, conn, now, seq, payload)
         else:
-            eng.count("drop_data_after_fin")
+            cx.count("drop_data_after_fin")
 
     # --- eighth: FIN
     if flags & FIN:
         fin_pos = (seq + plen) & MASK
         d = seqnum.diff(fin_pos, conn.rcv_nxt)
         if d == 0 and conn.state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
-            fin_received(eng, conn, now)
+            fin_received(cx, conn, now)
         elif d < 0:
             conn.ack_now = True                        # a duplicate FIN: ACK it again
         elif d <= conn.rcv_wnd:
             conn.fin_seq = fin_pos                     # beyond a hole: wait for the data before it
             conn.ack_now = True
     if conn.state is S.FIN_WAIT_1 and conn.fin_acked:
-        eng.fin_wait_2(conn, now)
-    respond(eng, conn, now)
+        cx.fin_wait_2(conn, now)
+    respond(cx, conn, now)
 
 
-def respond(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def respond(cx: Context, conn: Connection, now: float) -> None:
     """After a segment: send what can go now, then any ACK still owed, or schedule a delayed one."""
     if conn.state is S.CLOSED:
         return
     if conn.send_buffer or conn.fin_queued:
-        snd.output(eng, conn, now)
+        snd.output(cx, conn, now)
     if conn.ack_now:
-        snd.send_ack(eng, conn)
+        snd.send_ack(cx, conn)
     elif conn.ack_pending and conn.timers["delayed_ack"] is None:
-        eng.arm(conn, "delayed_ack", now + eng.config.delayed_ack)
+        cx.arm(conn, "delayed_ack", now + cx.config.delayed_ack)
 
 
-def reset_received(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def reset_received(cx: Context, conn: Connection, now: float) -> None:
     """An acceptable RST (Linux tcp_reset): the error the application sees depends on the state."""
     state = conn.state
     if state is S.SYN_RCVD and conn.parent is not None:
-        eng.set_state(conn, now, S.CLOSED, "RST (back to LISTEN)")
+        cx.set_state(conn, now, S.CLOSED, "RST (back to LISTEN)")
         return
     if state is S.SYN_SENT or state is S.SYN_RCVD:
         error = errno.ECONNREFUSED
@@ -319,11 +274,11 @@ def reset_received(eng: "TcpEngine", conn: Connection, now: float) -> None:
         error = errno.ECONNRESET
     else:
         error = 0
-    eng.abort(conn, now, error, "RST received")
+    cx.abort(conn, now, error, "RST received")
 
 
 # ---------------------------------------------------------------- ACK processing
-def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment, ack: int, plen: int) -> None:
+def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack: int, plen: int) -> None:
     """SND.UNA, the send window, RTT, congestion window, retransmission timer (RFC 9293, 5681, 6298, 6582)."""
     snd_una = conn.snd_una
     window = seg.window << conn.snd_wscale
@@ -344,19 +299,19 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
         if acked == 0 and conn.snd_max != snd_una:
             if conn.sack_ok:
                 blocks = seg.options.sack_blocks
-                newly = sack.update(conn, blocks) if blocks else 0
+                newly = scoreboard.update(conn, blocks) if blocks else 0
             else:
                 newly = 0
             # RFC 5681 duplicate ACK: no data, no SYN/FIN, same window, data outstanding; or one
             # whose SACK blocks report new data (RFC 6675 2)
             if plen == 0 and not int(seg.flags) & (FIN | SYN) and (
                     same_window or newly or (not conn.sack_ok and sacks_new_data(conn, seg))):
-                duplicate_ack(eng, conn, now)
+                duplicate_ack(cx, conn, now)
             elif newly and conn.in_recovery:
-                sack.transmit(eng, conn, now)
+                recovery.transmit(cx, conn, now)
         return
     # --- new data acknowledged
-    cfg = eng.config
+    cfg = cx.config
     flight_before = (conn.snd_max - snd_una) & MASK
     if conn.rtt_seq is not None and ((ack - conn.rtt_seq) & MASK) < HALF:
         rtt_sample(conn, now - conn.rtt_time, cfg.rto_min, cfg.rto_max)
@@ -375,10 +330,10 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
         conn.snd_nxt = ack
     if conn.sack_ok:
         if conn.scoreboard:
-            sack.prune(conn, snd_una)
+            scoreboard.prune(conn, snd_una)
         blocks = seg.options.sack_blocks
         if blocks:
-            sack.update(conn, blocks)
+            scoreboard.update(conn, blocks)
     conn.retransmits = 0
     mss = conn.send_mss
     if conn.rto_recovery and ((ack - conn.recover) & MASK) < HALF:
@@ -391,12 +346,12 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
             conn.rxt_marks.clear()
             conn.dupacks = 0
         elif conn.sack_ok:                             # partial ACK in SACK recovery (RFC 6675 5 (B), (C))
-            if ((ack - conn.high_rxt) & MASK) < HALF and not sack.is_sacked(conn, ack):
+            if ((ack - conn.high_rxt) & MASK) < HALF and not scoreboard.is_sacked(conn, ack):
                 # the head was sent before the retransmissions now acknowledged: lost (RFC 6582)
-                sack.retransmit(eng, conn, now, 0, min(mss, (conn.snd_max - ack) & MASK))
-            sack.transmit(eng, conn, now)
+                recovery.retransmit(cx, conn, now, 0, min(mss, (conn.snd_max - ack) & MASK))
+            recovery.transmit(cx, conn, now)
         else:                                          # partial ACK: retransmit the next hole
-            snd.retransmit_head(eng, conn, now)
+            snd.retransmit_head(cx, conn, now)
             conn.cwnd = max(conn.cwnd - acked + mss, mss)
     else:
         conn.dupacks = 0
@@ -409,10 +364,10 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
                     conn.ca_acked -= conn.cwnd
                     conn.cwnd += mss
         if conn.scoreboard and not conn.rto_recovery and ack != conn.snd_max:
-            if sack.is_lost(conn, ack):
-                sack.enter_recovery(eng, conn, now)    # RFC 6675 5: IsLost(HighACK + 1)
+            if scoreboard.is_lost(conn, ack):
+                recovery.enter_recovery(cx, conn, now)    # RFC 6675 5: IsLost(HighACK + 1)
             else:
-                sack.limited_transmit(eng, conn, now)
+                recovery.limited_transmit(cx, conn, now)
     if not conn.sndbuf_locked and 2 * conn.cwnd > conn.so_sndbuf:
         # Linux tcp_sndbuf_expand: a buffer the application did not size holds two congestion windows
         conn.so_sndbuf = min(2 * conn.cwnd, SNDBUF_AUTOTUNE_MAX)
@@ -420,10 +375,10 @@ def process_ack(eng: "TcpEngine", conn: Connection, now: float, seg: TcpSegment,
     if ack == conn.snd_max:
         conn.timers["retransmit"] = None
     else:
-        sack.arm_retransmit(eng, conn, now)
-    if conn.nospace and eng.writable(conn):
+        snd.arm_retransmit(cx, conn, now)
+    if conn.nospace and cx.writable(conn):
         conn.nospace = False
-        eng.wake(conn)
+        cx.wake(conn)
 
 
 def sacks_new_data(conn: Connection, seg: TcpSegment) -> bool:
@@ -443,20 +398,20 @@ def sacks_new_data(conn: Connection, seg: TcpSegment) -> bool:
     return new
 
 
-def duplicate_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def duplicate_ack(cx: Context, conn: Connection, now: float) -> None:
     conn.dupacks += 1
     mss = conn.send_mss
     if conn.in_recovery:
         if conn.sack_ok:
-            sack.transmit(eng, conn, now)              # RFC 6675 5 (C): send what the pipe allows
+            recovery.transmit(cx, conn, now)              # RFC 6675 5 (C): send what the pipe allows
         else:
             conn.cwnd += mss                           # inflate for each segment that left the network
         return
     if conn.sack_ok and not conn.rto_recovery:
-        if conn.dupacks >= 3 or (conn.scoreboard and sack.is_lost(conn, conn.snd_una)):
-            sack.enter_recovery(eng, conn, now)        # RFC 6675 5 (4)
+        if conn.dupacks >= 3 or (conn.scoreboard and scoreboard.is_lost(conn, conn.snd_una)):
+            recovery.enter_recovery(cx, conn, now)        # RFC 6675 5 (4)
         elif conn.scoreboard:
-            sack.limited_transmit(eng, conn, now)      # RFC 6675 5 (3)
+            recovery.limited_transmit(cx, conn, now)      # RFC 6675 5 (3)
             return
         else:
             pass                                       # no SACK information: RFC 3042 below
@@ -468,7 +423,7 @@ def duplicate_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
         # gathers the three duplicate ACKs of a fast retransmit instead of waiting for the RTO.
         cwnd = conn.cwnd
         conn.cwnd = cwnd + conn.dupacks * mss
-        snd.output(eng, conn, now)
+        snd.output(cx, conn, now)
         conn.cwnd = cwnd
         return
     if conn.dupacks == 3 and not conn.rto_recovery:
@@ -476,16 +431,16 @@ def duplicate_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
         conn.ssthresh = max(flight // 2, 2 * mss)
         conn.recover = conn.snd_max
         conn.in_recovery = True
-        eng.counters["fast_retransmits"] += 1
-        snd.retransmit_head(eng, conn, now)
+        cx.counters["fast_retransmits"] += 1
+        snd.retransmit_head(cx, conn, now)
         conn.cwnd = conn.ssthresh + 3 * mss
 
 
 # ---------------------------------------------------------------- data and FIN
-def _append_in_order(eng: "TcpEngine", conn: Connection, payload: bytes, plen: int) -> None:
+def _append_in_order(cx: Context, conn: Connection, payload: bytes, plen: int) -> None:
     """In-order data that fits the window, with no out-of-order queue (the common path)."""
     if plen > conn.rcv_mss:
-        ours = eng.config.mss
+        ours = cx.config.mss
         conn.rcv_mss = plen if plen < ours else ours
     was_empty = not conn.recv_queue_len
     conn.recv_queue.append(payload)
@@ -496,10 +451,10 @@ def _append_in_order(eng: "TcpEngine", conn: Connection, payload: bytes, plen: i
     else:
         conn.ack_pending = True
     if was_empty:
-        eng.wake(conn)
+        cx.wake(conn)
 
 
-def receive_data(eng: "TcpEngine", conn: Connection, now: float, seq: int, payload: bytes) -> None:
+def receive_data(cx: Context, conn: Connection, now: float, seq: int, payload: bytes) -> None:
     """Queue a segment's text: trim to the window, in order or into the out-of-order queue."""
     plen = len(payload)
     rcv_nxt = conn.rcv_nxt
@@ -507,7 +462,7 @@ def receive_data(eng: "TcpEngine", conn: Connection, now: float, seq: int, paylo
     if d > 0:                                          # starts before RCV.NXT: partly or wholly a duplicate
         conn.ack_now = True
         if d >= plen:
-            eng.count("duplicate_segments")
+            cx.count("duplicate_segments")
             return
         payload = payload[d:]
         plen -= d
@@ -516,21 +471,21 @@ def receive_data(eng: "TcpEngine", conn: Connection, now: float, seq: int, paylo
     if room < plen:                                    # beyond the window we offered
         conn.ack_now = True
         if room <= 0:
-            eng.count("drop_beyond_window")
+            cx.count("drop_beyond_window")
             return
         payload = payload[:room]
         plen = room
     if seq == rcv_nxt:
-        _append_in_order(eng, conn, payload, plen)
+        _append_in_order(cx, conn, payload, plen)
         if conn.ooo:
-            if deliver_out_of_order(eng, conn):
+            if deliver_out_of_order(cx, conn):
                 conn.ack_now = True                    # a segment that fills a hole is ACKed at once
         if conn.fin_seq is not None and conn.fin_seq == conn.rcv_nxt:
-            fin_received(eng, conn, now)
+            fin_received(cx, conn, now)
     else:
         insert_out_of_order(conn, seq, payload)
         conn.ooo_last = seq
-        eng.count("ofo_segments")
+        cx.count("ofo_segments")
         conn.ack_now = True                            # out-of-order: duplicate ACK at once (RFC 5681 4.2)
 
 
@@ -562,7 +517,7 @@ def insert_out_of_order(conn: Connection, seq: int, data: bytes) -> None:
     conn.ooo.sort(key=lambda block: seqnum.diff(block[0], base))
 
 
-def deliver_out_of_order(eng: "TcpEngine", conn: Connection) -> bool:
+def deliver_out_of_order(cx: Context, conn: Connection) -> bool:
     """Move blocks that now follow RCV.NXT into the receive queue."""
     ooo = conn.ooo
     moved = False
@@ -584,21 +539,21 @@ def deliver_out_of_order(eng: "TcpEngine", conn: Connection) -> bool:
     return moved
 
 
-def fin_received(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def fin_received(cx: Context, conn: Connection, now: float) -> None:
     """The peer's FIN, in order (RFC 9293 3.10.7.4 eighth; Linux tcp_fin)."""
     conn.rcv_nxt = (conn.rcv_nxt + 1) & MASK
     conn.fin_seq = None
     conn.done = True
     conn.rcv_shutdown = True
     conn.ack_now = True
-    eng.wake(conn)
+    cx.wake(conn)
     state = conn.state
     if state is S.ESTABLISHED:
-        eng.set_state(conn, now, S.CLOSE_WAIT, "FIN / ACK (passive close)")
+        cx.set_state(conn, now, S.CLOSE_WAIT, "FIN / ACK (passive close)")
     elif state is S.FIN_WAIT_1:
         if conn.fin_acked:
-            eng.enter_time_wait(conn, now, "FIN+ACK / ACK")
+            cx.enter_time_wait(conn, now, "FIN+ACK / ACK")
         else:
-            eng.set_state(conn, now, S.CLOSING, "FIN / ACK (simultaneous close)")
+            cx.set_state(conn, now, S.CLOSING, "FIN / ACK (simultaneous close)")
     elif state is S.FIN_WAIT_2:
-        eng.enter_time_wait(conn, now, "FIN / ACK")
+        cx.enter_time_wait(conn, now, "FIN / ACK")

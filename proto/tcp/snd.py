@@ -1,19 +1,15 @@
 """The output path: building segments, segmentation, Nagle, SWS avoidance,
 retransmission of the head, probes, resets (lwIP's tcp_out.c, gVisor's snd.go).
 
-Functions take the engine (`eng`) for its effects, counters and config.
+Functions take the connection's context (`cx`, context.py) for its effects, counters and config.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from proto.tcp import sack, seqnum
+from proto.tcp import scoreboard, seqnum
 from proto.tcp.connection import RCVBUF_AUTOTUNE_MAX, Connection
+from proto.tcp.context import Context
 from proto.tcp.state import SENDING, State
 from proto.wire.tcp import FLAGS_BY_VALUE, NO_OPTIONS, TcpOptions, TcpSegment
-
-if TYPE_CHECKING:
-    from proto.tcp.engine import TcpEngine
 
 # Flags as plain ints on the hot path (enum.IntFlag arithmetic is slow); segments carry TcpFlags.
 FIN, SYN, RST, PSH, ACK = 0x01, 0x02, 0x04, 0x08, 0x10
@@ -26,9 +22,9 @@ MASK = seqnum.MASK
 
 
 # ---------------------------------------------------------------- windows
-def our_mss(eng: "TcpEngine", conn: Connection) -> int:
+def our_mss(cx: Context, conn: Connection) -> int:
     """The MSS we announce (config.mss, or TCP_MAXSEG if smaller)."""
-    mss = eng.config.mss
+    mss = cx.config.mss
     if conn.tcp_maxseg and conn.tcp_maxseg < mss:
         mss = conn.tcp_maxseg
     return mss
@@ -99,7 +95,7 @@ def window_after_read(conn: Connection) -> bool:
 
 
 # ---------------------------------------------------------------- sending
-def emit(eng: "TcpEngine", conn: Connection, flags: int, seq: int, payload: bytes = b"",
+def emit(cx: Context, conn: Connection, flags: int, seq: int, payload: bytes = b"",
          options: TcpOptions = NO_OPTIONS) -> None:
     """Send one segment of this connection with the current ACK and window."""
     if flags & SYN:
@@ -120,10 +116,10 @@ def emit(eng: "TcpEngine", conn: Connection, flags: int, seq: int, payload: byte
         ack = 0
     seg = TcpSegment(conn.local_port, conn.remote_port, seq & MASK, ack, FLAGS_BY_VALUE[flags], window, 0,
                      options, payload)
-    eng._effects.segments.append((conn.local_addr, conn.remote_addr, seg))
-    eng.counters["out_segs"] += 1
+    cx.effects.segments.append((conn.local_addr, conn.remote_addr, seg))
+    cx.counters["out_segs"] += 1
     if flags & RST:
-        eng.counters["out_rsts"] += 1
+        cx.counters["out_rsts"] += 1
 
 
 def acceptable_seq(conn: Connection) -> int:
@@ -139,18 +135,18 @@ def acceptable_seq(conn: Connection) -> int:
     return snd_max if seqnum.le(snd_max, edge) else edge
 
 
-def send_ack(eng: "TcpEngine", conn: Connection) -> None:
+def send_ack(cx: Context, conn: Connection) -> None:
     """A pure ACK, numbered as acceptable_seq says."""
-    emit(eng, conn, ACK, acceptable_seq(conn))
+    emit(cx, conn, ACK, acceptable_seq(conn))
 
 
-def send_rst(eng: "TcpEngine", conn: Connection) -> None:
+def send_rst(cx: Context, conn: Connection) -> None:
     """An active reset from a synchronised connection (close with unread data, linger 0, abort)."""
-    emit(eng, conn, RST_ACK, acceptable_seq(conn))
+    emit(cx, conn, RST_ACK, acceptable_seq(conn))
 
 
-def syn_options(eng: "TcpEngine", conn: Connection, reply_to_wscale: bool) -> TcpOptions:
-    return TcpOptions(mss=our_mss(eng, conn), window_scale=conn.rcv_wscale if reply_to_wscale else None,
+def syn_options(cx: Context, conn: Connection, reply_to_wscale: bool) -> TcpOptions:
+    return TcpOptions(mss=our_mss(cx, conn), window_scale=conn.rcv_wscale if reply_to_wscale else None,
                       sack_permitted=conn.state is State.SYN_SENT or conn.sack_ok)
 
 
@@ -170,23 +166,23 @@ def sack_blocks(conn: Connection) -> tuple[tuple[int, int], ...]:
     return tuple((left, right) for left, right in (first + rest)[:4])
 
 
-def send_syn(eng: "TcpEngine", conn: Connection) -> None:
+def send_syn(cx: Context, conn: Connection) -> None:
     """SYN (SYN_SENT) or SYN+ACK (SYN_RCVD), first transmission or retransmission."""
     if conn.state is State.SYN_SENT:
-        emit(eng, conn, SYN, conn.iss, options=syn_options(eng, conn, True))
+        emit(cx, conn, SYN, conn.iss, options=syn_options(cx, conn, True))
     else:
-        emit(eng, conn, SYN_ACK, conn.iss, options=syn_options(eng, conn, conn.wscale_ok))
+        emit(cx, conn, SYN_ACK, conn.iss, options=syn_options(cx, conn, conn.wscale_ok))
 
 
-def send_probe(eng: "TcpEngine", conn: Connection) -> None:
+def send_probe(cx: Context, conn: Connection) -> None:
     """Zero-window / keepalive probe: an ACK with SEG.SEQ = SND.UNA - 1 and no data (Linux tcp_xmit_probe_skb).
 
     Its sequence number is already acknowledged, so the peer must answer with an ACK.
     """
-    emit(eng, conn, ACK, (conn.snd_una - 1) & MASK)
+    emit(cx, conn, ACK, (conn.snd_una - 1) & MASK)
 
 
-def send_range(eng: "TcpEngine", conn: Connection, now: float, seq: int, size: int) -> int:
+def send_range(cx: Context, conn: Connection, now: float, seq: int, size: int) -> int:
     """Send up to `size` data bytes of the send buffer starting at `seq` (plus our FIN if it
     follows them). Returns the sequence space used.  Does not move snd_nxt."""
     buf = conn.send_buffer
@@ -207,13 +203,13 @@ def send_range(eng: "TcpEngine", conn: Connection, now: float, seq: int, size: i
     if used == 0:
         return 0
     if seqnum.lt(seq, conn.snd_max):
-        eng.counters["retrans_segs"] += 1
+        cx.counters["retrans_segs"] += 1
         conn.total_retransmits += 1
-    emit(eng, conn, flags, seq, payload)
+    emit(cx, conn, flags, seq, payload)
     return used
 
 
-def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) -> None:
+def output(cx: Context, conn: Connection, now: float, force: bool = False) -> None:
     """Send what the windows, Nagle and SWS avoidance allow (tcp_write_xmit).
 
     `force` (persist timer as the SWS override) sends one segment that fits
@@ -226,8 +222,8 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
     # TSO: a full-sized segment may be a super-segment of whole MSS-sized pieces, which the
     # device cuts apart (only at our own MSS, the size the device cuts at)
     chunk = mss
-    gso = eng.config.gso_max_size
-    if gso > mss and mss == eng.config.mss:
+    gso = cx.config.gso_max_size
+    if gso > mss and mss == cx.config.mss:
         chunk = gso - gso % mss
     while True:
         snd_nxt = conn.snd_nxt
@@ -238,7 +234,7 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
         limit = None
         if conn.scoreboard and snd_nxt != conn.snd_max:
             # go-back-N after an RTO skips what the peer has SACKed (RFC 6675 5.1)
-            snd_nxt, limit = sack.skip_sacked(conn, snd_nxt)
+            snd_nxt, limit = scoreboard.skip_sacked(conn, snd_nxt)
             conn.snd_nxt = snd_nxt
             offset = (snd_nxt - conn.send_buffer_seq) & MASK
             available = len(buf) - offset
@@ -247,7 +243,7 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
         in_flight = (snd_nxt - conn.snd_una) & MASK
         pipe = in_flight                            # what congestion control counts
         if conn.rto_recovery and conn.scoreboard:
-            pipe -= sack.sacked_below(conn, snd_nxt)
+            pipe -= scoreboard.sacked_below(conn, snd_nxt)
         # the peer's window ends at SND.UNA + SND.WND whatever it has SACKed; cwnd limits the pipe
         usable = conn.snd_wnd - in_flight
         if conn.cwnd - pipe < usable:
@@ -273,12 +269,12 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
                         break
                 elif size * 2 < conn.max_snd_wnd:
                     break                           # sender SWS avoidance: wait for a useful window
-            used = send_range(eng, conn, now, snd_nxt, size)
+            used = send_range(cx, conn, now, snd_nxt, size)
             if size < mss:
                 conn.snd_sml = (snd_nxt + size) & MASK
             force = False
         elif conn.fin_queued and available == 0:
-            used = send_range(eng, conn, now, snd_nxt, 0)   # FIN alone
+            used = send_range(cx, conn, now, snd_nxt, 0)   # FIN alone
         else:
             break
         if used == 0:
@@ -295,16 +291,16 @@ def output(eng: "TcpEngine", conn: Connection, now: float, force: bool = False) 
     timers = conn.timers
     if conn.snd_una != conn.snd_max:
         if timers["retransmit"] is None:
-            sack.arm_retransmit(eng, conn, now)
+            arm_retransmit(cx, conn, now)
         if timers["persist"] is not None:
             timers["persist"] = None
     elif conn.unsent > 0 and timers["persist"] is None and timers["retransmit"] is None:
         # Nothing in flight, data waiting for the window: the persist timer probes
         # a zero window, and also serves as the SWS-avoidance override.
-        eng.arm(conn, "persist", now + persist_interval(eng, conn))
+        cx.arm(conn, "persist", now + persist_interval(cx, conn))
 
 
-def send_new(eng: "TcpEngine", conn: Connection, now: float, limit: int) -> int:
+def send_new(cx: Context, conn: Connection, now: float, limit: int) -> int:
     """RFC 6675 NextSeg rule 2: one segment of new data (up to `limit` bytes) if the peer's window
     allows; not a small one the window cuts.  Returns the sequence space used."""
     seq = conn.snd_max
@@ -318,7 +314,7 @@ def send_new(eng: "TcpEngine", conn: Connection, now: float, limit: int) -> int:
     size = min(limit, available, room)
     if size <= 0 or (size < limit and size < available):
         return 0
-    used = send_range(eng, conn, now, seq, size)
+    used = send_range(cx, conn, now, seq, size)
     if used:
         end = (seq + used) & MASK
         if conn.rtt_seq is None:
@@ -328,17 +324,39 @@ def send_new(eng: "TcpEngine", conn: Connection, now: float, limit: int) -> int:
     return used
 
 
-def persist_interval(eng: "TcpEngine", conn: Connection) -> float:
+TLP_MIN = 0.01          # Linux: a probe timeout of at least 10 ms
+
+
+def arm_retransmit(cx: Context, conn: Connection, now: float) -> None:
+    """Arm the retransmission timer; with SACK, for the tail loss probe (RFC 8985 7.2, PTO =
+    2 * SRTT) when that comes first: a probe makes the peer report the tail of the flight (a lost
+    last ACK or last segments) instead of the sender waiting for the RTO.  Only for a flight of
+    more than one segment, out of recovery."""
+    rto = conn.rto
+    if (conn.sack_ok and conn.srtt is not None and not conn.in_recovery and not conn.rto_recovery
+            and ((conn.snd_max - conn.snd_una) & MASK) > conn.send_mss):
+        pto = 2 * conn.srtt
+        if pto < TLP_MIN:
+            pto = TLP_MIN
+        if pto < rto:
+            conn.pto_armed = True
+            cx.arm(conn, "retransmit", now + pto)
+            return
+    conn.pto_armed = False
+    cx.arm(conn, "retransmit", now + rto)
+
+
+def persist_interval(cx: Context, conn: Connection) -> float:
     base = conn.rto * (1 << min(conn.persist_backoff, 16))
-    cfg = eng.config
+    cfg = cx.config
     return min(max(base, cfg.rto_min), cfg.rto_max)
 
 
-def retransmit_head(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def retransmit_head(cx: Context, conn: Connection, now: float) -> None:
     """Resend the first unacknowledged segment (RTO or fast retransmit)."""
     if conn.state is State.SYN_SENT or conn.state is State.SYN_RCVD:
-        send_syn(eng, conn)
-        eng.counters["retrans_segs"] += 1
+        send_syn(cx, conn)
+        cx.counters["retrans_segs"] += 1
         conn.total_retransmits += 1
         return
     outstanding = (conn.snd_max - conn.snd_una) & MASK
@@ -349,19 +367,8 @@ def retransmit_head(eng: "TcpEngine", conn: Connection, now: float) -> None:
         # Linux tcp_retransmit_skb: no more than the window offered (a 1460-byte segment into a
         # 1024-byte window is dropped whole by Linux as beyond the window, however often resent)
         size = conn.snd_wnd
-    used = send_range(eng, conn, now, conn.snd_una, size)
+    used = send_range(cx, conn, now, conn.snd_una, size)
     end = (conn.snd_una + used) & MASK
     if seqnum.lt(conn.snd_nxt, end):
         conn.snd_nxt = end
     conn.rtt_seq = None                      # Karn: never time a retransmitted segment
-
-
-def reset_for(seg: TcpSegment) -> TcpSegment | None:
-    """The RST answering a segment that has no connection (RFC 9293 3.10.7.1); None for a RST."""
-    flags = int(seg.flags)
-    if flags & RST:
-        return None
-    if flags & ACK:
-        return TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, FLAGS_BY_VALUE[RST], 0)
-    seg_len = len(seg.payload) + (flags & SYN and 1) + (flags & FIN)
-    return TcpSegment(seg.dst_port, seg.src_port, 0, (seg.seq + seg_len) & MASK, FLAGS_BY_VALUE[RST_ACK], 0)

@@ -13,51 +13,48 @@ fire for nothing after it.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
-from proto.tcp import rtt, sack, snd
+from proto.tcp import recovery, rtt, snd
 from proto.tcp.connection import Connection
+from proto.tcp.context import Context
 from proto.tcp.state import SENDING, State
-
-if TYPE_CHECKING:
-    from proto.tcp.engine import TcpEngine
 
 S = State
 EPSILON = 1e-6
 
 
-def on_retransmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
-    cfg = eng.config
+def on_retransmit(cx: Context, conn: Connection, now: float) -> None:
+    cfg = cx.config
     state = conn.state
     if state is S.SYN_SENT or state is S.SYN_RCVD:
         limit = cfg.syn_retries if conn.active_open else cfg.synack_retries
         if conn.retransmits >= limit:
             if conn.parent is not None:
-                eng.set_state(conn, now, S.CLOSED, "SYN+ACK retries exhausted")
+                cx.set_state(conn, now, S.CLOSED, "SYN+ACK retries exhausted")
             else:
-                eng.abort(conn, now, errno.ETIMEDOUT, "SYN retries exhausted")
+                cx.abort(conn, now, errno.ETIMEDOUT, "SYN retries exhausted")
             return
         conn.retransmits += 1
         rtt.backoff(conn, cfg.rto_max)
-        snd.retransmit_head(eng, conn, now)
+        snd.retransmit_head(cx, conn, now)
         conn.rtt_seq = None
-        eng.arm(conn, "retransmit", now + conn.rto)
+        cx.arm(conn, "retransmit", now + conn.rto)
         return
     if state not in SENDING or conn.snd_una == conn.snd_max:
         return
     if conn.pto_armed:
         if not conn.in_recovery and not conn.rto_recovery:
-            sack.tail_loss_probe(eng, conn, now)
+            recovery.tail_loss_probe(cx, conn, now)
         else:                                        # recovery began after the probe timer was set
             conn.pto_armed = False
-            eng.arm(conn, "retransmit", now + conn.rto)
+            cx.arm(conn, "retransmit", now + conn.rto)
         return
     if conn.retransmits >= cfg.max_retries:
-        eng.counters["timeouts"] += 1
-        eng.abort(conn, now, errno.ETIMEDOUT, "retransmission timeout")
+        cx.counters["timeouts"] += 1
+        cx.abort(conn, now, errno.ETIMEDOUT, "retransmission timeout")
         return
     conn.retransmits += 1
-    eng.counters["rto_expiries"] += 1
+    cx.counters["rto_expiries"] += 1
     mss = conn.send_mss
     flight = conn.flight_size
     conn.ssthresh = max(flight // 2, 2 * mss)
@@ -73,70 +70,70 @@ def on_retransmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
         conn.scoreboard = []                         # SACKed yet unacknowledged at SND.UNA: the peer reneged
     rtt.backoff(conn, cfg.rto_max)
     conn.snd_nxt = conn.snd_una                      # go back: resend from the first unacknowledged byte
-    snd.retransmit_head(eng, conn, now)
-    eng.arm(conn, "retransmit", now + conn.rto)
+    snd.retransmit_head(cx, conn, now)
+    cx.arm(conn, "retransmit", now + conn.rto)
 
 
-def on_connect(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def on_connect(cx: Context, conn: Connection, now: float) -> None:
     if conn.state in (S.SYN_SENT, S.SYN_RCVD) and conn.active_open:
-        eng.abort(conn, now, errno.ETIMEDOUT, "connection establishment timeout")
+        cx.abort(conn, now, errno.ETIMEDOUT, "connection establishment timeout")
 
 
-def on_persist(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def on_persist(cx: Context, conn: Connection, now: float) -> None:
     if conn.state not in SENDING or conn.snd_una != conn.snd_max or conn.unsent <= 0:
         return
     if conn.snd_wnd == 0:
-        if conn.probes_out >= eng.config.max_retries:
-            eng.abort(conn, now, errno.ETIMEDOUT, "zero window probes unanswered")
+        if conn.probes_out >= cx.config.max_retries:
+            cx.abort(conn, now, errno.ETIMEDOUT, "zero window probes unanswered")
             return
         conn.probes_out += 1
         conn.persist_backoff += 1
-        eng.counters["window_probes"] += 1
-        snd.send_probe(eng, conn)
-        eng.arm(conn, "persist", now + snd.persist_interval(eng, conn))
+        cx.counters["window_probes"] += 1
+        snd.send_probe(cx, conn)
+        cx.arm(conn, "persist", now + snd.persist_interval(cx, conn))
     else:
         conn.persist_backoff += 1
-        snd.output(eng, conn, now, force=True)       # the SWS override: send what fits
+        snd.output(cx, conn, now, force=True)       # the SWS override: send what fits
 
 
-def on_fin_wait_2(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def on_fin_wait_2(cx: Context, conn: Connection, now: float) -> None:
     if conn.state is S.FIN_WAIT_2 and not conn.user_open:
-        eng.set_state(conn, now, S.CLOSED, "FIN_WAIT_2 timeout")
+        cx.set_state(conn, now, S.CLOSED, "FIN_WAIT_2 timeout")
 
 
-def on_time_wait(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def on_time_wait(cx: Context, conn: Connection, now: float) -> None:
     if conn.state is S.TIME_WAIT:
-        eng.set_state(conn, now, S.CLOSED, "2MSL timeout")
+        cx.set_state(conn, now, S.CLOSED, "2MSL timeout")
 
 
-def on_delayed_ack(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def on_delayed_ack(cx: Context, conn: Connection, now: float) -> None:
     if conn.ack_pending and conn.state not in (S.CLOSED, S.LISTEN, S.SYN_SENT):
-        eng.counters["delayed_acks"] += 1
-        snd.send_ack(eng, conn)
+        cx.counters["delayed_acks"] += 1
+        snd.send_ack(cx, conn)
 
 
-def on_keepalive(eng: "TcpEngine", conn: Connection, now: float) -> None:
+def on_keepalive(cx: Context, conn: Connection, now: float) -> None:
     """Linux tcp_keepalive_timer: probe after keepidle of silence, every keepintvl, give up after keepcnt."""
     if not conn.so_keepalive or conn.state in (S.CLOSED, S.LISTEN, S.SYN_SENT, S.SYN_RCVD, S.TIME_WAIT):
         return
-    idle_limit = eng.keepalive_idle(conn)
-    interval = conn.tcp_keepintvl or eng.config.keepalive_interval
+    idle_limit = cx.keepalive_idle(conn)
+    interval = conn.tcp_keepintvl or cx.config.keepalive_interval
     if conn.snd_una != conn.snd_max or conn.send_buffer:
-        eng.arm(conn, "keepalive", now + interval)   # the retransmission timer watches this peer
+        cx.arm(conn, "keepalive", now + interval)   # the retransmission timer watches this peer
         return
     idle = now - conn.last_recv
     if idle + EPSILON < idle_limit:
-        eng.arm(conn, "keepalive", conn.last_recv + idle_limit)
+        cx.arm(conn, "keepalive", conn.last_recv + idle_limit)
         return
-    if conn.probes_out >= (conn.tcp_keepcnt or eng.config.keepalive_probes):
-        eng.counters["keepalive_timeouts"] += 1
-        snd.send_rst(eng, conn)
-        eng.abort(conn, now, errno.ETIMEDOUT, "keepalive timeout")
+    if conn.probes_out >= (conn.tcp_keepcnt or cx.config.keepalive_probes):
+        cx.counters["keepalive_timeouts"] += 1
+        snd.send_rst(cx, conn)
+        cx.abort(conn, now, errno.ETIMEDOUT, "keepalive timeout")
         return
     conn.probes_out += 1
-    eng.counters["keepalive_probes"] += 1
-    snd.send_probe(eng, conn)
-    eng.arm(conn, "keepalive", now + interval)
+    cx.counters["keepalive_probes"] += 1
+    snd.send_probe(cx, conn)
+    cx.arm(conn, "keepalive", now + interval)
 
 
 HANDLERS = {

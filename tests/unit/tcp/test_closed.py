@@ -182,13 +182,13 @@ def test_connect_from_an_explicitly_bound_port():
 
 def test_isn_keyed_per_four_tuple_and_clocked_at_4_microseconds():
     eng = make_engine()
-    a = eng.isn(0.0, 1000, PEER_ADDR, 80)
-    b = eng.isn(0.0, 1001, PEER_ADDR, 80)
+    a = eng.cx.isn(0.0, 1000, PEER_ADDR, 80)
+    b = eng.cx.isn(0.0, 1001, PEER_ADDR, 80)
     assert a != b
-    assert eng.isn(1.0, 1000, PEER_ADDR, 80) == (a + 250_000) & seqnum.MASK
+    assert eng.cx.isn(1.0, 1000, PEER_ADDR, 80) == (a + 250_000) & seqnum.MASK
     from proto.tcp.config import TcpConfig
     from proto.tcp.engine import TcpEngine
-    assert TcpEngine(TcpConfig(), ENGINE_ADDR, b"another secret").isn(0.0, 1000, PEER_ADDR, 80) != a
+    assert TcpEngine(TcpConfig(), ENGINE_ADDR, b"another secret").cx.isn(0.0, 1000, PEER_ADDR, 80) != a
 
 
 def test_connect_bad_address():
@@ -200,7 +200,7 @@ def test_loopback_addresses_are_ours():
     """127.0.0.0/8 is local, as on Linux's lo: bind to it, connect from it, take segments to it."""
     eng, sid, peer = closed()
     assert peer.error_of("bind", sid, "127.0.0.1", 80) is None
-    assert eng.is_local("127.5.6.7") and eng.is_local(ENGINE_ADDR) and not eng.is_local(PEER_ADDR)
+    assert eng.cx.is_local("127.5.6.7") and eng.cx.is_local(ENGINE_ADDR) and not eng.cx.is_local(PEER_ADDR)
 
 
 @pytest.mark.parametrize("dst, src", [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"),

@@ -88,7 +88,7 @@ def test_acks_reporting_new_sack_data_count_as_duplicates_even_when_the_window_m
 
 
 # ---------------------------------------------------------------- SACK-based loss recovery (RFC 6675) as a sender
-from proto.tcp import sack  # noqa: E402
+from proto.tcp import scoreboard  # noqa: E402
 from proto.tcp.state import State  # noqa: E402
 
 
@@ -124,15 +124,15 @@ def _dupack(peer, una, *ranges):
 
 def test_scoreboard_merges_blocks_ignores_dsack_and_out_of_range_and_prunes():
     eng, sid, peer, conn, una, _ = _sack_sender(10)
-    assert sack.update(conn, ((una + 2000, una + 3000),)) == 1000
-    assert sack.update(conn, ((una + 5000, una + 6000), (una + 2500, una + 4000))) == 2000
-    assert sack.offsets(conn) == [(2000, 4000), (5000, 6000)]
-    assert sack.update(conn, ((una + 4000, una + 5000),)) == 1000               # joins the two
-    assert sack.offsets(conn) == [(2000, 6000)]
-    assert sack.update(conn, ((una - 1000, una),)) == 0                         # D-SACK below SND.UNA
-    assert sack.update(conn, ((una + 9000, una + 11000),)) == 0                 # beyond SND.MAX
-    assert sack.update(conn, ((una + 3000, una + 4000),)) == 0                  # nothing new
-    assert sack.offsets(conn) == [(2000, 6000)]
+    assert scoreboard.update(conn, ((una + 2000, una + 3000),)) == 1000
+    assert scoreboard.update(conn, ((una + 5000, una + 6000), (una + 2500, una + 4000))) == 2000
+    assert scoreboard.offsets(conn) == [(2000, 4000), (5000, 6000)]
+    assert scoreboard.update(conn, ((una + 4000, una + 5000),)) == 1000               # joins the two
+    assert scoreboard.offsets(conn) == [(2000, 6000)]
+    assert scoreboard.update(conn, ((una - 1000, una),)) == 0                         # D-SACK below SND.UNA
+    assert scoreboard.update(conn, ((una + 9000, una + 11000),)) == 0                 # beyond SND.MAX
+    assert scoreboard.update(conn, ((una + 3000, una + 4000),)) == 0                  # nothing new
+    assert scoreboard.offsets(conn) == [(2000, 6000)]
     peer.send(ACK, ack=una + 3000)                                              # SND.UNA into the range
     assert conn.scoreboard == [((una + 3000) & 0xFFFFFFFF, (una + 6000) & 0xFFFFFFFF)]
     peer.send(ACK, ack=una + 7000)                                              # past it
@@ -141,21 +141,21 @@ def test_scoreboard_merges_blocks_ignores_dsack_and_out_of_range_and_prunes():
 
 def test_is_lost_needs_more_than_two_segments_sacked_above():
     eng, sid, peer, conn, una, _ = _sack_sender(10)
-    sack.update(conn, ((una + 1000, una + 3000),))
-    assert not sack.is_lost(conn, una)                                          # two above: not yet
-    sack.update(conn, ((una + 4000, una + 5000),))
-    assert sack.is_lost(conn, una)                                              # three
-    assert not sack.is_lost(conn, una + 3000)                                   # only one above it
-    assert not sack.is_lost(conn, una + 1000)                                   # SACKed itself
-    assert [lost for _, _, lost in sack.holes(conn)] == [True, False, False]
+    scoreboard.update(conn, ((una + 1000, una + 3000),))
+    assert not scoreboard.is_lost(conn, una)                                          # two above: not yet
+    scoreboard.update(conn, ((una + 4000, una + 5000),))
+    assert scoreboard.is_lost(conn, una)                                              # three
+    assert not scoreboard.is_lost(conn, una + 3000)                                   # only one above it
+    assert not scoreboard.is_lost(conn, una + 1000)                                   # SACKed itself
+    assert [lost for _, _, lost in scoreboard.holes(conn)] == [True, False, False]
 
 
 def test_pipe_counts_unsacked_not_lost_and_retransmitted():
     eng, sid, peer, conn, una, _ = _sack_sender(10)
-    assert sack.pipe(conn) == 10 * MSS
-    sack.update(conn, ((una + 1000, una + 4000),))
+    assert scoreboard.pipe(conn) == 10 * MSS
+    scoreboard.update(conn, ((una + 1000, una + 4000),))
     # segment 0 is lost (3 SACKed above), 1-3 SACKed, 4-9 in flight
-    assert sack.pipe(conn) == 6 * MSS
+    assert scoreboard.pipe(conn) == 6 * MSS
 
 
 def test_three_sacked_segments_start_recovery_and_nextseg_repairs_lost_holes_first():
@@ -239,7 +239,7 @@ def test_rto_keeps_the_scoreboard_and_go_back_n_skips_sacked_ranges():
     peer.run_timer("retransmit")                                    # ... and the retransmission is lost
     assert eng.counters["rto_expiries"] == 1
     assert [s.seq for s in peer.take()] == [una]
-    assert sack.offsets(conn) == [(2000, 5000)]
+    assert scoreboard.offsets(conn) == [(2000, 5000)]
     peer.send(ACK, ack=una + 1000)
     later = peer.take()
     peer.send(ACK, ack=una + 2000)

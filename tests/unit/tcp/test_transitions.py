@@ -84,4 +84,4 @@ def test_table_holds_every_seed_row_and_rejects_others():
 def test_illegal_transition_is_a_bug_that_raises():
     eng, sid, peer = established()
     with pytest.raises(AssertionError):
-        eng.set_state(peer.conn, peer.now, S.LISTEN, "nonsense")
+        eng.cx.set_state(peer.conn, peer.now, S.LISTEN, "nonsense")

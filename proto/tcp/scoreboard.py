@@ -1,4 +1,4 @@
-"""SACK-based loss recovery for our sender (RFC 6675, conservative SACK loss recovery).
+"""The SACK scoreboard of our sender (RFC 6675): what the peer holds, what is lost, the pipe.
 
 The scoreboard (`conn.scoreboard`) is a sorted list of non-overlapping [start, end) sequence
 ranges above SND.UNA that the peer has SACKed, merged as blocks arrive and pruned as SND.UNA
@@ -14,13 +14,8 @@ path never calls it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from proto.tcp import seqnum
 from proto.tcp.connection import Connection
-
-if TYPE_CHECKING:
-    from proto.tcp.engine import TcpEngine
 
 MASK = seqnum.MASK
 HALF = seqnum.HALF
@@ -172,119 +167,6 @@ def rule3(conn: Connection, hs: list) -> tuple[int, int] | None:
     return None
 
 
-# ---------------------------------------------------------------- recovery
-def enter_recovery(eng: "TcpEngine", conn: Connection, now: float) -> None:
-    """RFC 6675 5 step (4): RecoveryPoint = HighData, cwnd = ssthresh = FlightSize / 2,
-    retransmit the first segment, then send what the pipe allows."""
-    mss = conn.send_mss
-    flight = (conn.snd_max - conn.snd_una) & MASK
-    conn.ssthresh = max(flight // 2, 2 * mss)
-    conn.cwnd = conn.ssthresh
-    conn.recover = conn.snd_max
-    conn.in_recovery = True
-    conn.high_rxt = conn.snd_una
-    conn.rxt_marks.clear()
-    if conn.pto_armed:                                 # the probe timer becomes the RTO again
-        conn.pto_armed = False
-        eng.arm(conn, "retransmit", now + conn.rto)
-    eng.counters["fast_retransmits"] += 1
-    eng.count("sack_recoveries")
-    retransmit(eng, conn, now, 0, min(mss, flight))
-    transmit(eng, conn, now)
-
-
-def retransmit(eng: "TcpEngine", conn: Connection, now: float, off: int, size: int) -> int:
-    from proto.tcp import snd
-    seq = (conn.snd_una + off) & MASK
-    used = snd.send_range(eng, conn, now, seq, size)
-    if used:
-        end = (seq + used) & MASK
-        if ((end - conn.high_rxt) & MASK) < HALF:
-            conn.high_rxt = end
-        conn.rtt_seq = None                            # Karn
-        marks = conn.rxt_marks
-        if len(marks) > 256:
-            marks.clear()
-        marks[seq] = conn.snd_max                      # for detecting a lost retransmission
-        eng.count("sack_retransmits")
-    return used
-
-
-def transmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
-    """RFC 6675 5 step (C): while cwnd - pipe >= 1 SMSS, send NextSeg."""
-    from proto.tcp import snd
-    mss = conn.send_mss
-    una = conn.snd_una
-    mark = conn.rxt_marks.get(una)
-    if mark is not None and conn.scoreboard and 0 < ((conn.scoreboard[-1][1] - mark) & MASK) < HALF:
-        # Data sent after the head's retransmission has been SACKed, the head is still missing:
-        # that retransmission was lost too (Linux tcp_mark_lost_retrans): send it again now
-        # rather than wait for the RTO.
-        eng.count("sack_lost_retransmits")
-        retransmit(eng, conn, now, 0, min(mss, (conn.snd_max - una) & MASK))
-    for _ in range(1000):
-        hs = holes(conn)
-        room = conn.cwnd - pipe(conn, hs)
-        if room < mss:
-            return
-        nxt = next_seg(conn, hs)                       # rule 1
-        if nxt is not None:
-            if not retransmit(eng, conn, now, *nxt):
-                return
-            continue
-        if snd.send_new(eng, conn, now, mss):          # rule 2
-            continue
-        nxt = rule3(conn, hs)                          # rule 3
-        if nxt is None or not retransmit(eng, conn, now, *nxt):
-            return
-
-
-TLP_MIN = 0.01          # Linux: a probe timeout of at least 10 ms
-
-
-def arm_retransmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
-    """Arm the retransmission timer; with SACK, for the tail loss probe (RFC 8985 7.2, PTO =
-    2 * SRTT) when that comes first: a probe makes the peer report the tail of the flight (a lost
-    last ACK or last segments) instead of the sender waiting for the RTO.  Only for a flight of
-    more than one segment, out of recovery."""
-    rto = conn.rto
-    if (conn.sack_ok and conn.srtt is not None and not conn.in_recovery and not conn.rto_recovery
-            and ((conn.snd_max - conn.snd_una) & MASK) > conn.send_mss):
-        pto = 2 * conn.srtt
-        if pto < TLP_MIN:
-            pto = TLP_MIN
-        if pto < rto:
-            conn.pto_armed = True
-            eng.arm(conn, "retransmit", now + pto)
-            return
-    conn.pto_armed = False
-    eng.arm(conn, "retransmit", now + rto)
-
-
-def tail_loss_probe(eng: "TcpEngine", conn: Connection, now: float) -> None:
-    """The probe timer went off (RFC 8985 7.3): one new segment if the peer's window allows,
-    else the last segment again; then the RTO runs."""
-    from proto.tcp import snd
-    mss = conn.send_mss
-    eng.count("tlp_probes")
-    if not snd.send_new(eng, conn, now, mss):
-        start = conn.snd_max
-        flight = (start - conn.snd_una) & MASK
-        start = (start - (mss if mss < flight else flight)) & MASK
-        snd.send_range(eng, conn, now, start, (conn.snd_max - start) & MASK)
-        conn.rtt_seq = None
-    conn.pto_armed = False
-    eng.arm(conn, "retransmit", now + conn.rto)
-
-
-def limited_transmit(eng: "TcpEngine", conn: Connection, now: float) -> None:
-    """RFC 6675 5 step (3): before recovery, new data as cwnd - pipe allows (Limited Transmit
-    measured by the scoreboard: a SACKed segment has left the network)."""
-    from proto.tcp import snd
-    mss = conn.send_mss
-    for _ in range(1000):
-        if conn.cwnd - pipe(conn) < mss or not snd.send_new(eng, conn, now, mss):
-            return
 
 
 def skip_sacked(conn: Connection, seq: int) -> tuple[int, int | None]:
