@@ -8,27 +8,23 @@ call that would block waits here until the engine wakes its socket (Linux's
 """
 from __future__ import annotations
 
-import errno
 import os
 import time
 
-from proto.ipc.messages import Call, Reply, SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
+from proto.ipc.messages import SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
 from proto.tcp.config import TcpConfig
-from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, TcpEngine, TcpError
+from proto.tcp.engine import TcpEngine
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
-from services.tcp.sleepers import ParkedCall, Sleepers
+from services.tcp.sleepers import Sleepers
+from services.tcp.syscalls import Syscalls
 from services.tcp.timerbatch import TimerBatch
 from services.tcp.tracering import TraceRing
 
-# errors after which a blocked call is retried when its socket wakes
-_WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
-
-
-class Tcpd(Service):
+class Tcpd(Service, Syscalls):
     name = "tcpd"
 
     def __init__(self, run_dir: str):
@@ -47,13 +43,7 @@ class Tcpd(Service):
         self.trace = TraceRing()        # for netstack trace: transitions, and segments while leased
         self._addr_bytes: dict[str, bytes] = {}
         self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
-        self.calls = {
-            "socket": self._socket, "bind": self._simple, "listen": self._simple, "connect": self._connect,
-            "accept": self._simple, "send": self._send, "recv": self._recv, "shutdown": self._simple,
-            "close": self._close, "setsockopt": self._simple, "getsockopt": self._simple,
-            "getsockname": self._simple, "getpeername": self._simple, "poll": self._poll,
-            "sync": self._sync, "fence": self._fence, "cancel": self._posted_only, "fork": self._posted_only,
-        }
+        self.calls = self.call_table()
         self.counters.update(in_bytes=0, out_bytes=0)     # segments' bytes, headers included
         self.fences = Fences()          # calls of two channels on one socket, in order
         self.peer("ipd")
@@ -153,105 +143,6 @@ class Tcpd(Service):
             self.count("timer_rearms")
             self._send_timers(time.monotonic(), self.timers.restart(armed))
 
-    # -- calls ------------------------------------------------------------------
-
-    def on_call(self, identity: bytes, call: Call) -> None:
-        now = time.monotonic()
-        handler = self.calls.get(call.op)
-        if handler is None:
-            self._answer(identity, call, errno.EINVAL)
-            return
-        if call.op != "socket" or call.id == 0:     # (a posted socket() names its id)
-            sid = call.sid
-            if not (isinstance(sid, list) and len(sid) == 2 and isinstance(sid[1], int)):
-                self._answer(identity, call, errno.EBADF)
-                return
-            if sid[0] != self.incarnation:     # a socket of a tcpd that died
-                self._answer(identity, call, errno.ECONNRESET if call.op != "close" else 0)
-                return
-            if sid[1] in self.engine.conns:
-                self.owners.note(now, sid[1], identity)
-        if call.id == 0:
-            self._posted(now, identity, call)
-            if self.fences.posted(identity, call.sid[1]):
-                self._retry(now, call.sid[1])
-            self.flush(now)
-            return
-        timeout = call.timeout
-        if timeout is not None and not isinstance(timeout, (int, float)):
-            self._answer(identity, call, errno.EINVAL)
-            return
-        parked = ParkedCall(identity, call, None if timeout is None else now + timeout)
-        try:
-            done = handler(now, parked)
-        except TcpError as exc:
-            if exc.errno in _WAIT_ERRNOS and timeout != 0:
-                self.sleepers.park(parked)
-            else:
-                self._answer(identity, call, exc.errno)
-        except (TypeError, ValueError, IndexError):
-            self._answer(identity, call, errno.EINVAL)
-        else:
-            if done is not None:
-                self._answer(identity, call, 0, *done)
-            else:
-                self.sleepers.park(parked)
-        self.flush(now)
-
-    def _posted(self, now: float, identity: bytes, call: Call) -> None:
-        """A call nobody waits for: a socket libsock named, a send within the socket's credit, a close."""
-        sid = call.sid[1]
-        self.count("posted_calls")
-        try:
-            if call.op == "socket":
-                self.owners.note(now, self.engine.socket(now, sid), identity)
-            elif call.op == "send" and len(call.payload) == 1:
-                self.engine.send_posted(now, sid, call.payload[0])
-            elif call.op == "close":
-                self._close_or_hold(now, sid, identity)
-            elif call.op == "fork" and len(call.args) == 1 and isinstance(call.args[0], list):
-                self.owners.promise(now, identity, call.args[0])
-            elif call.op == "cancel" and len(call.args) == 1:
-                self._withdraw(identity, sid, call.args[0])
-            else:
-                self.count("ipc_bad_posted_call")
-        except TcpError:            # a socket already gone: nothing to tell anyone
-            self.count("posted_call_failed")
-
-    def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
-        if not call.id:             # posted: nobody waits for an answer
-            return
-        sid = call.sid
-        credit = self.engine.send_credit(sid[1]) if not err and isinstance(sid, list) else 0
-        self.reply(identity, Reply(call.id, err, value, self.incarnation, credit,
-                                   payload=(data,) if data is not None else ()))
-
-    def _answer_parked(self, parked: ParkedCall, err: int, value=None, data: bytes | None = None) -> None:
-        parked.answered = True
-        self._answer(parked.identity, parked.call, err, value, data)
-
-    def _retry(self, now: float, sid: int) -> None:
-        """The socket was woken: try its sleeping calls again (Linux: the sleeper re-runs its loop)."""
-        for parked in self.sleepers.take(sid):
-            call = parked.call
-            try:
-                done = self.calls[call.op](now, parked)
-            except TcpError as exc:
-                if exc.errno in _WAIT_ERRNOS:
-                    self.sleepers.park(parked)
-                elif call.op == "send" and parked.sent:
-                    self._answer_parked(parked, 0, parked.sent)
-                else:
-                    self._answer_parked(parked, exc.errno)
-                continue
-            except (TypeError, ValueError, IndexError):
-                self._answer_parked(parked, errno.EINVAL)
-                continue
-            if done is None:
-                self.sleepers.park(parked)
-            else:
-                self._answer_parked(parked, 0, *done)
-
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self.sleepers.next_deadline(), self.owners.next_sweep, self.timers.due)
                      if d is not None]
@@ -268,131 +159,7 @@ class Tcpd(Service):
                     self.count("orphans_closed")     # its processes died: closed as at their exit
                     self._close_socket(now, sid)
             self.flush(now)
-        for parked in self.sleepers.expired(now):
-            if parked.call.op == "send" and parked.sent:
-                self._answer_parked(parked, 0, parked.sent)       # a partial send returns its count
-            else:
-                self._answer_parked(parked, errno.EAGAIN)          # libsock: socket.timeout
-
-    # -- one method per call: return (value,) or (value, data) when done, None to keep waiting
-
-    def _socket(self, now: float, parked: ParkedCall):
-        sid = self.engine.socket(now)
-        self.owners.note(now, sid, parked.identity)
-        return ([self.incarnation, sid],)
-
-    def _simple(self, now: float, parked: ParkedCall):
-        call = parked.call
-        result = getattr(self.engine, call.op)(now, call.sid[1], *call.args)
-        if call.op == "accept":
-            child, (addr, port) = result
-            self.owners.note(now, child, parked.identity)
-            return ([[self.incarnation, child], [addr, port]],)
-        if isinstance(result, tuple):
-            result = list(result)
-        return (result,)
-
-    def _connect(self, now: float, parked: ParkedCall):
-        """Start the handshake, then wait for its end as the caller would.
-
-        A blocking connect sleeps inside Linux's inet_stream_connect, which marks
-        the socket connected; CPython's connect with a timeout instead polls for
-        POLLOUT and reads SO_ERROR, leaving a second connect() to return 0 once.
-        """
-        call = parked.call
-        sid = call.sid[1]
-        if not parked.started or call.timeout is None:
-            parked.started = True
-            self.engine.connect(now, sid, *call.args)
-            return (None,)
-        if not self.engine.poll(sid) & (POLLOUT | POLLERR | POLLHUP):
-            return None
-        error = self.engine.getsockopt(now, sid, SOL_SOCKET, SO_ERROR)
-        if error:
-            raise TcpError(error)
-        return (None,)
-
-    def _send(self, now: float, parked: ParkedCall):
-        call = parked.call
-        data = call.payload[0] if call.payload else b""
-        flags = call.args[0] if call.args else 0
-        if not data:                # nothing to send, but the socket's state still answers (EPIPE...)
-            return (self.engine.send(now, call.sid[1], data, flags),)
-        while parked.sent < len(data):
-            try:
-                rest = memoryview(data)[parked.sent:] if parked.sent else data    # no copy of the rest
-                parked.sent += self.engine.send(now, call.sid[1], rest, flags)
-            except TcpError as exc:
-                if exc.errno == errno.EAGAIN and parked.sent and call.timeout == 0:
-                    return (parked.sent,)
-                raise
-        return (parked.sent,)
-
-    def _recv(self, now: float, parked: ParkedCall):
-        call = parked.call
-        size, flags = call.args
-        data = self.engine.recv(now, call.sid[1], size, flags)
-        return (len(data), data)
-
-    def _close(self, now: float, parked: ParkedCall):
-        # a listener's or a bound socket's close: its port is free when close() returns
-        self._close_socket(now, parked.call.sid[1])
-        return (None,)
-
-    def _close_or_hold(self, now: float, sid: int, identity: bytes) -> None:
-        if self.owners.hold_close(now, sid, identity):
-            self.count("closes_held_for_a_child")       # just forked: the child may keep it (owners.py)
-        else:
-            self._close_socket(now, sid)
-
-    def _close_socket(self, now: float, sid: int) -> None:
-        self.owners.forget(sid)
-        self.engine.close(now, sid)
-        for waiting in self.sleepers.take(sid):
-            self._answer_parked(waiting, errno.EBADF)
-
-    def _fence(self, now: float, parked: ParkedCall):
-        """Wait until another channel's posted calls, up to a count, are handled (fences.py)."""
-        channel, count = parked.call.args
-        if not isinstance(channel, bytes) or not isinstance(count, int):
-            raise ValueError("fence: [channel, count]")
-        if self.fences.passed(channel, count):
-            return (None,)
-        if not parked.started:
-            parked.started = True
-            self.count("fence_waits")
-        self.fences.wait(parked.sid)
-        return None
-
-    def _posted_only(self, now: float, parked: ParkedCall):
-        raise ValueError(f"{parked.call.op} is posted, never called")
-
-    def _withdraw(self, identity: bytes, sid: int, call_id) -> None:
-        """libsock's caller was interrupted (a signal handler raised) while its call slept here:
-        the call ends now with EINTR, having taken nothing (a blocking send: with what it sent).
-        A call already answered is not here; libsock keeps what that answer carried."""
-        parked = self.sleepers.withdraw(sid, identity, call_id)
-        if parked is None:
-            self.count("cancel_too_late")
-            return
-        self.count("calls_interrupted")
-        if parked.call.op == "send" and parked.sent:
-            self._answer_parked(parked, 0, parked.sent)
-        else:
-            self._answer_parked(parked, errno.EINTR)
-
-    def _sync(self, now: float, parked: ParkedCall):
-        """libsock's barrier before its process exits: everything it posted is here."""
-        self.count("posted_syncs")
-        return (None,)
-
-    def _poll(self, now: float, parked: ParkedCall):
-        """Answer with the poll mask once any of the wanted events is set."""
-        wanted = parked.call.args[0]
-        mask = self.engine.poll(parked.call.sid[1])
-        if mask & (wanted | 0x18):            # POLLERR | POLLHUP always count
-            return (mask,)
-        return None
+        self.expire(now)
 
     # -- control ----------------------------------------------------------------
 

@@ -1,0 +1,279 @@
+"""tcpd's system-call layer (Linux's sys_socketcall -> sock_* -> inet_*): each call checked
+against its declaration (proto/ipc/calls.py), dispatched through one table to its handler,
+run on the engine, and answered, or parked until the engine wakes its socket.
+
+A handler returns `(value,)` or `(value, data)` when the call is done, None to keep
+waiting; a TcpError of EAGAIN, EINPROGRESS or EALREADY parks a blocking call too.
+A retried call runs its handler again (Linux: the sleeper re-runs its loop).
+"""
+from __future__ import annotations
+
+import errno
+import time
+from typing import Callable
+
+from proto.ipc.calls import CALLS, CallError, check
+from proto.ipc.messages import Call, Reply
+from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, TcpEngine, TcpError
+from services.tcp.fences import Fences
+from services.tcp.owners import Owners
+from services.tcp.sleepers import ParkedCall, Sleepers
+
+# errors after which a blocked call is retried when its socket wakes
+WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
+Handler = Callable[[float, ParkedCall], "tuple | None"]
+
+
+class Syscalls:
+    """Mixed into Tcpd: the calls from libsock."""
+    engine: TcpEngine
+    sleepers: Sleepers
+    owners: Owners
+    fences: Fences
+    incarnation: str
+    count: Callable
+    reply: Callable
+    flush: Callable
+
+    def call_table(self) -> dict[str, Handler]:
+        """THE dispatch table: one handler per declared call (call_<op>)."""
+        return {op: getattr(self, "call_" + op) for op in CALLS}
+
+    def on_call(self, identity: bytes, call: Call) -> None:
+        now = time.monotonic()
+        try:
+            check(call)
+        except CallError as exc:
+            self.count("ipc_bad_call")
+            self._answer(identity, call, exc.errno)
+            return
+        sid = call.sid
+        if sid is not None:
+            if sid[0] != self.incarnation:     # a socket of a tcpd that died
+                self._answer(identity, call, errno.ECONNRESET if call.op != "close" else 0)
+                return
+            if sid[1] in self.engine.conns:
+                self.owners.note(now, sid[1], identity)
+        if call.id == 0:
+            self._posted(now, identity, call)
+            if self.fences.posted(identity, sid[1]):
+                self._retry(now, sid[1])
+            self.flush(now)
+            return
+        timeout = call.timeout
+        parked = ParkedCall(identity, call, None if timeout is None else now + timeout)
+        try:
+            done = self.calls[call.op](now, parked)
+        except TcpError as exc:
+            if exc.errno in WAIT_ERRNOS and timeout != 0:
+                self.sleepers.park(parked)
+            else:
+                self._answer(identity, call, exc.errno)
+        else:
+            if done is not None:
+                self._answer(identity, call, 0, *done)
+            else:
+                self.sleepers.park(parked)
+        self.flush(now)
+
+    def _posted(self, now: float, identity: bytes, call: Call) -> None:
+        """A call nobody waits for: a socket libsock named, a send within the socket's credit,
+        a close, a fork's hand-off, a cancel."""
+        sid = call.sid[1]
+        self.count("posted_calls")
+        op = call.op
+        try:
+            if op == "socket":
+                self.owners.note(now, self.engine.socket(now, sid), identity)
+            elif op == "send":
+                self.engine.send_posted(now, sid, call.payload[0])
+            elif op == "close":
+                self._close_or_hold(now, sid, identity)
+            elif op == "fork":
+                self.owners.promise(now, identity, call.args[0])
+            elif op == "cancel":
+                self._withdraw(identity, sid, call.args[0])
+        except TcpError:            # a socket already gone: nothing to tell anyone
+            self.count("posted_call_failed")
+
+    def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
+        if not call.id:             # posted: nobody waits for an answer
+            return
+        sid = call.sid
+        credit = self.engine.send_credit(sid[1]) if not err and isinstance(sid, list) and len(sid) == 2 else 0
+        self.reply(identity, Reply(call.id, err, value, self.incarnation, credit,
+                                   payload=(data,) if data is not None else ()))
+
+    def _answer_parked(self, parked: ParkedCall, err: int, value=None, data: bytes | None = None) -> None:
+        parked.answered = True
+        self._answer(parked.identity, parked.call, err, value, data)
+
+    def _retry(self, now: float, sid: int) -> None:
+        """The socket was woken: try its sleeping calls again (Linux: the sleeper re-runs its loop)."""
+        for parked in self.sleepers.take(sid):
+            call = parked.call
+            try:
+                done = self.calls[call.op](now, parked)
+            except TcpError as exc:
+                if exc.errno in WAIT_ERRNOS:
+                    self.sleepers.park(parked)
+                elif call.op == "send" and parked.sent:
+                    self._answer_parked(parked, 0, parked.sent)
+                else:
+                    self._answer_parked(parked, exc.errno)
+                continue
+            if done is None:
+                self.sleepers.park(parked)
+            else:
+                self._answer_parked(parked, 0, *done)
+
+    def expire(self, now: float) -> None:
+        """Calls whose timeout passed: EAGAIN (libsock: socket.timeout); a partial send its count."""
+        for parked in self.sleepers.expired(now):
+            if parked.call.op == "send" and parked.sent:
+                self._answer_parked(parked, 0, parked.sent)
+            else:
+                self._answer_parked(parked, errno.EAGAIN)
+
+    # -- one handler per call (proto/ipc/calls.py declares their arguments) ----------
+
+    def call_socket(self, now: float, parked: ParkedCall):
+        sid = self.engine.socket(now)
+        self.owners.note(now, sid, parked.identity)
+        return ([self.incarnation, sid],)
+
+    def call_bind(self, now: float, parked: ParkedCall):
+        addr, port = parked.call.args
+        return (self.engine.bind(now, parked.sid, addr, port),)
+
+    def call_listen(self, now: float, parked: ParkedCall):
+        backlog, = parked.call.args
+        return (self.engine.listen(now, parked.sid, backlog),)
+
+    def call_accept(self, now: float, parked: ParkedCall):
+        child, (addr, port) = self.engine.accept(now, parked.sid)
+        self.owners.note(now, child, parked.identity)
+        return ([[self.incarnation, child], [addr, port]],)
+
+    def call_connect(self, now: float, parked: ParkedCall):
+        """Start the handshake, then wait for its end as the caller would.
+
+        A blocking connect sleeps inside Linux's inet_stream_connect, which marks
+        the socket connected; CPython's connect with a timeout instead polls for
+        POLLOUT and reads SO_ERROR, leaving a second connect() to return 0 once.
+        """
+        call = parked.call
+        sid = parked.sid
+        if not parked.started or call.timeout is None:
+            parked.started = True
+            addr, port = call.args
+            self.engine.connect(now, sid, addr, port)
+            return (None,)
+        if not self.engine.poll(sid) & (POLLOUT | POLLERR | POLLHUP):
+            return None
+        error = self.engine.getsockopt(now, sid, SOL_SOCKET, SO_ERROR)
+        if error:
+            raise TcpError(error)
+        return (None,)
+
+    def call_send(self, now: float, parked: ParkedCall):
+        call = parked.call
+        data = call.payload[0]
+        flags, = call.args
+        if not data:                # nothing to send, but the socket's state still answers (EPIPE...)
+            return (self.engine.send(now, parked.sid, data, flags),)
+        while parked.sent < len(data):
+            try:
+                rest = memoryview(data)[parked.sent:] if parked.sent else data    # no copy of the rest
+                parked.sent += self.engine.send(now, parked.sid, rest, flags)
+            except TcpError as exc:
+                if exc.errno == errno.EAGAIN and parked.sent and call.timeout == 0:
+                    return (parked.sent,)
+                raise
+        return (parked.sent,)
+
+    def call_recv(self, now: float, parked: ParkedCall):
+        size, flags = parked.call.args
+        data = self.engine.recv(now, parked.sid, size, flags)
+        return (len(data), data)
+
+    def call_shutdown(self, now: float, parked: ParkedCall):
+        how, = parked.call.args
+        return (self.engine.shutdown(now, parked.sid, how),)
+
+    def call_close(self, now: float, parked: ParkedCall):
+        # a listener's or a bound socket's close: its port is free when close() returns
+        self._close_socket(now, parked.sid)
+        return (None,)
+
+    def call_setsockopt(self, now: float, parked: ParkedCall):
+        level, name, value = parked.call.args
+        return (self.engine.setsockopt(now, parked.sid, level, name, value),)
+
+    def call_getsockopt(self, now: float, parked: ParkedCall):
+        level, name = parked.call.args
+        value = self.engine.getsockopt(now, parked.sid, level, name)
+        return (list(value) if isinstance(value, tuple) else value,)
+
+    def call_getsockname(self, now: float, parked: ParkedCall):
+        return (list(self.engine.getsockname(now, parked.sid)),)
+
+    def call_getpeername(self, now: float, parked: ParkedCall):
+        return (list(self.engine.getpeername(now, parked.sid)),)
+
+    def call_poll(self, now: float, parked: ParkedCall):
+        """Answer with the poll mask once any of the wanted events is set."""
+        wanted, = parked.call.args
+        mask = self.engine.poll(parked.sid)
+        if mask & (wanted | POLLERR | POLLHUP):            # always count
+            return (mask,)
+        return None
+
+    def call_sync(self, now: float, parked: ParkedCall):
+        """libsock's barrier before its process exits: everything it posted is here."""
+        self.count("posted_syncs")
+        return (None,)
+
+    def call_fence(self, now: float, parked: ParkedCall):
+        """Wait until another channel's posted calls, up to a count, are handled (fences.py)."""
+        channel, count = parked.call.args
+        if self.fences.passed(channel, count):
+            return (None,)
+        if not parked.started:
+            parked.started = True
+            self.count("fence_waits")
+        self.fences.wait(parked.sid)
+        return None
+
+    def call_cancel(self, now: float, parked: ParkedCall):     # posted only: check() refuses a call
+        raise TcpError(errno.EINVAL)
+
+    call_fork = call_cancel
+
+    # -- closing and withdrawing ---------------------------------------------------
+
+    def _close_or_hold(self, now: float, sid: int, identity: bytes) -> None:
+        if self.owners.hold_close(now, sid, identity):
+            self.count("closes_held_for_a_child")       # just forked: the child may keep it (owners.py)
+        else:
+            self._close_socket(now, sid)
+
+    def _close_socket(self, now: float, sid: int) -> None:
+        self.owners.forget(sid)
+        self.engine.close(now, sid)
+        for waiting in self.sleepers.take(sid):
+            self._answer_parked(waiting, errno.EBADF)
+
+    def _withdraw(self, identity: bytes, sid: int, call_id: int) -> None:
+        """libsock's caller was interrupted (a signal handler raised) while its call slept here:
+        the call ends now with EINTR, having taken nothing (a blocking send: with what it sent).
+        A call already answered is not here; libsock keeps what that answer carried."""
+        parked = self.sleepers.withdraw(sid, identity, call_id)
+        if parked is None:
+            self.count("cancel_too_late")
+            return
+        self.count("calls_interrupted")
+        if parked.call.op == "send" and parked.sent:
+            self._answer_parked(parked, 0, parked.sent)
+        else:
+            self._answer_parked(parked, errno.EINTR)
