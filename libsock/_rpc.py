@@ -146,7 +146,9 @@ class Stack:
                     continue                     # the answer to a call abandoned earlier
                 channel.handled = posted         # everything posted before this call has reached tcpd
                 if reply.errno:
-                    raise _error(reply.errno)
+                    failure = _error(reply.errno)
+                    failure.told = reply.value       # what tcpd says of the socket with it (connect: SS_*)
+                    raise failure
                 return reply.value, (reply.payload[0] if reply.payload else None), reply.credit
             tcpd = self._read_tcpd()
             if tcpd is None or tcpd[0] != incarnation:

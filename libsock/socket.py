@@ -20,6 +20,7 @@ import zmq
 from libsock import _rpc
 from libsock._rpc import stack
 from proto.ipc.messages import NAMED_SOCKET_IDS
+from proto.tcp.connection import SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED
 
 AF_INET = _std.AF_INET
 SOCK_STREAM = _std.SOCK_STREAM
@@ -45,8 +46,6 @@ htons, ntohs, htonl, ntohl = _std.htons, _std.ntohs, _std.htonl, _std.ntohl
 getdefaulttimeout, setdefaulttimeout = _std.getdefaulttimeout, _std.setdefaulttimeout
 SocketIO = _std.SocketIO
 
-# SS_* of Linux's struct socket
-SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED = "SS_UNCONNECTED", "SS_CONNECTING", "SS_CONNECTED"
 
 _SEND_CHUNK = 1 << 20
 # How long tcpd's word on the send buffer's room holds for posted sends.  A reset
@@ -261,29 +260,20 @@ class socket:
         host, port = _resolve(address, "connect_ex" if not raising else "connect")
         # a connect already under way (non-blocking, or one whose timeout passed) is answered at
         # once when CPython's descriptor is non-blocking (a timeout set): EALREADY, or its outcome;
-        # a blocking socket waits for the handshake (Linux's inet_wait_for_connect)
+        # a blocking socket waits for the handshake (Linux's inet_wait_for_connect).  The SS_*
+        # state is the engine's: every answer to connect tells it, and it is kept here
         wait = 0.0 if self._state == SS_CONNECTING and self._timeout is not None else self._timeout
         try:
-            self._call("connect", host, port, timeout=wait)
-        except BlockingIOError as exc:
-            self._state = SS_CONNECTING
-            if wait:                  # slept for the whole timeout
+            (self._state, _) = self._call("connect", host, port, timeout=wait)
+        except OSError as exc:
+            self._state = getattr(exc, "told", None) or self._state
+            if isinstance(exc, BlockingIOError) and wait:     # slept for the whole timeout
                 if raising:
                     raise timeout("timed out") from None
                 return errno.EAGAIN if exc.errno == errno.EAGAIN else exc.errno
             if raising:
                 raise
             return exc.errno
-        except OSError as exc:
-            if exc.errno == errno.EISCONN and self._state == SS_CONNECTING:
-                self._state = SS_CONNECTED           # a non-blocking connect that completed
-                return 0
-            if self._state == SS_CONNECTING:
-                self._state = SS_UNCONNECTED         # it failed (refused, timed out): a new one may start
-            if raising:
-                raise
-            return exc.errno
-        self._state = SS_CONNECTED
         return 0
 
     def send(self, data, flags: int = 0) -> int:
@@ -431,8 +421,8 @@ class socket:
             return
         try:
             self._after_posts()
-            if self._state == SS_CONNECTED:
-                # posted: Linux's close returns at once and finishes in the background
+            if self._state == SS_CONNECTED or self._state == SS_CONNECTING:
+                # a connection's close is posted: Linux's close returns at once and finishes in the background
                 # (libsock's exit hook makes sure the call has left the process)
                 self._stack.post("close", self._sid, [])
             else:

@@ -177,6 +177,11 @@ class SocketCalls:
         conn.sock_state = SS_CONNECTING
         raise TcpError(errno.EINPROGRESS)
 
+    def sock_state(self, sid: int) -> str | None:
+        """The BSD socket layer's SS_* state (None for an unknown socket)."""
+        conn = self.cx.conns.get(sid)
+        return conn.sock_state if conn is not None else None
+
     def accept(self, now: float, sid: int) -> tuple[int, tuple[str, int]]:
         conn = self._sock(sid)
         if conn.state is not S.LISTEN:

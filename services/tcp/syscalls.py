@@ -101,6 +101,8 @@ class Syscalls:
             return
         sid = call.sid
         credit = self.engine.send_credit(sid[1]) if not err and isinstance(sid, list) and len(sid) == 2 else 0
+        if call.op == "connect" and value is None and isinstance(sid, list):
+            value = self.engine.sock_state(sid[1])       # the engine owns SS_*; libsock keeps what it is told
         self.reply(identity, Reply(call.id, err, value, self.incarnation, credit,
                                    payload=(data,) if data is not None else ()))
 

@@ -227,11 +227,25 @@ def sc_connect_again_after_its_timeout(sm, server, local):
     return r
 
 
+def sc_connect_again_after_a_refusal(sm, server, local):
+    """The engine's SS_* state decides (libsock keeps what it is told): a blocking socket's
+    next connect starts anew; with a timeout, Linux's socket stays SS_CONNECTING after the
+    refusal, so the next connect reports ECONNABORTED, and the one after starts anew."""
+    r = []
+    for wait in (None, 2.0):
+        s = sm.socket()
+        s.settimeout(wait)
+        r += [outcome(lambda: s.connect((server[0], CLOSED_PORT))) for _ in range(3)]
+        r.append(outcome(lambda: s.connect(server)))
+        s.close()
+    return r
+
+
 SCENARIOS = [sc_refused, sc_connect_twice, sc_unconnected_calls, sc_send_after_shutdown, sc_bind_in_use,
              sc_bind_twice_and_foreign, sc_nonblocking_accept_and_recv, sc_nonblocking_connect, sc_timeout,
              sc_echo_peek_waitall, sc_closed_socket, sc_makefile_lines, sc_sockopts,
              sc_waitall_with_a_timeout_or_non_blocking, sc_odd_calls, sc_the_rest_of_the_module,
-             sc_recvfrom_sendto_sendfile, sc_connect_again_after_its_timeout]
+             sc_recvfrom_sendto_sendfile, sc_connect_again_after_its_timeout, sc_connect_again_after_a_refusal]
 
 
 def _kernel_run(name, server, local):
