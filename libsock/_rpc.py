@@ -27,7 +27,7 @@ import zmq
 
 from proto.ipc import codec
 from proto.ipc.messages import Call, Reply
-from services.frames import send_frames
+from channel.frames import send_frames
 
 LIVENESS_CHECK = 0.2
 LIVENESS_CHECK_MS = int(LIVENESS_CHECK * 1000)

@@ -30,7 +30,7 @@ import zmq
 
 from proto.ipc import codec
 from proto.ipc.messages import Control, ControlReply, Hello, Message
-from services.frames import NOBLOCK, recv_frames, send_frames
+from channel.frames import NOBLOCK, recv_frames, send_frames
 
 log = logging.getLogger("netstack")
 

@@ -7,7 +7,7 @@ one with the flags as plain ints.  Every message crosses a socket twice, and a
 connection is about 25 messages, so the services use these two (libsock sends with
 send_frames, and receives with recv_multipart: a signal handler that raises as a
 copied frame arrives cannot be lost in a Frame's destructor there).
-(This is I/O, so it lives here and not in proto/, which stays pure.)
+(This is I/O, so it lives here and not in proto/, which stays pure; libsock and the services both use it.)
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import zmq
 
-from services.frames import NOBLOCK, ZERO_COPY_FROM, recv_frames, send_frames
+from channel.frames import NOBLOCK, ZERO_COPY_FROM, recv_frames, send_frames
 
 
 @pytest.fixture
