@@ -93,9 +93,9 @@ class CallError(Exception):
         self.why = why
 
 
-def check(call: Call) -> CallSpec:
-    """The declaration `call` fits, or CallError.  Checks the op, posting, the socket id's
-    shape ([incarnation, int]), the arguments' number, types and ranges, and the data frame."""
+def check_header(call: Call) -> CallSpec:
+    """The declaration of `call`'s op, or CallError: the op is known, posted as it may be,
+    and names its socket as [incarnation, int]."""
     spec = CALLS.get(call.op)
     if spec is None:
         raise CallError(errno.EINVAL, f"unknown call {call.op!r}")
@@ -109,6 +109,11 @@ def check(call: Call) -> CallSpec:
     elif not (isinstance(sid, list) and len(sid) == 2 and isinstance(sid[0], str)
             and isinstance(sid[1], int) and not isinstance(sid[1], bool)):
         raise CallError(errno.EBADF, "sid is not [incarnation, int]")
+    return spec
+
+
+def check_args(spec: CallSpec, call: Call) -> None:
+    """The arguments' number, types and ranges, the data frame and the timeout, or CallError."""
     args = call.args
     if not isinstance(args, list) or len(args) != len(spec.args):
         raise CallError(errno.EINVAL, f"{call.op} takes {len(spec.args)} arguments")
@@ -120,4 +125,10 @@ def check(call: Call) -> CallSpec:
     if call.timeout is not None and (isinstance(call.timeout, bool) or not isinstance(call.timeout, (int, float))
                                      or call.timeout < 0):
         raise CallError(errno.EINVAL, f"{call.op}: bad timeout")
+
+
+def check(call: Call) -> CallSpec:
+    """The whole check: `check_header`, then `check_args`."""
+    spec = check_header(call)
+    check_args(spec, call)
     return spec

@@ -12,7 +12,7 @@ import errno
 import time
 from typing import Callable
 
-from proto.ipc.calls import CALLS, CallError, check
+from proto.ipc.calls import CALLS, CallError, check_args, check_header
 from proto.ipc.messages import Call, Reply
 from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, TcpEngine, TcpError
 from services.tcp.fences import Fences
@@ -42,16 +42,17 @@ class Syscalls:
     def on_call(self, identity: bytes, call: Call) -> None:
         now = time.monotonic()
         try:
-            check(call)
+            spec = check_header(call)
+            sid = call.sid
+            if sid is not None and sid[0] != self.incarnation:     # a socket of a tcpd that died
+                self._answer(identity, call, errno.ECONNRESET if call.op != "close" else 0)
+                return
+            check_args(spec, call)
         except CallError as exc:
             self.count("ipc_bad_call")
             self._answer(identity, call, exc.errno)
             return
-        sid = call.sid
         if sid is not None:
-            if sid[0] != self.incarnation:     # a socket of a tcpd that died
-                self._answer(identity, call, errno.ECONNRESET if call.op != "close" else 0)
-                return
             if sid[1] in self.engine.conns:
                 self.owners.note(now, sid[1], identity)
         if call.id == 0:
