@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from proto.tcp import seqnum
+from proto.tcp.rcvbuf import RecvBuffer
 from proto.tcp.sendbuf import SendBuffer
 from proto.tcp.state import State
 
@@ -20,8 +21,8 @@ TIMER_KINDS = ("retransmit", "connect", "persist", "fin_wait_2", "time_wait", "d
 SS_UNCONNECTED, SS_CONNECTING, SS_CONNECTED = "unconnected", "connecting", "connected"
 
 
-# how far autotuning grows buffers the application did not size (Linux tcp_rmem[2], tcp_wmem[2])
-RCVBUF_AUTOTUNE_MAX, SNDBUF_AUTOTUNE_MAX = 6 * 1024 * 1024, 4 * 1024 * 1024
+# how far autotuning grows a send buffer the application did not size (Linux tcp_wmem[2])
+SNDBUF_AUTOTUNE_MAX = 4 * 1024 * 1024
 
 
 def _no_timers() -> dict[str, float | None]:
@@ -55,8 +56,6 @@ class Connection:
     so_sndbuf: int = 262144
     rcvbuf_locked: bool = False         # set by SO_RCVBUF: no autotuning (Linux SOCK_RCVBUF_LOCK)
     sndbuf_locked: bool = False         # set by SO_SNDBUF (Linux SOCK_SNDBUF_LOCK)
-    rcv_space_copied: int = 0           # bytes read by the application since rcv_space_time (DRS)
-    rcv_space_time: float = 0.0
     tcp_nodelay: bool = False
     tcp_maxseg: int = 0                 # TCP_MAXSEG set by the user (0 = unset)
     tcp_keepidle: float = 0.0           # 0 = the config default
@@ -119,12 +118,7 @@ class Connection:
     rcv_adv: int = 0                    # right edge of the window we advertised (RCV.NXT + RCV.WND): never moves left
     rcv_wscale: int = 0                 # our shift
     rcv_mss: int = 536                  # estimate of the peer's full-sized segment
-    recv_queue: deque = field(default_factory=deque)    # in-order bytes chunks not yet read
-    recv_queue_len: int = 0
-    recv_offset: int = 0                # bytes of recv_queue[0] already read
-    ooo: list = field(default_factory=list)             # out-of-order [(seq, bytes)], sorted, non-overlapping
-    ooo_len: int = 0
-    ooo_last: int | None = None         # sequence number of the latest out-of-order arrival (first SACK block)
+    recv_buffer: RecvBuffer = field(default_factory=RecvBuffer)  # unread in-order bytes + out-of-order queue
     fin_seq: int | None = None          # sequence number of a FIN seen beyond a hole
     ack_pending: bool = False           # an ACK is owed (delayed)
     ack_now: bool = False               # an ACK is owed at once
@@ -174,8 +168,10 @@ class Connection:
                 value = value.value
             elif isinstance(value, (bytearray, bytes, SendBuffer)):
                 value = len(value)
+            elif isinstance(value, RecvBuffer):
+                value = {"unread": value.length, "ooo": [(seq, len(data)) for seq, data in value.ooo]}
             elif isinstance(value, deque):
-                value = len(value) if name == "recv_queue" else list(value)
+                value = list(value)
             elif isinstance(value, set):
                 value = sorted(value)
             elif name == "rxt_marks":

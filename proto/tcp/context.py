@@ -177,8 +177,7 @@ class Context:
             conn.pending_error = error
         conn.send_buffer.clear()
         conn.fin_queued = False
-        conn.ooo.clear()
-        conn.ooo_len = 0
+        conn.recv_buffer.drop_out_of_order()
         self.set_state(conn, now, S.CLOSED, cause)
         self.wake(conn)
 

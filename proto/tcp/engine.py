@@ -82,7 +82,7 @@ class TcpEngine(SocketCalls, SocketOptions):
                 "state": conn.state.value,
                 "local": (conn.local_addr, conn.local_port),
                 "remote": (conn.remote_addr, conn.remote_port),
-                "recv_q": len(conn.accept_queue) if listening else conn.recv_queue_len,
+                "recv_q": len(conn.accept_queue) if listening else conn.recv_buffer.length,
                 "send_q": conn.backlog if listening else len(conn.send_buffer),
                 "timers": {k: round(d - now, 6) for k, d in conn.timers.items() if d is not None},
                 "rto": conn.rto, "srtt": conn.srtt, "rttvar": conn.rttvar,

@@ -37,11 +37,6 @@ def take_syn_options(cx: Context, conn: Connection, seg: TcpSegment) -> None:
     conn.acked_upto = conn.rcv_nxt
 
 
-def syn_window(conn: Connection) -> int:
-    free = conn.so_rcvbuf - conn.recv_queue_len
-    return 0xFFFF if free > 0xFFFF else max(free, 0)
-
-
 def enter_established(cx: Context, conn: Connection, now: float, cause: str) -> None:
     cfg = cx.config
     cx.set_state(conn, now, S.ESTABLISHED, cause)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from proto.tcp import seqnum, snd
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
-from proto.tcp.handshake import enter_established, syn_window, take_syn_options
+from proto.tcp.handshake import enter_established, take_syn_options
+from proto.tcp.rcvbuf import choose_wscale, rcvbuf_ceiling, syn_window
 from proto.tcp.state import State
 from proto.wire.tcp import TcpSegment
 
@@ -59,7 +60,7 @@ def listen_arrives(cx: Context, listener: Connection, now: float, src: str, dst:
     cx.attach(child, seg.dst_port)
     take_syn_options(cx, child, seg)
     if child.wscale_ok:
-        child.rcv_wscale = snd.choose_wscale(snd.rcvbuf_ceiling(child))
+        child.rcv_wscale = choose_wscale(rcvbuf_ceiling(child))
     iss = isn if isn is not None else cx.isn(now, seg.dst_port, src, seg.src_port)
     child.iss = child.snd_una = iss
     child.snd_nxt = child.snd_max = child.send_buffer_seq = (iss + 1) & MASK

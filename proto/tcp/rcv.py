@@ -9,7 +9,8 @@ import errno
 from proto.tcp import recovery, scoreboard, seqnum, snd
 from proto.tcp.connection import SNDBUF_AUTOTUNE_MAX, Connection
 from proto.tcp.context import Context
-from proto.tcp.handshake import enter_established, syn_window, take_syn_options
+from proto.tcp.handshake import enter_established, take_syn_options
+from proto.tcp.rcvbuf import syn_window
 from proto.tcp.listener import child_established, listen_arrives
 from proto.tcp.rtt import rtt_sample
 from proto.tcp.state import State
@@ -116,7 +117,7 @@ def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) 
 
     # --- fast path (header prediction): in-order data or a pure ACK in ESTABLISHED
     if (state is S.ESTABLISHED and seq == rcv_nxt and (flags & SYN_FIN_RST) == 0 and flags & ACK
-            and not conn.ooo and conn.fin_seq is None and not conn.in_recovery and conn.dupacks == 0):
+            and not conn.recv_buffer.ooo and conn.fin_seq is None and not conn.in_recovery and conn.dupacks == 0):
         ack = seg.ack
         if ((ack - conn.snd_una) & MASK) <= ((conn.snd_max - conn.snd_una) & MASK):
             conn.last_recv = now
@@ -438,13 +439,13 @@ def duplicate_ack(cx: Context, conn: Connection, now: float) -> None:
 
 # ---------------------------------------------------------------- data and FIN
 def _append_in_order(cx: Context, conn: Connection, payload: bytes, plen: int) -> None:
-    """In-order data that fits the window, with no out-of-order queue (the common path)."""
+    """In-order data that fits the window (tcp_queue; the common path)."""
     if plen > conn.rcv_mss:
         ours = cx.config.mss
         conn.rcv_mss = plen if plen < ours else ours
-    was_empty = not conn.recv_queue_len
-    conn.recv_queue.append(payload)
-    conn.recv_queue_len += plen
+    buf = conn.recv_buffer
+    was_empty = not buf.length
+    buf.append(payload)
     rcv_nxt = conn.rcv_nxt = (conn.rcv_nxt + plen) & MASK
     if ((rcv_nxt - conn.acked_upto) & MASK) >= 2 * conn.rcv_mss:
         conn.ack_now = True                            # every second full-sized segment
@@ -475,68 +476,20 @@ def receive_data(cx: Context, conn: Connection, now: float, seq: int, payload: b
             return
         payload = payload[:room]
         plen = room
+    buf = conn.recv_buffer
     if seq == rcv_nxt:
         _append_in_order(cx, conn, payload, plen)
-        if conn.ooo:
-            if deliver_out_of_order(cx, conn):
+        if buf.ooo:
+            moved = buf.deliver_out_of_order(conn.rcv_nxt)
+            if moved:
+                conn.rcv_nxt = (conn.rcv_nxt + moved) & MASK
                 conn.ack_now = True                    # a segment that fills a hole is ACKed at once
         if conn.fin_seq is not None and conn.fin_seq == conn.rcv_nxt:
             fin_received(cx, conn, now)
     else:
-        insert_out_of_order(conn, seq, payload)
-        conn.ooo_last = seq
+        buf.insert_out_of_order(rcv_nxt, seq, payload)
         cx.count("ofo_segments")
         conn.ack_now = True                            # out-of-order: duplicate ACK at once (RFC 5681 4.2)
-
-
-def insert_out_of_order(conn: Connection, seq: int, data: bytes) -> None:
-    base = conn.rcv_nxt
-    start = seqnum.diff(seq, base)
-    end = start + len(data)
-    pieces = []
-    cur = start
-    for bseq, bdata in conn.ooo:
-        bs = seqnum.diff(bseq, base)
-        be = bs + len(bdata)
-        if be <= cur:
-            continue
-        if bs >= end:
-            break
-        if bs > cur:
-            pieces.append((cur, min(bs, end)))
-        cur = max(cur, be)
-        if cur >= end:
-            break
-    if cur < end:
-        pieces.append((cur, end))
-    if not pieces:
-        return
-    for ps, pe in pieces:
-        conn.ooo.append(((base + ps) & MASK, data[ps - start:pe - start]))
-        conn.ooo_len += pe - ps
-    conn.ooo.sort(key=lambda block: seqnum.diff(block[0], base))
-
-
-def deliver_out_of_order(cx: Context, conn: Connection) -> bool:
-    """Move blocks that now follow RCV.NXT into the receive queue."""
-    ooo = conn.ooo
-    moved = False
-    while ooo:
-        bseq, data = ooo[0]
-        d = seqnum.diff(conn.rcv_nxt, bseq)
-        if d < 0:
-            break
-        ooo.pop(0)
-        conn.ooo_len -= len(data)
-        if d >= len(data):
-            continue
-        if d:
-            data = data[d:]
-        conn.recv_queue.append(data)
-        conn.recv_queue_len += len(data)
-        conn.rcv_nxt = (conn.rcv_nxt + len(data)) & MASK
-        moved = True
-    return moved
 
 
 def fin_received(cx: Context, conn: Connection, now: float) -> None:

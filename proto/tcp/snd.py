@@ -6,8 +6,9 @@ Functions take the connection's context (`cx`, context.py) for its effects, coun
 from __future__ import annotations
 
 from proto.tcp import scoreboard, seqnum
-from proto.tcp.connection import RCVBUF_AUTOTUNE_MAX, Connection
+from proto.tcp.connection import Connection
 from proto.tcp.context import Context
+from proto.tcp.rcvbuf import select_window, syn_window
 from proto.tcp.state import SENDING, State
 from proto.wire.tcp import FLAGS_BY_VALUE, NO_OPTIONS, TcpOptions, TcpSegment
 
@@ -21,7 +22,6 @@ RST_ACK = RST | ACK
 MASK = seqnum.MASK
 
 
-# ---------------------------------------------------------------- windows
 def our_mss(cx: Context, conn: Connection) -> int:
     """The MSS we announce (config.mss, or TCP_MAXSEG if smaller)."""
     mss = cx.config.mss
@@ -30,77 +30,12 @@ def our_mss(cx: Context, conn: Connection) -> int:
     return mss
 
 
-def choose_wscale(rcvbuf: int) -> int:
-    """Smallest shift that lets the 16-bit window field cover `rcvbuf` (RFC 7323, at most 14)."""
-    shift = 0
-    while shift < 14 and (rcvbuf >> shift) > 0xFFFF:
-        shift += 1
-    return shift
-
-
-def rcvbuf_ceiling(conn: Connection) -> int:
-    """The largest receive buffer this connection may have: its window scale is chosen for it."""
-    return conn.so_rcvbuf if conn.rcvbuf_locked else max(conn.so_rcvbuf, RCVBUF_AUTOTUNE_MAX)
-
-
-def _buffer_and_free(conn: Connection) -> tuple[int, int]:
-    """The receive buffer and its free space, both capped at the largest window the scale can say."""
-    rcvbuf = conn.so_rcvbuf
-    free = rcvbuf - conn.recv_queue_len - conn.ooo_len
-    largest = 0xFFFF << conn.rcv_wscale
-    if rcvbuf > largest:
-        rcvbuf = largest
-        if free > largest:
-            free = largest
-    return rcvbuf, free
-
-
-def select_window(conn: Connection) -> int:
-    """The 16-bit window field to send now, and move conn.rcv_adv to match.
-
-    The window follows the free receive buffer, but its right edge never moves
-    left (RFC 9293 3.8.6.2.2) and only moves right by a worthwhile amount
-    (receiver SWS avoidance, RFC 1122 4.2.3.3: min(rcvbuf/2, MSS)).
-    """
-    rcvbuf, free = _buffer_and_free(conn)
-    rcv_nxt = conn.rcv_nxt
-    current = (conn.rcv_adv - rcv_nxt) & MASK
-    if current >= seqnum.HALF:
-        current = 0
-    if free > current:
-        threshold = conn.rcv_mss if conn.rcv_mss < rcvbuf // 2 else rcvbuf // 2
-        window = free if free - current >= threshold else current
-    else:
-        window = current
-    shift = conn.rcv_wscale
-    field = window >> shift
-    if (field << shift) < current:
-        field += 1                      # round up rather than shrink the offered edge
-    if field > 0xFFFF:
-        field = 0xFFFF
-    edge = (rcv_nxt + (field << shift)) & MASK
-    if ((edge - conn.rcv_adv) & MASK) < seqnum.HALF:
-        conn.rcv_adv = edge
-    return field
-
-
-def window_after_read(conn: Connection) -> bool:
-    """Would an ACK now open the window enough to be worth sending (Linux cleanup_rbuf)?"""
-    rcvbuf, free = _buffer_and_free(conn)
-    current = conn.rcv_wnd
-    threshold = conn.rcv_mss if conn.rcv_mss < rcvbuf // 2 else rcvbuf // 2
-    # Only when the window offered has closed to half the buffer or less:
-    # above that, the ACKs for arriving data carry the update anyway.
-    return free - current >= threshold and current <= rcvbuf // 2
-
-
 # ---------------------------------------------------------------- sending
 def emit(cx: Context, conn: Connection, flags: int, seq: int, payload: bytes = b"",
          options: TcpOptions = NO_OPTIONS) -> None:
     """Send one segment of this connection with the current ACK and window."""
     if flags & SYN:
-        free = conn.so_rcvbuf - conn.recv_queue_len
-        window = 0xFFFF if free > 0xFFFF else max(free, 0)      # never scaled in a SYN (RFC 7323 2.2)
+        window = syn_window(conn)
     else:
         window = select_window(conn)
     if flags & ACK:
@@ -110,8 +45,8 @@ def emit(cx: Context, conn: Connection, flags: int, seq: int, payload: bytes = b
         conn.acked_upto = ack
         if conn.timers["delayed_ack"] is not None:
             conn.timers["delayed_ack"] = None                 # lazily cancelled: see timers.py
-        if conn.ooo and conn.sack_ok and not payload and options is NO_OPTIONS:
-            options = TcpOptions(sack_blocks=sack_blocks(conn))
+        if conn.recv_buffer.ooo and conn.sack_ok and not payload and options is NO_OPTIONS:
+            options = TcpOptions(sack_blocks=conn.recv_buffer.sack_blocks())
     else:
         ack = 0
     seg = TcpSegment(conn.local_port, conn.remote_port, seq & MASK, ack, FLAGS_BY_VALUE[flags], window, 0,
@@ -148,22 +83,6 @@ def send_rst(cx: Context, conn: Connection) -> None:
 def syn_options(cx: Context, conn: Connection, reply_to_wscale: bool) -> TcpOptions:
     return TcpOptions(mss=our_mss(cx, conn), window_scale=conn.rcv_wscale if reply_to_wscale else None,
                       sack_permitted=conn.state is State.SYN_SENT or conn.sack_ok)
-
-
-def sack_blocks(conn: Connection) -> tuple[tuple[int, int], ...]:
-    """The out-of-order queue as SACK blocks (RFC 2018 4): contiguous pieces merged, the block
-    holding the latest arrival first, then the others from the highest down; at most 4."""
-    blocks: list[list[int]] = []
-    for seq, data in conn.ooo:
-        end = (seq + len(data)) & MASK
-        if blocks and blocks[-1][1] == seq:
-            blocks[-1][1] = end
-        else:
-            blocks.append([seq, end])
-    latest = conn.ooo_last
-    first = [b for b in blocks if latest is not None and seqnum.le(b[0], latest) and seqnum.lt(latest, b[1])]
-    rest = [b for b in reversed(blocks) if b not in first]
-    return tuple((left, right) for left, right in (first + rest)[:4])
 
 
 def send_syn(cx: Context, conn: Connection) -> None:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-from collections import deque
 
 from proto.ipc.messages import NAMED_SOCKET_IDS
 from proto.tcp import seqnum, snd
-from proto.tcp.connection import (RCVBUF_AUTOTUNE_MAX, SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED,
+from proto.tcp.connection import (SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED,
                                   Connection)
 from proto.tcp.context import Context
 from proto.tcp.listener import close_listener
+from proto.tcp.rcvbuf import RecvBuffer, choose_wscale, rcvbuf_ceiling, window_after_read
 from proto.tcp.sendbuf import SendBuffer
 from proto.tcp.state import State
 
@@ -111,10 +111,7 @@ class SocketCalls:
         conn.pending_error = 0
         conn.send_buffer = SendBuffer()
         conn.fin_queued = False
-        conn.recv_queue = deque()
-        conn.recv_queue_len = conn.recv_offset = 0
-        conn.ooo = []
-        conn.ooo_len = 0
+        conn.recv_buffer = RecvBuffer()
         conn.fin_seq = None
         conn.srtt = None
         conn.rttvar = 0.0
@@ -162,7 +159,7 @@ class SocketCalls:
         conn.remote_addr = addr
         conn.remote_port = port
         conn.active_open = True
-        conn.rcv_wscale = snd.choose_wscale(snd.rcvbuf_ceiling(conn))
+        conn.rcv_wscale = choose_wscale(rcvbuf_ceiling(conn))
         iss = self.cx.isn(now, conn.local_port, addr, port)
         conn.iss = conn.snd_una = iss
         conn.snd_nxt = conn.snd_max = conn.send_buffer_seq = (iss + 1) & MASK
@@ -261,13 +258,14 @@ class SocketCalls:
             raise TcpError(errno.EINVAL)
         if size == 0:
             return b""
-        if conn.recv_queue_len:
+        buf = conn.recv_buffer
+        if buf.length:
             if flags & MSG_PEEK:
-                return self._peek(conn, size)
-            data = self._take(conn, size)
+                return buf.peek(size)
+            data = buf.take(size)
             if not conn.rcvbuf_locked:
-                self._autotune_rcvbuf(conn, now, len(data))
-            if state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2) and snd.window_after_read(conn):
+                conn.so_rcvbuf = buf.autotune(now, len(data), conn.srtt, conn.so_rcvbuf)
+            if state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2) and window_after_read(conn):
                 self.cx.counters["window_updates"] += 1
                 snd.send_ack(self.cx, conn)          # Linux cleanup_rbuf: tell the peer the window opened
             return data
@@ -280,49 +278,6 @@ class SocketCalls:
         if state is S.CLOSED:
             raise TcpError(errno.ENOTCONN)
         raise TcpError(errno.EAGAIN)
-
-    @staticmethod
-    def _take(conn: Connection, size: int) -> bytes:
-        q = conn.recv_queue
-        off = conn.recv_offset
-        first = q[0]
-        flen = len(first)
-        if flen - off > size:                                 # part of the first chunk
-            conn.recv_offset = off + size
-            conn.recv_queue_len -= size
-            return first[off:off + size]
-        parts = []
-        got = 0
-        while q and got < size:
-            chunk = q[0]
-            avail = len(chunk) - off
-            want = size - got
-            if avail <= want:
-                parts.append(chunk[off:] if off else chunk)
-                got += avail
-                q.popleft()
-                off = 0
-            else:
-                parts.append(chunk[off:off + want])
-                got += want
-                off += want
-        conn.recv_offset = off
-        conn.recv_queue_len -= got
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    @staticmethod
-    def _peek(conn: Connection, size: int) -> bytes:
-        parts = []
-        got = 0
-        off = conn.recv_offset
-        for chunk in conn.recv_queue:
-            piece = chunk[off:off + size - got]
-            off = 0
-            parts.append(piece)
-            got += len(piece)
-            if got >= size:
-                break
-        return b"".join(parts)
 
     def shutdown(self, now: float, sid: int, how: int) -> None:
         conn = self._sock(sid)
@@ -381,13 +336,13 @@ class SocketCalls:
         if state is S.TIME_WAIT:
             return
         linger_zero = conn.so_linger[0] and conn.so_linger[1] == 0
-        if conn.recv_queue_len or linger_zero:
+        unread = conn.recv_buffer.length
+        if unread or linger_zero:
             # Linux tcp_close: unread data -> RST (RFC 2525 2.17); SO_LINGER 0 -> abort with RST
-            self.cx.counters["abort_on_close" if conn.recv_queue_len else "abort_on_linger"] += 1
+            self.cx.counters["abort_on_close" if unread else "abort_on_linger"] += 1
             if state not in (S.CLOSING, S.LAST_ACK) or conn.unsent > 0:
                 snd.send_rst(self.cx, conn)
-            conn.recv_queue.clear()
-            conn.recv_queue_len = 0
+            conn.recv_buffer.discard()
             self.cx.abort(conn, now, 0, "close with unread data / RST" if not linger_zero else "SO_LINGER 0 / RST")
             return
         conn.rcv_shutdown = True
@@ -397,20 +352,6 @@ class SocketCalls:
         if conn.state is S.FIN_WAIT_2:
             self.cx.arm(conn, "fin_wait_2", now + self.cx.config.fin_wait2_timeout)
 
-
-    @staticmethod
-    def _autotune_rcvbuf(conn: Connection, now: float, copied: int) -> None:
-        """Linux's receive buffer autotuning (tcp_rcv_space_adjust, "DRS"): once per
-        round trip, make room for twice what the application read in it."""
-        conn.rcv_space_copied += copied
-        elapsed = now - conn.rcv_space_time
-        if conn.srtt is None or elapsed < conn.srtt:
-            return
-        want = 2 * conn.rcv_space_copied
-        if want > conn.so_rcvbuf:
-            conn.so_rcvbuf = min(want, RCVBUF_AUTOTUNE_MAX)
-        conn.rcv_space_copied = 0
-        conn.rcv_space_time = now
 
     def getsockname(self, now: float, sid: int) -> tuple[str, int]:
         conn = self._sock(sid)
@@ -437,7 +378,7 @@ class SocketCalls:
         if conn.rcv_shutdown:
             mask |= POLLIN | POLLRDHUP
         if state is not S.SYN_SENT and state is not S.SYN_RCVD:
-            if conn.recv_queue_len:
+            if conn.recv_buffer.length:
                 mask |= POLLIN
             if not conn.snd_shutdown:
                 if self.cx.writable(conn):

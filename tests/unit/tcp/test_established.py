@@ -64,14 +64,14 @@ def test_out_of_order_kept_and_delivered_when_hole_fills():
     dup = peer.take_one()
     assert dup.ack == base                               # immediate duplicate ACK
     assert peer.error_of("recv", sid, 100) == errno.EAGAIN
-    assert peer.conn.ooo_len == 5
+    assert peer.conn.recv_buffer.ooo_len == 5
     peer.send(ACK, b"!", seq=base + 11)
     assert peer.take_one().ack == base
     peer.send(ACK, b"hello ", seq=base)                 # fills the hole
     ack = peer.take_one()
     assert ack.ack == base + 12                          # immediate
     assert peer.call("recv", sid, 100) == b"hello world!"
-    assert peer.conn.ooo_len == 0
+    assert peer.conn.recv_buffer.ooo_len == 0
 
 
 def test_out_of_order_overlaps_merged():
@@ -101,7 +101,7 @@ def test_data_beyond_window_dropped():
     base = peer.seq
     peer.send(ACK, b"x" * 100, seq=base + 5000)
     assert peer.take_one().ack == base
-    assert peer.conn.ooo_len == 0
+    assert peer.conn.recv_buffer.ooo_len == 0
 
 
 def test_window_follows_free_buffer_and_right_edge_never_shrinks():
@@ -120,7 +120,7 @@ def test_window_follows_free_buffer_and_right_edge_never_shrinks():
     ack = peer.take_one()
     assert ack.window == 0 and ack.ack == peer.seq - 1
     peer.seq -= 1
-    assert conn.recv_queue_len == 8192
+    assert conn.recv_buffer.length == 8192
 
 
 def test_rcvbuf_shrunk_below_queued_data_does_not_move_edge_left():

@@ -124,5 +124,5 @@ def test_control_block_is_plain_serialisable_data():
     peer.send(ACK, b"abc", seq=peer.seq + 5, ack=peer.ack - 10, advance=False)   # out of order too
     d = peer.conn.as_dict()
     json.dumps(d)
-    assert d["state"] == "ESTABLISHED" and d["send_buffer"] == 10 and d["ooo"] == [((peer.seq + 5), 3)]
+    assert d["state"] == "ESTABLISHED" and d["send_buffer"] == 10 and d["recv_buffer"]["ooo"] == [((peer.seq + 5), 3)]
     assert d["timers"]["retransmit"] is not None

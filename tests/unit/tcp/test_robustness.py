@@ -27,8 +27,8 @@ segment_specs = st.lists(st.tuples(
 def check_invariants(eng, conn):
     if conn.id not in eng.conns:
         return
-    assert conn.recv_queue_len == sum(len(c) for c in conn.recv_queue) - conn.recv_offset
-    assert conn.ooo_len == sum(len(b) for _, b in conn.ooo)
+    assert conn.recv_buffer.length == sum(len(c) for c in conn.recv_buffer.chunks) - conn.recv_buffer.offset
+    assert conn.recv_buffer.ooo_len == sum(len(b) for _, b in conn.recv_buffer.ooo)
     if conn.state in (State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2, State.CLOSE_WAIT,
                       State.CLOSING, State.LAST_ACK):
         assert seqnum.le(conn.snd_una, conn.snd_nxt) and seqnum.le(conn.snd_nxt, conn.snd_max)
