@@ -29,6 +29,7 @@ SO_REUSEADDR, SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF = _std.SO_REUSEADDR, _std.SO_KE
 SO_ERROR, SO_LINGER, SO_TYPE = _std.SO_ERROR, _std.SO_LINGER, _std.SO_TYPE
 TCP_NODELAY, TCP_MAXSEG = _std.TCP_NODELAY, _std.TCP_MAXSEG
 TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = _std.TCP_KEEPIDLE, _std.TCP_KEEPINTVL, _std.TCP_KEEPCNT
+TCP_CONGESTION = _std.TCP_CONGESTION
 SHUT_RD, SHUT_WR, SHUT_RDWR = _std.SHUT_RD, _std.SHUT_WR, _std.SHUT_RDWR
 MSG_PEEK, MSG_DONTWAIT, MSG_WAITALL = _std.MSG_PEEK, _std.MSG_DONTWAIT, _std.MSG_WAITALL
 SOMAXCONN = _std.SOMAXCONN
@@ -377,6 +378,8 @@ class socket:
 
     def getsockopt(self, level: int, optname: int, buflen: int = 0):
         value, _ = self._call("getsockopt", level, optname)
+        if isinstance(value, bytes):         # TCP_CONGESTION: a name, NUL-padded to buflen
+            return value[:buflen].ljust(buflen, b"\0") if buflen else int.from_bytes(value[:4], "little")
         if isinstance(value, list):          # SO_LINGER: (l_onoff, l_linger)
             packed = struct.pack("ii", *value)
             return packed[:buflen] if buflen else value[0]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import tomllib
 from typing import Any
 
+from proto.tcp.congestion import CONTROLS
+
 DEFAULTS: dict[str, dict[str, Any]] = {
     "tcp": {
         "connect_timeout": 75.0,
@@ -25,6 +27,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_backlog": 128,
         "ephemeral_ports": "32768-60999",
         "timer_slack": 0.01,
+        "congestion": "reno",
     },
     "ip": {
         "ttl": 64,
@@ -77,6 +80,8 @@ def _coerce(section: str, key: str, value: Any) -> Any:
         raise ConfigError(f"{section}.{key}: {value!r} is outside {low}..{high}")
     if key == "ephemeral_ports":
         parse_port_range(value)
+    if key == "congestion" and value not in CONTROLS:
+        raise ConfigError(f"tcp.congestion: {value!r} is not one of {', '.join(sorted(CONTROLS))}")
     return value
 
 

@@ -11,9 +11,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from proto.tcp import seqnum
+from proto.tcp.congestion import CongestionControl, NewReno
 from proto.tcp.rcvbuf import RecvBuffer
+from proto.tcp.rtt import RttEstimator
 from proto.tcp.sendbuf import SendBuffer
-from proto.tcp.state import State
+from proto.tcp.state import Recovery, State
 
 TIMER_KINDS = ("retransmit", "connect", "persist", "fin_wait_2", "time_wait", "delayed_ack", "keepalive")
 
@@ -93,20 +95,15 @@ class Connection:
     send_buffer_seq: int = 0            # sequence number of send_buffer[0]
     fin_queued: bool = False            # our FIN follows the last byte of send_buffer
     active_open: bool = False
-    # congestion control (RFC 5681, NewReno RFC 6582)
+    # congestion control (congestion.py) and loss recovery (recovery.py)
     cwnd: int = 0
     ssthresh: int = 1 << 30
-    ca_acked: int = 0
+    cc: CongestionControl = field(default_factory=NewReno)
+    recovery: Recovery = Recovery.OPEN
     dupacks: int = 0
-    in_recovery: bool = False
-    recover: int = 0                    # NewReno's "recover" (RFC 6582)
-    rto_recovery: bool = False          # after an RTO, no fast retransmit until SND.UNA passes recover
+    recover: int = 0                    # the recovery point: SND.MAX when recovery began (RFC 6582, 6675)
     # retransmission (RFC 6298)
-    srtt: float | None = None
-    rttvar: float = 0.0
-    rto: float = 1.0
-    rtt_seq: int | None = None          # timing the segment that ends here (Karn: one at a time, never a retransmission)
-    rtt_time: float = 0.0
+    rtt: RttEstimator = field(default_factory=RttEstimator)
     retransmits: int = 0                # consecutive expiries without progress
     total_retransmits: int = 0
     probes_out: int = 0                 # unanswered persist / keepalive probes
@@ -133,6 +130,11 @@ class Connection:
     @property
     def key(self) -> tuple[int, str, int]:
         return (self.local_port, self.remote_addr, self.remote_port)
+
+    @property
+    def in_recovery(self) -> bool:
+        """In fast recovery (NewReno's or SACK's)."""
+        return self.recovery is Recovery.FAST
 
     @property
     def flight_size(self) -> int:
@@ -164,8 +166,12 @@ class Connection:
         out = {}
         for name in self.__slots__:
             value = getattr(self, name)
-            if isinstance(value, State):
+            if isinstance(value, (State, Recovery)):
                 value = value.value
+            elif isinstance(value, CongestionControl):
+                value = value.name
+            elif isinstance(value, RttEstimator):
+                value = {"srtt": value.srtt, "rttvar": value.rttvar, "rto": value.rto}
             elif isinstance(value, (bytearray, bytes, SendBuffer)):
                 value = len(value)
             elif isinstance(value, RecvBuffer):

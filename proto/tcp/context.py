@@ -16,10 +16,12 @@ import traceback
 
 from proto.tcp import seqnum
 from proto.tcp.config import TcpConfig
+from proto.tcp.congestion import make as make_congestion_control
 from proto.tcp.connection import TIMER_KINDS, Connection
 from proto.tcp.counters import Counters
 from proto.tcp.effects import Effects
 from proto.tcp.ports import PortTable
+from proto.tcp.rtt import RttEstimator
 from proto.tcp.state import State, Transition, allowed
 from proto.wire.tcp import FLAGS_BY_VALUE, TcpSegment
 
@@ -210,7 +212,7 @@ class Context:
             cid = self._next_id
             self._next_id += 1
         conn = Connection(cid, state=state, so_rcvbuf=self.config.rcvbuf, so_sndbuf=self.config.sndbuf,
-                          rto=self.config.rto_initial)
+                          rtt=RttEstimator(rto=self.config.rto_initial), cc=make_congestion_control(self.config.congestion))
         self.conns[cid] = conn
         return conn
 

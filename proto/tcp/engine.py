@@ -85,7 +85,7 @@ class TcpEngine(SocketCalls, SocketOptions):
                 "recv_q": len(conn.accept_queue) if listening else conn.recv_buffer.length,
                 "send_q": conn.backlog if listening else len(conn.send_buffer),
                 "timers": {k: round(d - now, 6) for k, d in conn.timers.items() if d is not None},
-                "rto": conn.rto, "srtt": conn.srtt, "rttvar": conn.rttvar,
+                "rto": conn.rtt.rto, "srtt": conn.rtt.srtt, "rttvar": conn.rtt.rttvar,
                 "cwnd": conn.cwnd, "ssthresh": conn.ssthresh,
                 "snd_wnd": conn.snd_wnd, "rcv_wnd": conn.rcv_wnd,
                 "retransmissions": conn.total_retransmits, "mss": conn.send_mss,

@@ -45,7 +45,7 @@ def enter_established(cx: Context, conn: Connection, now: float, cause: str) -> 
     conn.retransmits = 0
     conn.last_recv = now
     conn.timers["connect"] = None        # lazily: TIME_WAIT's message (or one stale fire) ends it
-    if conn.srtt is None:
-        conn.rto = cfg.rto_initial
+    if conn.rtt.srtt is None:
+        conn.rtt.rto = cfg.rto_initial
     if conn.so_keepalive:
         cx.arm(conn, "keepalive", now + cx.keepalive_idle(conn))

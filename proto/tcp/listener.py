@@ -8,6 +8,7 @@ ACK (the child stays in SYN_RCVD and retransmits its SYN+ACK).
 from __future__ import annotations
 
 from proto.tcp import seqnum, snd
+from proto.tcp.congestion import make as make_congestion_control
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
 from proto.tcp.handshake import enter_established, take_syn_options
@@ -51,6 +52,7 @@ def listen_arrives(cx: Context, listener: Connection, now: float, src: str, dst:
     child = cx.new_connection(state=S.LISTEN)
     for name in INHERITED:
         setattr(child, name, getattr(listener, name))
+    child.cc = make_congestion_control(listener.cc.name)     # the listener's choice, state of its own
     child.user_open = False
     child.local_addr = dst
     child.remote_addr = src
@@ -68,13 +70,13 @@ def listen_arrives(cx: Context, listener: Connection, now: float, src: str, dst:
     child.snd_wl1 = seg.seq
     child.snd_wl2 = iss
     child.rcv_adv = (child.rcv_nxt + syn_window(child)) & MASK
-    child.rto = cx.config.rto_initial
-    child.rtt_seq = child.snd_nxt
-    child.rtt_time = now
+    child.rtt.rto = cx.config.rto_initial
+    child.rtt.seq = child.snd_nxt
+    child.rtt.time = now
     child.last_recv = now
     cx.set_state(child, now, S.SYN_RCVD, "SYN / SYN+ACK")
     snd.send_syn(cx, child)
-    cx.arm(child, "retransmit", now + child.rto)
+    cx.arm(child, "retransmit", now + child.rtt.rto)
 
 
 def child_established(cx: Context, child: Connection, now: float) -> bool:

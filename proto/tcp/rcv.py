@@ -12,11 +12,11 @@ from proto.tcp.context import Context
 from proto.tcp.handshake import enter_established, take_syn_options
 from proto.tcp.rcvbuf import syn_window
 from proto.tcp.listener import child_established, listen_arrives
-from proto.tcp.rtt import rtt_sample
-from proto.tcp.state import State
+from proto.tcp.state import Recovery, State
 from proto.wire.tcp import TcpSegment
 
 S = State
+OPEN, FAST = Recovery.OPEN, Recovery.FAST
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10      # plain ints: see snd.py
 SYN_FIN_RST = SYN | FIN | RST
 MASK = seqnum.MASK
@@ -51,9 +51,9 @@ def syn_sent_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment)
         ack = seg.ack
         conn.snd_una = ack
         conn.snd_wl2 = ack
-        if conn.rtt_seq is not None and seqnum.ge(ack, conn.rtt_seq):
-            rtt_sample(conn, now - conn.rtt_time, cx.config.rto_min, cx.config.rto_max)
-        conn.rtt_seq = None
+        if conn.rtt.seq is not None and seqnum.ge(ack, conn.rtt.seq):
+            conn.rtt.sample(now - conn.rtt.time, cx.config.rto_min, cx.config.rto_max)
+        conn.rtt.seq = None
         enter_established(cx, conn, now, "SYN+ACK / ACK")
         conn.timers["retransmit"] = None
         snd.send_ack(cx, conn)
@@ -117,7 +117,8 @@ def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) 
 
     # --- fast path (header prediction): in-order data or a pure ACK in ESTABLISHED
     if (state is S.ESTABLISHED and seq == rcv_nxt and (flags & SYN_FIN_RST) == 0 and flags & ACK
-            and not conn.recv_buffer.ooo and conn.fin_seq is None and not conn.in_recovery and conn.dupacks == 0):
+            and not conn.recv_buffer.ooo and conn.fin_seq is None and conn.recovery is not FAST
+            and conn.dupacks == 0):
         ack = seg.ack
         if ((ack - conn.snd_una) & MASK) <= ((conn.snd_max - conn.snd_una) & MASK):
             conn.last_recv = now
@@ -308,15 +309,15 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
             if plen == 0 and not int(seg.flags) & (FIN | SYN) and (
                     same_window or newly or (not conn.sack_ok and sacks_new_data(conn, seg))):
                 duplicate_ack(cx, conn, now)
-            elif newly and conn.in_recovery:
-                recovery.transmit(cx, conn, now)
+            elif newly:
+                recovery.strategy(conn).on_sack(cx, conn, now)
         return
     # --- new data acknowledged
     cfg = cx.config
     flight_before = (conn.snd_max - snd_una) & MASK
-    if conn.rtt_seq is not None and ((ack - conn.rtt_seq) & MASK) < HALF:
-        rtt_sample(conn, now - conn.rtt_time, cfg.rto_min, cfg.rto_max)
-        conn.rtt_seq = None
+    if conn.rtt.seq is not None and ((ack - conn.rtt.seq) & MASK) < HALF:
+        conn.rtt.sample(now - conn.rtt.time, cfg.rto_min, cfg.rto_max)
+        conn.rtt.seq = None
     buf = conn.send_buffer
     n = (ack - conn.send_buffer_seq) & MASK
     if n >= HALF:
@@ -336,39 +337,19 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
         if blocks:
             scoreboard.update(conn, blocks)
     conn.retransmits = 0
-    mss = conn.send_mss
-    if conn.rto_recovery and ((ack - conn.recover) & MASK) < HALF:
-        conn.rto_recovery = False
-    if conn.in_recovery:
-        if ((ack - conn.recover) & MASK) < HALF:       # full ACK: leave fast recovery (RFC 6582 3.2 step 3)
-            flight = (conn.snd_max - ack) & MASK
-            conn.cwnd = min(conn.ssthresh, flight + mss)
-            conn.in_recovery = False
-            conn.rxt_marks.clear()
-            conn.dupacks = 0
-        elif conn.sack_ok:                             # partial ACK in SACK recovery (RFC 6675 5 (B), (C))
-            if ((ack - conn.high_rxt) & MASK) < HALF and not scoreboard.is_sacked(conn, ack):
-                # the head was sent before the retransmissions now acknowledged: lost (RFC 6582)
-                recovery.retransmit(cx, conn, now, 0, min(mss, (conn.snd_max - ack) & MASK))
-            recovery.transmit(cx, conn, now)
-        else:                                          # partial ACK: retransmit the next hole
-            snd.retransmit_head(cx, conn, now)
-            conn.cwnd = max(conn.cwnd - acked + mss, mss)
+    if conn.recovery is not OPEN and recovery.covers_recover(conn, ack):
+        if conn.recovery is FAST:
+            recovery.exit_recovery(cx, conn, now)      # a full ACK
+        else:
+            conn.recovery = OPEN                       # the RTO's go-back-N is over
+    if conn.recovery is FAST:
+        recovery.strategy(conn).on_partial_ack(cx, conn, now, ack, acked)
     else:
         conn.dupacks = 0
-        if flight_before + mss >= conn.cwnd:           # grow only when cwnd was the limit
-            if conn.cwnd < conn.ssthresh:              # slow start (RFC 5681 3.1, ABC L=2)
-                conn.cwnd += acked if acked < 2 * mss else 2 * mss
-            else:                                      # congestion avoidance
-                conn.ca_acked += acked
-                if conn.ca_acked >= conn.cwnd:
-                    conn.ca_acked -= conn.cwnd
-                    conn.cwnd += mss
-        if conn.scoreboard and not conn.rto_recovery and ack != conn.snd_max:
-            if scoreboard.is_lost(conn, ack):
-                recovery.enter_recovery(cx, conn, now)    # RFC 6675 5: IsLost(HighACK + 1)
-            else:
-                recovery.limited_transmit(cx, conn, now)
+        if flight_before + conn.send_mss >= conn.cwnd:     # grow only when cwnd was the limit
+            conn.cc.on_ack(conn, acked, now)
+        if conn.recovery is OPEN:
+            recovery.strategy(conn).on_ack(cx, conn, now, ack)
     if not conn.sndbuf_locked and 2 * conn.cwnd > conn.so_sndbuf:
         # Linux tcp_sndbuf_expand: a buffer the application did not size holds two congestion windows
         conn.so_sndbuf = min(2 * conn.cwnd, SNDBUF_AUTOTUNE_MAX)
@@ -400,41 +381,9 @@ def sacks_new_data(conn: Connection, seg: TcpSegment) -> bool:
 
 
 def duplicate_ack(cx: Context, conn: Connection, now: float) -> None:
+    """RFC 5681 3.2 / RFC 6675 5: counted, then what the connection's loss recovery makes of it."""
     conn.dupacks += 1
-    mss = conn.send_mss
-    if conn.in_recovery:
-        if conn.sack_ok:
-            recovery.transmit(cx, conn, now)              # RFC 6675 5 (C): send what the pipe allows
-        else:
-            conn.cwnd += mss                           # inflate for each segment that left the network
-        return
-    if conn.sack_ok and not conn.rto_recovery:
-        if conn.dupacks >= 3 or (conn.scoreboard and scoreboard.is_lost(conn, conn.snd_una)):
-            recovery.enter_recovery(cx, conn, now)        # RFC 6675 5 (4)
-        elif conn.scoreboard:
-            recovery.limited_transmit(cx, conn, now)      # RFC 6675 5 (3)
-            return
-        else:
-            pass                                       # no SACK information: RFC 3042 below
-        if conn.in_recovery:
-            return
-    if conn.dupacks < 3 and not conn.rto_recovery:
-        # Limited transmit (RFC 3042): each of the first two duplicate ACKs says a segment left the
-        # network; send one new segment for it (window permitting), so a small window still
-        # gathers the three duplicate ACKs of a fast retransmit instead of waiting for the RTO.
-        cwnd = conn.cwnd
-        conn.cwnd = cwnd + conn.dupacks * mss
-        snd.output(cx, conn, now)
-        conn.cwnd = cwnd
-        return
-    if conn.dupacks == 3 and not conn.rto_recovery:
-        flight = (conn.snd_max - conn.snd_una) & MASK
-        conn.ssthresh = max(flight // 2, 2 * mss)
-        conn.recover = conn.snd_max
-        conn.in_recovery = True
-        cx.counters["fast_retransmits"] += 1
-        snd.retransmit_head(cx, conn, now)
-        conn.cwnd = conn.ssthresh + 3 * mss
+    recovery.strategy(conn).on_dupack(cx, conn, now)
 
 
 # ---------------------------------------------------------------- data and FIN

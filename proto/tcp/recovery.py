@@ -1,31 +1,159 @@
-"""SACK-based loss recovery for our sender (RFC 6675 5, conservative SACK loss recovery),
-and the tail loss probe (RFC 8985 7).  The scoreboard it reads is scoreboard.py.
+"""Loss recovery: one state per connection (`conn.recovery`, state.Recovery) and a strategy
+chosen by what the handshake agreed (gVisor's reno_recovery.go and sack_recovery.go):
+
+  RenoRecovery   NewReno fast retransmit and fast recovery (RFC 5681 3.2, RFC 6582), with
+                 Limited Transmit (RFC 3042)
+  SackRecovery   conservative SACK-based recovery (RFC 6675 5) over the scoreboard
+                 (scoreboard.py), with lost-retransmission detection
+
+Both answer the same events: a duplicate ACK, a partial ACK in fast recovery, new data
+acknowledged out of recovery, new SACK information in recovery.  Entering and leaving
+recovery, the RTO's loss state, and the tail loss probe (RFC 8985 7) are shared.  How much
+cwnd and ssthresh change is the congestion control's (congestion.py), never decided here.
 """
 from __future__ import annotations
 
-from proto.tcp import snd
+from proto.tcp import scoreboard, snd
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
 from proto.tcp.scoreboard import HALF, MASK, holes, next_seg, pipe, rule3
+from proto.tcp.state import Recovery
+
+OPEN, FAST, LOSS = Recovery.OPEN, Recovery.FAST, Recovery.LOSS
+DUP_THRESH = scoreboard.DUP_THRESH
+
+
+# ---------------------------------------------------------------- shared steps
+def covers_recover(conn: Connection, ack: int) -> bool:
+    """SND.UNA (after `ack`) has reached the recovery point: a full ACK."""
+    return ((ack - conn.recover) & MASK) < HALF
+
+
+def exit_recovery(cx: Context, conn: Connection, now: float) -> None:
+    """A full ACK ends fast recovery (RFC 6582 3.2 step 3, RFC 6675 5 (A))."""
+    conn.cc.on_recovery_exit(conn, now)
+    conn.recovery = OPEN
+    conn.rxt_marks.clear()
+    conn.dupacks = 0
+
+
+def enter_loss(cx: Context, conn: Connection, now: float) -> None:
+    """The retransmission timer expired (RFC 5681 3.1, RFC 6298 5.5-5.7): the loss window,
+    go-back-N from SND.UNA until the ACKs pass what was sent before (`recover`)."""
+    cx.counters["rto_expiries"] += 1
+    conn.cc.on_rto(conn, now)
+    conn.recovery = LOSS
+    conn.rxt_marks.clear()
+    conn.dupacks = 0
+    conn.recover = conn.snd_max
+    conn.high_rxt = conn.snd_una                     # the scoreboard stays: go-back-N skips SACKed ranges
+    if conn.scoreboard and conn.scoreboard[0][0] == conn.snd_una:
+        conn.scoreboard = []                         # SACKed yet unacknowledged at SND.UNA: the peer reneged
+    conn.snd_nxt = conn.snd_una
+
+
+def rfc3042_limited_transmit(cx: Context, conn: Connection, now: float) -> None:
+    """Limited transmit (RFC 3042): each of the first two duplicate ACKs says a segment left the
+    network; send one new segment for it (window permitting), so a small window still gathers
+    the three duplicate ACKs of a fast retransmit instead of waiting for the RTO."""
+    cwnd = conn.cwnd
+    conn.cwnd = cwnd + conn.dupacks * conn.send_mss
+    snd.output(cx, conn, now)
+    conn.cwnd = cwnd
+
+
+# ---------------------------------------------------------------- NewReno
+class RenoRecovery:
+    @staticmethod
+    def on_dupack(cx: Context, conn: Connection, now: float) -> None:
+        if conn.recovery is FAST:
+            conn.cwnd += conn.send_mss                 # inflate for each segment that left the network
+        elif conn.recovery is OPEN:
+            if conn.dupacks < DUP_THRESH:
+                rfc3042_limited_transmit(cx, conn, now)
+            elif conn.dupacks == DUP_THRESH:           # fast retransmit, fast recovery (RFC 6582 3.2 step 2)
+                conn.cc.on_loss(conn, now)
+                conn.recover = conn.snd_max
+                conn.recovery = FAST
+                cx.counters["fast_retransmits"] += 1
+                snd.retransmit_head(cx, conn, now)
+                conn.cwnd = conn.ssthresh + DUP_THRESH * conn.send_mss
+
+    @staticmethod
+    def on_partial_ack(cx: Context, conn: Connection, now: float, ack: int, acked: int) -> None:
+        """RFC 6582 3.2 step 4: retransmit the next hole, deflate by what was acknowledged."""
+        mss = conn.send_mss
+        snd.retransmit_head(cx, conn, now)
+        conn.cwnd = max(conn.cwnd - acked + mss, mss)
+
+    @staticmethod
+    def on_ack(cx: Context, conn: Connection, now: float, ack: int) -> None:
+        """New data acknowledged out of recovery: nothing more to learn without SACK."""
+
+    @staticmethod
+    def on_sack(cx: Context, conn: Connection, now: float) -> None:
+        """(No SACK information without SACK.)"""
+
+
+# ---------------------------------------------------------------- SACK
+class SackRecovery:
+    @staticmethod
+    def on_dupack(cx: Context, conn: Connection, now: float) -> None:
+        if conn.recovery is FAST:
+            transmit(cx, conn, now)                    # RFC 6675 5 (C): send what the pipe allows
+        elif conn.recovery is OPEN:
+            if conn.dupacks >= DUP_THRESH or (conn.scoreboard and scoreboard.is_lost(conn, conn.snd_una)):
+                enter_recovery(cx, conn, now)          # RFC 6675 5 (4)
+            elif conn.scoreboard:
+                limited_transmit(cx, conn, now)        # RFC 6675 5 (3)
+            else:
+                rfc3042_limited_transmit(cx, conn, now)    # no SACK information yet
+
+    @staticmethod
+    def on_partial_ack(cx: Context, conn: Connection, now: float, ack: int, acked: int) -> None:
+        """RFC 6675 5 (B), (C)."""
+        if ((ack - conn.high_rxt) & MASK) < HALF and not scoreboard.is_sacked(conn, ack):
+            # the head was sent before the retransmissions now acknowledged: lost (RFC 6582)
+            retransmit(cx, conn, now, 0, min(conn.send_mss, (conn.snd_max - ack) & MASK))
+        transmit(cx, conn, now)
+
+    @staticmethod
+    def on_ack(cx: Context, conn: Connection, now: float, ack: int) -> None:
+        """New data acknowledged out of recovery: RFC 6675 5 IsLost(HighACK + 1) starts recovery,
+        else Limited Transmit as the scoreboard allows."""
+        if conn.scoreboard and ack != conn.snd_max:
+            if scoreboard.is_lost(conn, ack):
+                enter_recovery(cx, conn, now)
+            else:
+                limited_transmit(cx, conn, now)
+
+    @staticmethod
+    def on_sack(cx: Context, conn: Connection, now: float) -> None:
+        """An ACK with new SACK information that is not a duplicate ACK (its window moved)."""
+        if conn.recovery is FAST:
+            transmit(cx, conn, now)
+
+
+def strategy(conn: Connection) -> type[RenoRecovery] | type[SackRecovery]:
+    return SackRecovery if conn.sack_ok else RenoRecovery
 
 
 def enter_recovery(cx: Context, conn: Connection, now: float) -> None:
-    """RFC 6675 5 step (4): RecoveryPoint = HighData, cwnd = ssthresh = FlightSize / 2,
-    retransmit the first segment, then send what the pipe allows."""
-    mss = conn.send_mss
+    """RFC 6675 5 step (4): RecoveryPoint = HighData, cwnd = ssthresh (the congestion control's
+    decrease), retransmit the first segment, then send what the pipe allows."""
     flight = (conn.snd_max - conn.snd_una) & MASK
-    conn.ssthresh = max(flight // 2, 2 * mss)
+    conn.cc.on_loss(conn, now)
     conn.cwnd = conn.ssthresh
     conn.recover = conn.snd_max
-    conn.in_recovery = True
+    conn.recovery = FAST
     conn.high_rxt = conn.snd_una
     conn.rxt_marks.clear()
     if conn.pto_armed:                                 # the probe timer becomes the RTO again
         conn.pto_armed = False
-        cx.arm(conn, "retransmit", now + conn.rto)
+        cx.arm(conn, "retransmit", now + conn.rtt.rto)
     cx.counters["fast_retransmits"] += 1
     cx.count("sack_recoveries")
-    retransmit(cx, conn, now, 0, min(mss, flight))
+    retransmit(cx, conn, now, 0, min(conn.send_mss, flight))
     transmit(cx, conn, now)
 
 
@@ -36,7 +164,7 @@ def retransmit(cx: Context, conn: Connection, now: float, off: int, size: int) -
         end = (seq + used) & MASK
         if ((end - conn.high_rxt) & MASK) < HALF:
             conn.high_rxt = end
-        conn.rtt_seq = None                            # Karn
+        conn.rtt.seq = None                            # Karn
         marks = conn.rxt_marks
         if len(marks) > 256:
             marks.clear()
@@ -73,6 +201,18 @@ def transmit(cx: Context, conn: Connection, now: float) -> None:
             return
 
 
+def limited_transmit(cx: Context, conn: Connection, now: float) -> None:
+    """RFC 6675 5 step (3): before recovery, new data as cwnd - pipe allows (Limited Transmit
+    measured by the scoreboard: a SACKed segment has left the network)."""
+    mss = conn.send_mss
+    for _ in range(1000):
+        if conn.cwnd - pipe(conn) < mss or not snd.send_new(cx, conn, now, mss):
+            return
+
+
+
+
+# ---------------------------------------------------------------- tail loss probe
 def tail_loss_probe(cx: Context, conn: Connection, now: float) -> None:
     """The probe timer went off (RFC 8985 7.3): one new segment if the peer's window allows,
     else the last segment again; then the RTO runs."""
@@ -83,17 +223,6 @@ def tail_loss_probe(cx: Context, conn: Connection, now: float) -> None:
         flight = (start - conn.snd_una) & MASK
         start = (start - (mss if mss < flight else flight)) & MASK
         snd.send_range(cx, conn, now, start, (conn.snd_max - start) & MASK)
-        conn.rtt_seq = None
+        conn.rtt.seq = None
     conn.pto_armed = False
-    cx.arm(conn, "retransmit", now + conn.rto)
-
-
-def limited_transmit(cx: Context, conn: Connection, now: float) -> None:
-    """RFC 6675 5 step (3): before recovery, new data as cwnd - pipe allows (Limited Transmit
-    measured by the scoreboard: a SACKed segment has left the network)."""
-    mss = conn.send_mss
-    for _ in range(1000):
-        if conn.cwnd - pipe(conn) < mss or not snd.send_new(cx, conn, now, mss):
-            return
-
-
+    cx.arm(conn, "retransmit", now + conn.rtt.rto)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from proto.tcp import seqnum
 from proto.tcp.connection import Connection
+from proto.tcp.state import Recovery
 
 MASK = seqnum.MASK
 HALF = seqnum.HALF
@@ -130,7 +131,7 @@ def pipe(conn: Connection, hs: list | None = None) -> int:
     """RFC 6675 SetPipe: bytes believed in the network (not SACKed and not lost, plus retransmitted)."""
     if hs is None:
         hs = holes(conn)
-    hr = _high_rxt(conn) if conn.in_recovery else 0
+    hr = _high_rxt(conn) if conn.recovery is Recovery.FAST else 0
     total = 0
     for lo, hi, lost in hs:
         if not lost:

@@ -9,7 +9,7 @@ from proto.tcp import scoreboard, seqnum
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
 from proto.tcp.rcvbuf import select_window, syn_window
-from proto.tcp.state import SENDING, State
+from proto.tcp.state import SENDING, Recovery, State
 from proto.wire.tcp import FLAGS_BY_VALUE, NO_OPTIONS, TcpOptions, TcpSegment
 
 # Flags as plain ints on the hot path (enum.IntFlag arithmetic is slow); segments carry TcpFlags.
@@ -161,7 +161,7 @@ def output(cx: Context, conn: Connection, now: float, force: bool = False) -> No
                 break
         in_flight = (snd_nxt - conn.snd_una) & MASK
         pipe = in_flight                            # what congestion control counts
-        if conn.rto_recovery and conn.scoreboard:
+        if conn.recovery is Recovery.LOSS and conn.scoreboard:
             pipe -= scoreboard.sacked_below(conn, snd_nxt)
         # the peer's window ends at SND.UNA + SND.WND whatever it has SACKed; cwnd limits the pipe
         usable = conn.snd_wnd - in_flight
@@ -200,9 +200,9 @@ def output(cx: Context, conn: Connection, now: float, force: bool = False) -> No
             break
         new_nxt = (snd_nxt + used) & MASK
         if seqnum.ge(snd_nxt, conn.snd_max):
-            if conn.rtt_seq is None:
-                conn.rtt_seq = new_nxt
-                conn.rtt_time = now
+            if conn.rtt.seq is None:
+                conn.rtt.seq = new_nxt
+                conn.rtt.time = now
             conn.snd_max = new_nxt
         elif seqnum.gt(new_nxt, conn.snd_max):
             conn.snd_max = new_nxt
@@ -236,9 +236,9 @@ def send_new(cx: Context, conn: Connection, now: float, limit: int) -> int:
     used = send_range(cx, conn, now, seq, size)
     if used:
         end = (seq + used) & MASK
-        if conn.rtt_seq is None:
-            conn.rtt_seq = end
-            conn.rtt_time = now
+        if conn.rtt.seq is None:
+            conn.rtt.seq = end
+            conn.rtt.time = now
         conn.snd_max = conn.snd_nxt = end
     return used
 
@@ -251,10 +251,10 @@ def arm_retransmit(cx: Context, conn: Connection, now: float) -> None:
     2 * SRTT) when that comes first: a probe makes the peer report the tail of the flight (a lost
     last ACK or last segments) instead of the sender waiting for the RTO.  Only for a flight of
     more than one segment, out of recovery."""
-    rto = conn.rto
-    if (conn.sack_ok and conn.srtt is not None and not conn.in_recovery and not conn.rto_recovery
+    rto = conn.rtt.rto
+    if (conn.sack_ok and conn.rtt.srtt is not None and conn.recovery is Recovery.OPEN
             and ((conn.snd_max - conn.snd_una) & MASK) > conn.send_mss):
-        pto = 2 * conn.srtt
+        pto = 2 * conn.rtt.srtt
         if pto < TLP_MIN:
             pto = TLP_MIN
         if pto < rto:
@@ -266,7 +266,7 @@ def arm_retransmit(cx: Context, conn: Connection, now: float) -> None:
 
 
 def persist_interval(cx: Context, conn: Connection) -> float:
-    base = conn.rto * (1 << min(conn.persist_backoff, 16))
+    base = conn.rtt.rto * (1 << min(conn.persist_backoff, 16))
     cfg = cx.config
     return min(max(base, cfg.rto_min), cfg.rto_max)
 
@@ -290,4 +290,4 @@ def retransmit_head(cx: Context, conn: Connection, now: float) -> None:
     end = (conn.snd_una + used) & MASK
     if seqnum.lt(conn.snd_nxt, end):
         conn.snd_nxt = end
-    conn.rtt_seq = None                      # Karn: never time a retransmitted segment
+    conn.rtt.seq = None                      # Karn: never time a retransmitted segment

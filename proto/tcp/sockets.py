@@ -13,13 +13,14 @@ import ipaddress
 
 from proto.ipc.messages import NAMED_SOCKET_IDS
 from proto.tcp import seqnum, snd
+from proto.tcp.congestion import make as make_congestion_control
 from proto.tcp.connection import (SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED,
                                   Connection)
 from proto.tcp.context import Context
 from proto.tcp.listener import close_listener
 from proto.tcp.rcvbuf import RecvBuffer, choose_wscale, rcvbuf_ceiling, window_after_read
 from proto.tcp.sendbuf import SendBuffer
-from proto.tcp.state import State
+from proto.tcp.state import Recovery, State
 
 S = State
 MASK = seqnum.MASK
@@ -113,11 +114,12 @@ class SocketCalls:
         conn.fin_queued = False
         conn.recv_buffer = RecvBuffer()
         conn.fin_seq = None
-        conn.srtt = None
-        conn.rttvar = 0.0
-        conn.rto = self.cx.config.rto_initial
+        conn.rtt.srtt = None
+        conn.rtt.rttvar = 0.0
+        conn.rtt.rto = self.cx.config.rto_initial
         conn.retransmits = conn.probes_out = conn.persist_backoff = conn.dupacks = 0
-        conn.in_recovery = conn.rto_recovery = False
+        conn.recovery = Recovery.OPEN
+        conn.cc = make_congestion_control(conn.cc.name)
         conn.scoreboard = []
 
     def connect(self, now: float, sid: int, addr: str, port: int) -> None:
@@ -163,12 +165,12 @@ class SocketCalls:
         iss = self.cx.isn(now, conn.local_port, addr, port)
         conn.iss = conn.snd_una = iss
         conn.snd_nxt = conn.snd_max = conn.send_buffer_seq = (iss + 1) & MASK
-        conn.rtt_seq = conn.snd_nxt
-        conn.rtt_time = now
+        conn.rtt.seq = conn.snd_nxt
+        conn.rtt.time = now
         self.cx.by_tuple[conn.key] = conn
         self.cx.set_state(conn, now, S.SYN_SENT, "connect / SYN")
         snd.send_syn(self.cx, conn)
-        self.cx.arm(conn, "retransmit", now + conn.rto)
+        self.cx.arm(conn, "retransmit", now + conn.rtt.rto)
         self.cx.arm(conn, "connect", now + self.cx.config.connect_timeout)
         self.cx.counters["active_opens"] += 1
         conn.sock_state = SS_CONNECTING
@@ -264,7 +266,7 @@ class SocketCalls:
                 return buf.peek(size)
             data = buf.take(size)
             if not conn.rcvbuf_locked:
-                conn.so_rcvbuf = buf.autotune(now, len(data), conn.srtt, conn.so_rcvbuf)
+                conn.so_rcvbuf = buf.autotune(now, len(data), conn.rtt.srtt, conn.so_rcvbuf)
             if state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2) and window_after_read(conn):
                 self.cx.counters["window_updates"] += 1
                 snd.send_ack(self.cx, conn)          # Linux cleanup_rbuf: tell the peer the window opened

@@ -9,6 +9,8 @@ import errno
 import struct
 
 from proto.tcp import snd
+from proto.tcp.congestion import CONTROLS
+from proto.tcp.congestion import make as make_congestion_control
 from proto.tcp.context import Context
 from proto.tcp.sockets import TcpError, pop_error
 from proto.tcp.state import State
@@ -17,7 +19,8 @@ S = State
 # socket option names (Linux values)
 SOL_SOCKET, IPPROTO_TCP, IPPROTO_IP = 1, 6, 0
 SO_REUSEADDR, SO_TYPE, SO_ERROR, SO_SNDBUF, SO_RCVBUF, SO_KEEPALIVE, SO_LINGER, SO_ACCEPTCONN = 2, 3, 4, 7, 8, 9, 13, 30
-TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT = 1, 2, 4, 5, 6
+TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_CONGESTION = 1, 2, 4, 5, 6, 13
+TCP_CA_NAME_MAX = 16
 # Linux's limits for buffer sizes (net.core.[rw]mem_max, SOCK_MIN_[RS]NDBUF)
 RMEM_MAX = WMEM_MAX = 212992
 SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF = 2304, 4608
@@ -61,6 +64,9 @@ class SocketOptions:
                 conn.so_rcvbuf = max(2 * min(val, RMEM_MAX), SOCK_MIN_RCVBUF)
                 conn.rcvbuf_locked = True
             return
+        if level == IPPROTO_TCP and name == TCP_CONGESTION:
+            self._set_congestion(conn, value)
+            return
         if level == IPPROTO_TCP:
             if name not in (TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT):
                 raise TcpError(errno.ENOPROTOOPT)
@@ -89,6 +95,18 @@ class SocketOptions:
                 conn.tcp_keepcnt = val
             return
         raise TcpError(errno.ENOPROTOOPT)
+
+    @staticmethod
+    def _set_congestion(conn, value) -> None:
+        """TCP_CONGESTION: a name (bytes, up to a NUL); ENOENT for one not built in, as Linux."""
+        if not isinstance(value, (bytes, bytearray, str)):
+            raise TcpError(errno.EINVAL)
+        name = value.encode() if isinstance(value, str) else bytes(value)
+        name = name.split(b"\0", 1)[0][:TCP_CA_NAME_MAX].decode("ascii", "replace")
+        if name not in CONTROLS:
+            raise TcpError(errno.ENOENT)
+        if name != conn.cc.name:
+            conn.cc = make_congestion_control(name)
 
     @staticmethod
     def _int_value(value) -> int:
@@ -124,6 +142,8 @@ class SocketOptions:
         if level == IPPROTO_TCP:
             if name == TCP_NODELAY:
                 return int(conn.tcp_nodelay)
+            if name == TCP_CONGESTION:
+                return conn.cc.name.encode()
             if name == TCP_MAXSEG:
                 if conn.state is S.CLOSED or conn.state is S.LISTEN:
                     return conn.tcp_maxseg or 536

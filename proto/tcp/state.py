@@ -1,4 +1,5 @@
-"""TCP states (RFC 9293 section 3.3.2) and the transition table, in one place.
+"""TCP states (RFC 9293 section 3.3.2) and the transition table, in one place; and the
+sender's loss recovery state.
 
 The engine changes a connection's state only through `TcpEngine.set_state`,
 which checks the move against `TRANSITIONS` and records a `Transition`.
@@ -24,6 +25,13 @@ class State(enum.Enum):
 
 
 S = State
+
+
+class Recovery(enum.Enum):
+    """Where the sender stands with loss (Linux's tcp_ca_state, less Disorder and CWR)."""
+    OPEN = "open"        # no loss suspected
+    FAST = "fast"        # fast recovery: NewReno's (RFC 6582) or SACK's (RFC 6675), until SND.UNA >= recover
+    LOSS = "loss"        # after a retransmission timeout, go-back-N until SND.UNA >= recover
 
 # (from, to) -> the events that cause it.  Moves to CLOSED (reset, abort,
 # timeout, close of a listener) are allowed from every state.

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import errno
 
-from proto.tcp import recovery, rtt, snd
+from proto.tcp import recovery, snd
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
-from proto.tcp.state import SENDING, State
+from proto.tcp.state import SENDING, Recovery, State
 
 S = State
 EPSILON = 1e-6
@@ -35,43 +35,29 @@ def on_retransmit(cx: Context, conn: Connection, now: float) -> None:
                 cx.abort(conn, now, errno.ETIMEDOUT, "SYN retries exhausted")
             return
         conn.retransmits += 1
-        rtt.backoff(conn, cfg.rto_max)
+        conn.rtt.backoff(cfg.rto_max)
         snd.retransmit_head(cx, conn, now)
-        conn.rtt_seq = None
-        cx.arm(conn, "retransmit", now + conn.rto)
+        conn.rtt.seq = None
+        cx.arm(conn, "retransmit", now + conn.rtt.rto)
         return
     if state not in SENDING or conn.snd_una == conn.snd_max:
         return
     if conn.pto_armed:
-        if not conn.in_recovery and not conn.rto_recovery:
+        if conn.recovery is Recovery.OPEN:
             recovery.tail_loss_probe(cx, conn, now)
         else:                                        # recovery began after the probe timer was set
             conn.pto_armed = False
-            cx.arm(conn, "retransmit", now + conn.rto)
+            cx.arm(conn, "retransmit", now + conn.rtt.rto)
         return
     if conn.retransmits >= cfg.max_retries:
         cx.counters["timeouts"] += 1
         cx.abort(conn, now, errno.ETIMEDOUT, "retransmission timeout")
         return
     conn.retransmits += 1
-    cx.counters["rto_expiries"] += 1
-    mss = conn.send_mss
-    flight = conn.flight_size
-    conn.ssthresh = max(flight // 2, 2 * mss)
-    conn.cwnd = mss                                  # RFC 5681 3.1: loss window
-    conn.ca_acked = 0
-    conn.in_recovery = False
-    conn.rxt_marks.clear()
-    conn.dupacks = 0
-    conn.recover = conn.snd_max
-    conn.rto_recovery = True
-    conn.high_rxt = conn.snd_una                     # the scoreboard stays: go-back-N skips SACKed ranges
-    if conn.scoreboard and conn.scoreboard[0][0] == conn.snd_una:
-        conn.scoreboard = []                         # SACKed yet unacknowledged at SND.UNA: the peer reneged
-    rtt.backoff(conn, cfg.rto_max)
-    conn.snd_nxt = conn.snd_una                      # go back: resend from the first unacknowledged byte
+    recovery.enter_loss(cx, conn, now)               # the loss window; go back to SND.UNA
+    conn.rtt.backoff(cfg.rto_max)
     snd.retransmit_head(cx, conn, now)
-    cx.arm(conn, "retransmit", now + conn.rto)
+    cx.arm(conn, "retransmit", now + conn.rtt.rto)
 
 
 def on_connect(cx: Context, conn: Connection, now: float) -> None:

@@ -614,7 +614,7 @@ def test_unsized_receive_buffer_grows_with_what_the_reader_takes():
     eng, sid, peer = established(rcvbuf=20000, peer_kwargs={"wscale": 7})
     conn = eng.conns[sid]
     assert conn.rcv_wscale == 7                              # chosen for the 6 MiB ceiling
-    conn.srtt = 0.01
+    conn.rtt.srtt = 0.01
     for _ in range(3):
         peer.send(ACK | PSH, b"d" * 1000)
         peer.advance(0.02)

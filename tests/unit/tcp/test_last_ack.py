@@ -28,7 +28,7 @@ def test_fin_retransmitted_until_acked():
     assert peer.take_one().flags & FIN
     peer.run_timer("retransmit")
     assert peer.take_one().flags & FIN
-    assert peer.conn.rto == 4.0
+    assert peer.conn.rtt.rto == 4.0
     peer.send(ACK)
     assert peer.conn.state is State.CLOSED
 

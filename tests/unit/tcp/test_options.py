@@ -5,7 +5,7 @@ import pytest
 
 from proto.tcp.config import TcpConfig
 
-from .factory import ACK, closed, established, listening
+from .factory import ACK, SYN, closed, established, listening
 
 SOL_SOCKET, IPPROTO_TCP = 1, 6
 
@@ -126,3 +126,24 @@ def test_control_block_is_plain_serialisable_data():
     json.dumps(d)
     assert d["state"] == "ESTABLISHED" and d["send_buffer"] == 10 and d["recv_buffer"]["ooo"] == [((peer.seq + 5), 3)]
     assert d["timers"]["retransmit"] is not None
+
+
+def test_tcp_congestion_per_socket_and_inherited_by_accepted_children():
+    TCP_CONGESTION = 13
+    eng, sid, peer = closed()
+    assert peer.call("getsockopt", sid, IPPROTO_TCP, TCP_CONGESTION) == b"reno"
+    assert peer.call("setsockopt", sid, IPPROTO_TCP, TCP_CONGESTION, b"reno\0\0") is None
+    assert peer.error_of("setsockopt", sid, IPPROTO_TCP, TCP_CONGESTION, b"vegas") == errno.ENOENT
+    assert peer.error_of("setsockopt", sid, IPPROTO_TCP, TCP_CONGESTION, 1) == errno.EINVAL
+    eng, lid, peer = listening()
+    listener = eng.conns[lid]
+    peer.send(SYN, options=peer.syn_options())
+    kid = next(c for c in eng.conns.values() if c.parent == lid)
+    assert kid.cc.name == listener.cc.name and kid.cc is not listener.cc     # the name, not the state
+
+
+def test_tcp_congestion_key_is_checked():
+    from proto.config import ConfigError, build_config
+    assert build_config(overrides=["tcp.congestion=reno"])["tcp"]["congestion"] == "reno"
+    with pytest.raises(ConfigError):
+        build_config(overrides=["tcp.congestion=vegas"])

@@ -292,10 +292,10 @@ def test_fast_path_in_order_acks_leave_the_scoreboard_alone():
 
 def test_tail_loss_probe_instead_of_rto_when_the_last_ack_is_lost():
     eng, sid, peer, conn, una, segs = _sack_sender(5)
-    conn.srtt, conn.rto = 0.05, 1.0
+    conn.rtt.srtt, conn.rtt.rto = 0.05, 1.0
     peer.send(ACK, ack=una + 2000)                                  # the timer restarts as the probe timer
     peer.take()
-    assert conn.pto_armed and peer.deadline("retransmit") == pytest.approx(peer.now + 2 * conn.srtt)
+    assert conn.pto_armed and peer.deadline("retransmit") == pytest.approx(peer.now + 2 * conn.rtt.srtt)
     peer.call("send", sid, b"z" * MSS)                              # new data the probe may carry
     peer.take()
     peer.run_timer("retransmit")                                    # the ACK of the rest was lost
@@ -308,6 +308,6 @@ def test_tail_loss_probe_instead_of_rto_when_the_last_ack_is_lost():
 
 def test_no_probe_timer_without_sack():
     eng, sid, peer, conn, una, segs = _sack_sender(5, sack_ok=False)
-    conn.srtt, conn.rto = 0.05, 1.0
+    conn.rtt.srtt, conn.rtt.rto = 0.05, 1.0
     peer.send(ACK, ack=una + 2000)
     assert not conn.pto_armed and peer.deadline("retransmit") == pytest.approx(peer.now + 1.0)

@@ -49,7 +49,7 @@ def test_syn_ack_rtt_sample_taken():
     eng, sid, peer = syn_sent()
     peer.advance(0.1)
     peer.send(SYN | ACK, options=peer.syn_options())
-    assert peer.conn.srtt == pytest.approx(0.1)
+    assert peer.conn.rtt.srtt == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("ack_offset", [0, 2, -5])
@@ -156,7 +156,7 @@ def test_retransmitted_syn_not_timed_karn():
     eng, sid, peer = syn_sent()
     peer.advance(1.5)                      # one retransmission
     peer.send(SYN | ACK, options=peer.syn_options())
-    assert peer.conn.srtt is None and peer.conn.rto == 1.0
+    assert peer.conn.rtt.srtt is None and peer.conn.rtt.rto == 1.0
 
 
 def test_close_while_connecting():

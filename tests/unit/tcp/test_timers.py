@@ -3,7 +3,7 @@ import errno
 
 import pytest
 
-from proto.tcp import rtt, seqnum
+from proto.tcp import seqnum
 from proto.tcp.connection import Connection
 from proto.tcp.state import State
 
@@ -13,41 +13,41 @@ from .factory import ACK, RST, established
 # ---------------------------------------------------------------- RFC 6298
 def test_rtt_estimator_rfc6298():
     c = Connection(1)
-    rtt.rtt_sample(c, 0.5, 0.2, 60)
-    assert c.srtt == 0.5 and c.rttvar == 0.25 and c.rto == pytest.approx(1.5)
-    rtt.rtt_sample(c, 0.1, 0.2, 60)
-    assert c.rttvar == pytest.approx(0.75 * 0.25 + 0.25 * 0.4)
-    assert c.srtt == pytest.approx(0.875 * 0.5 + 0.125 * 0.1)
-    assert c.rto == pytest.approx(c.srtt + 4 * c.rttvar)
+    c.rtt.sample(0.5, 0.2, 60)
+    assert c.rtt.srtt == 0.5 and c.rtt.rttvar == 0.25 and c.rtt.rto == pytest.approx(1.5)
+    c.rtt.sample(0.1, 0.2, 60)
+    assert c.rtt.rttvar == pytest.approx(0.75 * 0.25 + 0.25 * 0.4)
+    assert c.rtt.srtt == pytest.approx(0.875 * 0.5 + 0.125 * 0.1)
+    assert c.rtt.rto == pytest.approx(c.rtt.srtt + 4 * c.rtt.rttvar)
 
 
 def test_rto_clamped_to_bounds():
     c = Connection(1)
-    rtt.rtt_sample(c, 0.001, 1.0, 64)
-    assert c.rto == 1.0
-    rtt.rtt_sample(c, 100, 1.0, 64)
-    assert c.rto == 64
-    rtt.backoff(c, 64)
-    assert c.rto == 64
+    c.rtt.sample(0.001, 1.0, 64)
+    assert c.rtt.rto == 1.0
+    c.rtt.sample(100, 1.0, 64)
+    assert c.rtt.rto == 64
+    c.rtt.backoff(64)
+    assert c.rtt.rto == 64
 
 
 def test_rtt_measured_on_data_and_karn_skips_retransmissions():
     eng, sid, peer = established()
     conn = peer.conn
-    assert conn.srtt == 0.0                      # the handshake was instantaneous
+    assert conn.rtt.srtt == 0.0                      # the handshake was instantaneous
     peer.call("send", sid, b"a" * 100)
     peer.take()
     peer.advance(0.3)
     peer.send(ACK)
-    assert conn.srtt == pytest.approx(0.125 * 0.3)
-    conn.srtt = None
+    assert conn.rtt.srtt == pytest.approx(0.125 * 0.3)
+    conn.rtt.srtt = None
     peer.call("send", sid, b"b" * 100)
     peer.take()
     peer.run_timer("retransmit")                 # retransmitted: its ACK is not a sample
     peer.take()
     peer.advance(0.1)
     peer.send(ACK)
-    assert conn.srtt is None
+    assert conn.rtt.srtt is None
 
 
 def test_retransmission_timer_backoff_and_give_up():
@@ -76,7 +76,7 @@ def test_rto_doubles_up_to_rto_max():
     peer.call("send", sid, b"x")
     for _ in range(5):
         peer.run_timer("retransmit")
-    assert peer.conn.rto == 4.0
+    assert peer.conn.rtt.rto == 4.0
 
 
 def test_rto_resets_cwnd_to_one_segment_and_goes_back():
