@@ -104,6 +104,12 @@ class Context:
             if kind == "time_wait":
                 self._cancel_lazy_timers(conn)
 
+    @staticmethod
+    def cancel(conn: Connection, kind: str) -> None:
+        """Stop a timer, lazily: no message to the timer service now; if it fires at the
+        deadline it still holds, the engine sees the timer stopped and ignores it (timers.py)."""
+        conn.timers[kind] = None
+
     def _cancel_lazy_timers(self, conn: Connection) -> None:
         """Entering TIME_WAIT, whose timer message leaves anyway: let it also cancel the
         timers cancelled lazily (delayed ACK, retransmission, FIN_WAIT_2), which would
@@ -185,14 +191,13 @@ class Context:
 
     def enter_time_wait(self, conn: Connection, now: float, cause: str) -> None:
         self.set_state(conn, now, S.TIME_WAIT, cause)
-        timers_ = conn.timers
         for kind in ("retransmit", "persist", "keepalive", "fin_wait_2", "connect"):
-            timers_[kind] = None
+            self.cancel(conn, kind)
         self.arm(conn, "time_wait", now + 2 * self.config.msl)
 
     def fin_wait_2(self, conn: Connection, now: float) -> None:
         self.set_state(conn, now, S.FIN_WAIT_2, "ACK of FIN")
-        conn.timers["retransmit"] = None
+        self.cancel(conn, "retransmit")
         if not conn.user_open:
             self.arm(conn, "fin_wait_2", now + self.config.fin_wait2_timeout)
 

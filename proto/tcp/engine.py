@@ -138,17 +138,7 @@ class TcpEngine(SocketCalls, SocketOptions):
             if conn is None or kind not in conn.timers:
                 cx.count("timer_stale")
                 return
-            conn.armed[kind] = None
-            deadline = conn.timers[kind]
-            if deadline is None:
-                cx.count("timer_stale")
-                return
-            if deadline > now + timers.EPSILON:
-                conn.armed[kind] = deadline          # moved later (or fired early): wait again
-                cx.effects.timers.append(((conn_id, kind), deadline))
-                return
-            conn.timers[kind] = None
-            timers.HANDLERS[kind](cx, conn, now)
+            timers.fire(cx, conn, kind, now)
         except Exception:
             if cx.strict:
                 raise

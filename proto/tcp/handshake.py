@@ -44,7 +44,7 @@ def enter_established(cx: Context, conn: Connection, now: float, cause: str) -> 
     conn.ssthresh = 1 << 30
     conn.retransmits = 0
     conn.last_recv = now
-    conn.timers["connect"] = None        # lazily: TIME_WAIT's message (or one stale fire) ends it
+    cx.cancel(conn, "connect")           # lazily: TIME_WAIT's message (or one stale fire) ends it
     if conn.rtt.srtt is None:
         conn.rtt.rto = cfg.rto_initial
     if conn.so_keepalive:

@@ -55,7 +55,7 @@ def syn_sent_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment)
             conn.rtt.sample(now - conn.rtt.time, cx.config.rto_min, cx.config.rto_max)
         conn.rtt.seq = None
         enter_established(cx, conn, now, "SYN+ACK / ACK")
-        conn.timers["retransmit"] = None
+        cx.cancel(conn, "retransmit")
         snd.send_ack(cx, conn)
         cx.wake(conn)
         snd.output(cx, conn, now)
@@ -290,7 +290,7 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
     if (0 < ((seq - wl1) & MASK) < HALF) or (seq == wl1 and ((ack - conn.snd_wl2) & MASK) < HALF):
         if conn.snd_wnd == 0 and window:
             conn.persist_backoff = 0
-            conn.timers["persist"] = None
+            cx.cancel(conn, "persist")
         conn.snd_wnd = window
         conn.snd_wl1 = seq
         conn.snd_wl2 = ack
@@ -355,7 +355,7 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
         conn.so_sndbuf = min(2 * conn.cwnd, SNDBUF_AUTOTUNE_MAX)
     # RFC 6298 5.2 / 5.3
     if ack == conn.snd_max:
-        conn.timers["retransmit"] = None
+        cx.cancel(conn, "retransmit")
     else:
         snd.arm_retransmit(cx, conn, now)
     if conn.nospace and cx.writable(conn):

@@ -44,7 +44,7 @@ def emit(cx: Context, conn: Connection, flags: int, seq: int, payload: bytes = b
         conn.ack_now = False
         conn.acked_upto = ack
         if conn.timers["delayed_ack"] is not None:
-            conn.timers["delayed_ack"] = None                 # lazily cancelled: see timers.py
+            cx.cancel(conn, "delayed_ack")
         if conn.recv_buffer.ooo and conn.sack_ok and not payload and options is NO_OPTIONS:
             options = TcpOptions(sack_blocks=conn.recv_buffer.sack_blocks())
     else:
@@ -212,7 +212,7 @@ def output(cx: Context, conn: Connection, now: float, force: bool = False) -> No
         if timers["retransmit"] is None:
             arm_retransmit(cx, conn, now)
         if timers["persist"] is not None:
-            timers["persist"] = None
+            cx.cancel(conn, "persist")
     elif conn.unsent > 0 and timers["persist"] is None and timers["retransmit"] is None:
         # Nothing in flight, data waiting for the window: the persist timer probes
         # a zero window, and also serves as the SWS-avoidance override.

@@ -54,7 +54,7 @@ class SocketOptions:
                     self.cx.arm(conn, "keepalive", conn.last_recv + self.cx.keepalive_idle(conn))
                 conn.so_keepalive = on
                 if not on:
-                    conn.timers["keepalive"] = None
+                    self.cx.cancel(conn, "keepalive")
             elif name == SO_SNDBUF:
                 conn.so_sndbuf = max(2 * min(val, WMEM_MAX), SOCK_MIN_SNDBUF)
                 conn.sndbuf_locked = True

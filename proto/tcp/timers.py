@@ -122,6 +122,22 @@ def on_keepalive(cx: Context, conn: Connection, now: float) -> None:
     cx.arm(conn, "keepalive", now + interval)
 
 
+def fire(cx: Context, conn: Connection, kind: str, now: float) -> None:
+    """The timer service says `kind` went off: run its handler if its deadline has come; if
+    it was moved later, wait again; if it was stopped (lazily), ignore it."""
+    conn.armed[kind] = None
+    deadline = conn.timers[kind]
+    if deadline is None:
+        cx.count("timer_stale")
+        return
+    if deadline > now + EPSILON:
+        conn.armed[kind] = deadline              # moved later (or fired early): wait again
+        cx.effects.timers.append(((conn.id, kind), deadline))
+        return
+    conn.timers[kind] = None
+    HANDLERS[kind](cx, conn, now)
+
+
 HANDLERS = {
     "retransmit": on_retransmit,
     "connect": on_connect,
