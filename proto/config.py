@@ -28,6 +28,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "ephemeral_ports": "32768-60999",
         "timer_slack": 0.01,
         "congestion": "reno",
+        "quickacks": 16,
     },
     "ip": {
         "ttl": 64,
@@ -51,6 +52,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "rto_initial"): (0.001, 3600),
     ("tcp", "rto_max"): (0.001, 86400),
     ("tcp", "timer_slack"): (0, 1),
+    ("tcp", "quickacks"): (0, 16),
 }
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from proto.tcp import seqnum
 from proto.tcp.congestion import CongestionControl, NewReno
+from proto.tcp.delack import AckState
 from proto.tcp.rcvbuf import RecvBuffer
 from proto.tcp.rtt import RttEstimator
 from proto.tcp.sendbuf import SendBuffer
@@ -120,6 +121,7 @@ class Connection:
     ack_pending: bool = False           # an ACK is owed (delayed)
     ack_now: bool = False               # an ACK is owed at once
     acked_upto: int = 0                 # RCV.NXT as of the last ACK we sent
+    acks: AckState = field(default_factory=AckState)    # quick ACKs, the delayed-ACK timeout (delack.py)
     last_recv: float = 0.0              # time of the last acceptable segment (keepalive idle)
 
     # --- timers: kind -> absolute deadline (None = not running); armed = what the timer service holds ---
@@ -170,6 +172,8 @@ class Connection:
                 value = value.value
             elif isinstance(value, CongestionControl):
                 value = value.name
+            elif isinstance(value, AckState):
+                value = {"quick": value.quick, "pingpong": value.pingpong, "ato": value.ato}
             elif isinstance(value, RttEstimator):
                 value = {"srtt": value.srtt, "rttvar": value.rttvar, "rto": value.rto}
             elif isinstance(value, (bytearray, bytes, SendBuffer)):

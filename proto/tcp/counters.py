@@ -18,7 +18,7 @@ EVENTS = (
     "posted_send_dropped", "challenge_acks_limited", "duplicate_segments", "ofo_segments",
     "rst_challenged", "sack_lost_retransmits", "sack_recoveries", "sack_retransmits",
     "syn_retransmit_answered", "time_wait_acks", "time_wait_recycled", "tlp_probes",
-    "timer_bad_key", "timer_internal_error", "timer_stale",
+    "timer_bad_key", "timer_internal_error", "timer_stale", "acks_after_read", "acks_for_waiting_reader",
 )
 # segments dropped, by reason
 DROPS = (

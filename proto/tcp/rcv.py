@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 
-from proto.tcp import recovery, scoreboard, seqnum, snd
+from proto.tcp import delack, recovery, scoreboard, seqnum, snd
 from proto.tcp.connection import SNDBUF_AUTOTUNE_MAX, Connection
 from proto.tcp.context import Context
 from proto.tcp.handshake import enter_established, take_syn_options
@@ -128,7 +128,7 @@ def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) 
                 if plen > conn.rcv_wnd:
                     receive_data(cx, conn, now, seq, payload)
                 else:
-                    _append_in_order(cx, conn, payload, plen)
+                    _append_in_order(cx, conn, now, payload, plen)
             respond(cx, conn, now)
             return
 
@@ -259,7 +259,7 @@ def respond(cx: Context, conn: Connection, now: float) -> None:
     if conn.ack_now:
         snd.send_ack(cx, conn)
     elif conn.ack_pending and conn.timers["delayed_ack"] is None:
-        cx.arm(conn, "delayed_ack", now + cx.config.delayed_ack)
+        cx.arm(conn, "delayed_ack", now + delack.delay(conn, cx.config.delayed_ack))
 
 
 def reset_received(cx: Context, conn: Connection, now: float) -> None:
@@ -387,7 +387,7 @@ def duplicate_ack(cx: Context, conn: Connection, now: float) -> None:
 
 
 # ---------------------------------------------------------------- data and FIN
-def _append_in_order(cx: Context, conn: Connection, payload: bytes, plen: int) -> None:
+def _append_in_order(cx: Context, conn: Connection, now: float, payload: bytes, plen: int) -> None:
     """In-order data that fits the window (tcp_queue; the common path)."""
     if plen > conn.rcv_mss:
         ours = cx.config.mss
@@ -396,8 +396,9 @@ def _append_in_order(cx: Context, conn: Connection, payload: bytes, plen: int) -
     was_empty = not buf.length
     buf.append(payload)
     rcv_nxt = conn.rcv_nxt = (conn.rcv_nxt + plen) & MASK
-    if ((rcv_nxt - conn.acked_upto) & MASK) >= 2 * conn.rcv_mss:
-        conn.ack_now = True                            # every second full-sized segment
+    delack.data_received(conn, now, plen, cx.config.quickacks)
+    if ((rcv_nxt - conn.acked_upto) & MASK) >= 2 * conn.rcv_mss or delack.ack_at_once(conn):
+        conn.ack_now = True                            # every second full-sized segment; quick ACKs
     else:
         conn.ack_pending = True
     if was_empty:
@@ -427,7 +428,7 @@ def receive_data(cx: Context, conn: Connection, now: float, seq: int, payload: b
         plen = room
     buf = conn.recv_buffer
     if seq == rcv_nxt:
-        _append_in_order(cx, conn, payload, plen)
+        _append_in_order(cx, conn, now, payload, plen)
         if buf.ooo:
             moved = buf.deliver_out_of_order(conn.rcv_nxt)
             if moved:

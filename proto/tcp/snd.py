@@ -8,6 +8,7 @@ from __future__ import annotations
 from proto.tcp import scoreboard, seqnum
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
+from proto.tcp.delack import ack_sent, data_sent
 from proto.tcp.rcvbuf import select_window, syn_window
 from proto.tcp.state import SENDING, Recovery, State
 from proto.wire.tcp import FLAGS_BY_VALUE, NO_OPTIONS, TcpOptions, TcpSegment
@@ -43,6 +44,7 @@ def emit(cx: Context, conn: Connection, flags: int, seq: int, payload: bytes = b
         conn.ack_pending = False
         conn.ack_now = False
         conn.acked_upto = ack
+        ack_sent(conn)
         if conn.timers["delayed_ack"] is not None:
             cx.cancel(conn, "delayed_ack")
         if conn.recv_buffer.ooo and conn.sack_ok and not payload and options is NO_OPTIONS:
@@ -124,6 +126,8 @@ def send_range(cx: Context, conn: Connection, now: float, seq: int, size: int) -
     if seqnum.lt(seq, conn.snd_max):
         cx.counters["retrans_segs"] += 1
         conn.total_retransmits += 1
+    elif payload:
+        data_sent(conn, now)
     emit(cx, conn, flags, seq, payload)
     return used
 

@@ -12,7 +12,7 @@ import errno
 import ipaddress
 
 from proto.ipc.messages import NAMED_SOCKET_IDS
-from proto.tcp import seqnum, snd
+from proto.tcp import delack, seqnum, snd
 from proto.tcp.congestion import make as make_congestion_control
 from proto.tcp.connection import (SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED,
                                   Connection)
@@ -267,9 +267,13 @@ class SocketCalls:
             data = buf.take(size)
             if not conn.rcvbuf_locked:
                 conn.so_rcvbuf = buf.autotune(now, len(data), conn.rtt.srtt, conn.so_rcvbuf)
-            if state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2) and window_after_read(conn):
-                self.cx.counters["window_updates"] += 1
-                snd.send_ack(self.cx, conn)          # Linux cleanup_rbuf: tell the peer the window opened
+            if state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):     # Linux tcp_cleanup_rbuf
+                if window_after_read(conn):
+                    self.cx.counters["window_updates"] += 1
+                    snd.send_ack(self.cx, conn)      # tell the peer the window opened
+                elif delack.read_makes_due(conn, not buf.length):
+                    self.cx.counters["acks_after_read"] += 1
+                    snd.send_ack(self.cx, conn)
             return data
         if conn.done:
             return b""
@@ -279,6 +283,10 @@ class SocketCalls:
             return b""
         if state is S.CLOSED:
             raise TcpError(errno.ENOTCONN)
+        if conn.ack_pending and state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):
+            # the reader waits: no reply of its will carry the ACK (delack.py)
+            self.cx.counters["acks_for_waiting_reader"] += 1
+            snd.send_ack(self.cx, conn)
         raise TcpError(errno.EAGAIN)
 
     def shutdown(self, now: float, sid: int, how: int) -> None:

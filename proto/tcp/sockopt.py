@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno
 import struct
 
-from proto.tcp import snd
+from proto.tcp import delack, snd
 from proto.tcp.congestion import CONTROLS
 from proto.tcp.congestion import make as make_congestion_control
 from proto.tcp.context import Context
@@ -19,7 +19,7 @@ S = State
 # socket option names (Linux values)
 SOL_SOCKET, IPPROTO_TCP, IPPROTO_IP = 1, 6, 0
 SO_REUSEADDR, SO_TYPE, SO_ERROR, SO_SNDBUF, SO_RCVBUF, SO_KEEPALIVE, SO_LINGER, SO_ACCEPTCONN = 2, 3, 4, 7, 8, 9, 13, 30
-TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_CONGESTION = 1, 2, 4, 5, 6, 13
+TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_QUICKACK, TCP_CONGESTION = 1, 2, 4, 5, 6, 12, 13
 TCP_CA_NAME_MAX = 16
 # Linux's limits for buffer sizes (net.core.[rw]mem_max, SOCK_MIN_[RS]NDBUF)
 RMEM_MAX = WMEM_MAX = 212992
@@ -68,10 +68,13 @@ class SocketOptions:
             self._set_congestion(conn, value)
             return
         if level == IPPROTO_TCP:
-            if name not in (TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT):
+            if name not in (TCP_NODELAY, TCP_MAXSEG, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_QUICKACK):
                 raise TcpError(errno.ENOPROTOOPT)
             val = self._int_value(value)
-            if name == TCP_NODELAY:
+            if name == TCP_QUICKACK:
+                if delack.set_quickack(conn, bool(val)) and conn.state in (S.ESTABLISHED, S.CLOSE_WAIT):
+                    snd.send_ack(self.cx, conn)
+            elif name == TCP_NODELAY:
                 conn.tcp_nodelay = bool(val)
                 if val and conn.send_buffer:
                     snd.output(self.cx, conn, now)      # Linux pushes pending frames
@@ -144,6 +147,8 @@ class SocketOptions:
                 return int(conn.tcp_nodelay)
             if name == TCP_CONGESTION:
                 return conn.cc.name.encode()
+            if name == TCP_QUICKACK:
+                return int(not conn.acks.pingpong)
             if name == TCP_MAXSEG:
                 if conn.state is S.CLOSED or conn.state is S.LISTEN:
                     return conn.tcp_maxseg or 536

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 
-from proto.tcp import recovery, snd
+from proto.tcp import delack, recovery, snd
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
 from proto.tcp.state import SENDING, Recovery, State
@@ -95,6 +95,7 @@ def on_time_wait(cx: Context, conn: Connection, now: float) -> None:
 def on_delayed_ack(cx: Context, conn: Connection, now: float) -> None:
     if conn.ack_pending and conn.state not in (S.CLOSED, S.LISTEN, S.SYN_SENT):
         cx.counters["delayed_acks"] += 1
+        delack.delayed_ack_fired(conn)
         snd.send_ack(cx, conn)
 
 

@@ -109,16 +109,16 @@ def test_retransmit_timer_cancelled_when_all_acked_and_restarted_on_progress():
 
 # ---------------------------------------------------------------- delayed ACK
 def test_delayed_ack_fires_after_at_most_config_delay():
-    eng, sid, peer = established(delayed_ack=0.05)
+    eng, sid, peer = established(delayed_ack=0.03, quickacks=0)
     peer.send(ACK, b"x")
-    peer.advance(0.049)
+    peer.advance(0.029)
     peer.expect_nothing()
     peer.advance(0.002)
     assert peer.take_one().ack == peer.seq
 
 
 def test_delayed_ack_piggybacked_on_data_cancels_timer():
-    eng, sid, peer = established()
+    eng, sid, peer = established(quickacks=0)
     peer.send(ACK, b"request")
     peer.call("send", sid, b"response")
     seg = peer.take_one()

@@ -29,8 +29,8 @@ def open_pair(link: Link, port: int = 80, backlog: int = 5):
 def test_seed_worked_example_one_byte_window():
     """Window and segment of one byte; '@' is sent (RETRANSMISSION set) and lost; RETRANSMISSION
     expires and '@' is sent again; the receiver sets DELAYED ACK, which expires and sends ACK 2;
-    the sender turns RETRANSMISSION off."""
-    link = Link(config_b={"rcvbuf": 1})
+    the sender turns RETRANSMISSION off.  (Linux 2.0 had no quick ACKs: tcp.quickacks = 0.)"""
+    link = Link(config_b={"rcvbuf": 1, "quickacks": 0})
     cs, ls, ss = open_pair(link)
     sender = link.a.conns[cs]
     receiver = link.b.conns[ss]
