@@ -27,7 +27,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_backlog": 128,
         "ephemeral_ports": "32768-60999",
         "timer_slack": 0.01,
-        "congestion": "reno",
+        "congestion": "cubic",
         "quickacks": 16,
     },
     "ip": {

@@ -29,7 +29,7 @@ class TcpConfig:
     synack_retries: int = 5           # like tcp_synack_retries: a passive child gives up after this
     initial_cwnd_segments: int = 10   # RFC 6928 / Linux
     quickacks: int = 16               # at most this many quick ACKs at the start and after idle (delack.py)
-    congestion: str = "reno"          # the congestion control of new connections (congestion.py)
+    congestion: str = "cubic"         # the congestion control of new connections (congestion.py)
     gso_max_size: int = 0             # >0: the device does TSO; send super-segments of up to this many
                                       # payload bytes, cut at the MSS by the device (0: off)
 

@@ -55,3 +55,45 @@ def test_newreno_recovery_exit_deflates_to_ssthresh_or_the_flight():
     c, cc = conn(cwnd=30 * MSS, ssthresh=10 * MSS, flight=4 * MSS), NewReno()
     cc.on_recovery_exit(c, 0.0)
     assert c.cwnd == 5 * MSS                   # min(ssthresh, flight + MSS), RFC 6582
+
+
+# ---------------------------------------------------------------- CUBIC (RFC 9438)
+def cubic_after_loss(cwnd_segments=100):
+    from proto.tcp.congestion import Cubic
+    c, cc = conn(cwnd=cwnd_segments * MSS), Cubic()
+    c.ssthresh = 1                              # in congestion avoidance
+    cc.on_loss(c, 0.0)
+    c.cwnd = c.ssthresh                         # what the recovery does with it
+    return c, cc
+
+
+def test_cubic_loss_keeps_seventy_percent_and_remembers_w_max():
+    c, cc = cubic_after_loss(100)
+    assert c.ssthresh == 70 * MSS and cc.w_max == 100
+    cc.on_loss(c, 1.0)                          # another loss below W_max: fast convergence (4.7)
+    assert cc.w_max == pytest.approx(70 * 1.7 / 2)
+
+
+def test_cubic_grows_concave_back_to_w_max_at_k_then_convex_beyond():
+    c, cc = cubic_after_loss(100)
+    c.rtt.srtt = 0.0                            # (the target is the window one RTT ahead)
+    k = ((100 - 70) / 0.4) ** (1 / 3)           # 4.2: K = cbrt(W_max (1 - beta) / C) = 4.2 s
+    sizes, t = {}, 0.0
+    while t < 2 * k:
+        cc.on_ack(c, c.cwnd // 10, t)           # ten ACKs a window, every 10 ms
+        t = round(t + 0.01, 2)
+        sizes[t] = c.cwnd / MSS
+    assert cc.k == pytest.approx(k)
+    early = sizes[1.0] - sizes[0.5]
+    late = sizes[round(k - 0.5, 2)] - sizes[round(k - 1.0, 2)]
+    assert early > late > 0                     # concave: fast at first, slow near W_max
+    assert sizes[round(k, 2)] == pytest.approx(100, abs=2)       # back at W_max at K
+    assert sizes[round(2 * k, 2)] > 100 + 0.4 * k ** 3 * 0.9     # convex beyond: C (t - K)^3 more
+
+
+def test_cubic_is_never_slower_than_reno_where_the_rtt_is_short():
+    c, cc = cubic_after_loss(10)
+    c.rtt.srtt = 0.001
+    for i in range(2000):                       # 2,000 one-segment ACKs within 0.2 s: Reno's pace
+        cc.on_ack(c, MSS, i * 0.0001)
+    assert cc.w_est > 7 and c.cwnd / MSS == pytest.approx(cc.w_est, rel=0.05)

@@ -406,7 +406,7 @@ def test_window_update_rules_wl1_wl2():
 
 
 def test_fast_retransmit_on_three_duplicate_acks():
-    eng, sid, peer = established(peer_kwargs={"mss": 1000})
+    eng, sid, peer = established(peer_kwargs={"mss": 1000}, congestion="reno")
     conn = peer.conn
     peer.call("send", sid, b"x" * 8000)
     segs = peer.take()

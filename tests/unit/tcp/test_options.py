@@ -131,8 +131,9 @@ def test_control_block_is_plain_serialisable_data():
 def test_tcp_congestion_per_socket_and_inherited_by_accepted_children():
     TCP_CONGESTION = 13
     eng, sid, peer = closed()
-    assert peer.call("getsockopt", sid, IPPROTO_TCP, TCP_CONGESTION) == b"reno"
+    assert peer.call("getsockopt", sid, IPPROTO_TCP, TCP_CONGESTION) == b"cubic"      # Linux's default
     assert peer.call("setsockopt", sid, IPPROTO_TCP, TCP_CONGESTION, b"reno\0\0") is None
+    assert peer.call("getsockopt", sid, IPPROTO_TCP, TCP_CONGESTION) == b"reno"
     assert peer.error_of("setsockopt", sid, IPPROTO_TCP, TCP_CONGESTION, b"vegas") == errno.ENOENT
     assert peer.error_of("setsockopt", sid, IPPROTO_TCP, TCP_CONGESTION, 1) == errno.EINVAL
     eng, lid, peer = listening()
@@ -144,6 +145,7 @@ def test_tcp_congestion_per_socket_and_inherited_by_accepted_children():
 
 def test_tcp_congestion_key_is_checked():
     from proto.config import ConfigError, build_config
+    assert build_config()["tcp"]["congestion"] == "cubic"
     assert build_config(overrides=["tcp.congestion=reno"])["tcp"]["congestion"] == "reno"
     with pytest.raises(ConfigError):
         build_config(overrides=["tcp.congestion=vegas"])

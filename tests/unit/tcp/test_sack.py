@@ -98,7 +98,7 @@ MSS = 1000
 def _sack_sender(segments: int, cwnd_segments: int | None = None, sack_ok: bool = True):
     """An established passive connection with SACK (peer MSS 1000) that has sent `segments` full
     segments, all in flight.  Returns (eng, sid, peer, conn, una, segs)."""
-    eng, lsid, peer = listening()
+    eng, lsid, peer = listening(congestion="reno")           # RFC 6675 with NewReno's halving
     peer.send(SYN, options=TcpOptions(mss=MSS, sack_permitted=sack_ok))
     peer.take_one()
     peer.conn = eng.by_tuple[(peer.engine_port, peer.addr, peer.port)]

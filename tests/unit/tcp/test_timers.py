@@ -80,7 +80,7 @@ def test_rto_doubles_up_to_rto_max():
 
 
 def test_rto_resets_cwnd_to_one_segment_and_goes_back():
-    eng, sid, peer = established(peer_kwargs={"mss": 1000})
+    eng, sid, peer = established(peer_kwargs={"mss": 1000}, congestion="reno")
     conn = peer.conn
     peer.call("send", sid, b"x" * 5000)
     segs = peer.take()

@@ -291,3 +291,14 @@ def test_sack_recovery_needs_far_fewer_rtos_than_newreno(loss):
                 assert link.a.counters.get("sack_recoveries", 0) > 0
     assert rtos[True] * 3 <= rtos[False], rtos
     assert took[True] < took[False], took
+
+
+@pytest.mark.parametrize("control", ["cubic", "reno"])
+def test_each_congestion_control_carries_a_transfer_through_loss(control):
+    """The same seeded lossy link for each congestion control: the data arrives whole, the
+    loss window and recovery run, and the connection used the control it was given."""
+    config = {"congestion": control, "rto_min": 0.2, "rto_initial": 0.5}
+    link = Link(config_a=config, config_b={**config, "delayed_ack": 0.04}, seed=5, loss=0.02, delay=0.02)
+    one_way(link, 1 << 20, 5)
+    assert link.a.counters["fast_retransmits"] > 0
+    assert {conn.cc.name for conn in link.a.conns.values()} == {control}
