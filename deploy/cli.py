@@ -11,7 +11,9 @@ from deploy import instance as inst
 
 def cmd_up(args) -> int:
     instance = inst.up(args.name, args.netns, args.dev, args.addr, args.host_addr, args.mtu,
-                       args.config, args.set or [], offload=args.offload)
+                       args.config, args.set or [], offload=args.offload == "on")
+    if instance.note:
+        print(f"netstack {instance.name}: {instance.note}", file=sys.stderr)
     print(f"netstack {instance.name}: {instance.addr} on {instance.dev} in namespace {instance.netns} "
           f"(kernel side {instance.host_addr})")
     print(f"NETSTACK_RUN={instance.run_dir}")
@@ -145,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--addr", default="198.18.0.2/24", help="the stack's address")
     p.add_argument("--host-addr", default="198.18.0.1", help="the kernel side's address")
     p.add_argument("--mtu", type=int, default=1500)
-    p.add_argument("--offload", action="store_true",
-                   help="virtio-net header with checksum and TCP segmentation offload (64 KiB super-segments)")
+    p.add_argument("--offload", nargs="?", const="on", default="on", choices=("on", "off"),
+                   help="virtio-net header with checksum and TCP segmentation offload (64 KiB super-segments): "
+                        "on by default when the device takes it; --offload alone means on")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a configuration key")
 

@@ -40,6 +40,8 @@ class Instance:
     host_addr: str = "198.18.0.1"
     mtu: int = 1500
     netns_created: bool = False
+    offload: bool = False           # the device carries virtio-net headers with TSO / checksum offload
+    note: str = ""                  # what up has to say beyond the usual (a fallback)
 
     @property
     def run_dir(self) -> Path:
@@ -101,8 +103,31 @@ def _check_addresses(addr: str, host_addr: str, mtu: int) -> tuple[str, int]:
     return str(interface.ip), interface.network.prefixlen
 
 
+# nicd's way of opening the device, tried in the instance's namespace before nicd starts
+_PROBE = """
+import fcntl, sys, pytun
+tun = pytun.TunTapDevice(name=sys.argv[1], flags=pytun.IFF_TUN | pytun.IFF_NO_PI | pytun.IFF_VNET_HDR)
+fcntl.ioctl(tun.fileno(), 0x400454D0, 0x01 | 0x02)       # TUNSETOFFLOAD: TUN_F_CSUM | TUN_F_TSO4
+"""
+
+
+def _add_device(netns: str, dev: str, offload: bool) -> bool:
+    """The TUN device, with virtio-net headers and offloads when asked and the kernel can;
+    returns whether it has them."""
+    _ip("-n", netns, "tuntap", "add", "dev", dev, "mode", "tun", *(["vnet_hdr"] if offload else []))
+    if not offload:
+        return False
+    probe = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", _PROBE, dev],
+                           capture_output=True, text=True)
+    if probe.returncode == 0:
+        return True
+    _ip("-n", netns, "tuntap", "del", "dev", dev, "mode", "tun")
+    _ip("-n", netns, "tuntap", "add", "dev", dev, "mode", "tun")
+    return False
+
+
 def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: int,
-       config_file: str | None, overrides: list[str], offload: bool = False) -> Instance:
+       config_file: str | None, overrides: list[str], offload: bool = True) -> Instance:
     check_can_run()
     address, prefix = _check_addresses(addr, host_addr, mtu)
     instance = Instance(name=name, netns=netns or f"netstack-{name}", dev=dev, addr=address,
@@ -130,13 +155,16 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
         _ip("-n", instance.netns, "link", "set", "lo", "up")
         if _ip("-n", instance.netns, "link", "show", dev, check=False).returncode == 0:
             raise InstanceError(f"device {dev} already exists in namespace {instance.netns}")
-        _ip("-n", instance.netns, "tuntap", "add", "dev", dev, "mode", "tun", *(["vnet_hdr"] if offload else []))
+        instance.offload = _add_device(instance.netns, dev, offload)
+        if offload and not instance.offload:
+            instance.note = "the device does not take offloads here: plain packets (as --offload off)"
+        instance.save()
         _ip("-n", instance.netns, "addr", "add", f"{host_addr}/{instance.prefix}", "dev", dev)
         # the device's queue towards nicd is its receive ring: 500 packets (the TUN default)
         # overflow when hundreds of connections burst at once
         _ip("-n", instance.netns, "link", "set", dev, "mtu", str(mtu), "txqueuelen", str(TX_QUEUE_LEN), "up")
         config["instance"] = {"name": name, "dev": dev, "addr": address, "mtu": mtu, "netns": instance.netns,
-                              "offload": offload}
+                              "offload": instance.offload}
         (run_dir / "config.json").write_text(json.dumps(config, indent=1))
         common = "\n".join([
             "autostart=true", "autorestart=true", "startsecs=0", "startretries=1000000",

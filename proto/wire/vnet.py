@@ -46,6 +46,14 @@ def complete_checksum(packet: bytes, csum_start: int, csum_offset: int) -> bytes
     return bytes(packet)
 
 
+def complete_tcp_checksum(packet: bytes) -> bytes:
+    """A TCP packet whose checksum field holds only the pseudo-header sum (left to the device),
+    completed; any other packet as it is."""
+    if len(packet) < 40 or packet[9] != _PROTO_TCP:
+        return packet
+    return complete_checksum(packet, (packet[0] & 0x0F) * 4, 16)
+
+
 def to_device(packet: bytes, mtu: int) -> tuple[bytes, bytes]:
     """(virtio-net header, packet) for a packet to write to the device.
 

@@ -16,7 +16,7 @@ from proto.impair import Impairment, ImpairSettings
 from proto.ipc.messages import DeviceReceived, DeviceTransmit
 from proto.wire import pcap
 from proto.wire.gso import segment_tcp
-from proto.wire.vnet import complete_checksum, from_device, to_device
+from proto.wire.vnet import complete_checksum, complete_tcp_checksum, from_device, to_device
 from services._shell import Service, main
 
 READ_BATCH = 256
@@ -100,8 +100,12 @@ class Nicd(Service):
             self.counters["rx_packets"] += len(packets)
             self.counters["rx_bytes"] += sum(map(len, packets))
             self.counters["rx_batches"] += 1
-            if self.capture is not None and self.capture.write(packets):
-                self._end_capture("count")
+            if self.capture is not None:
+                captured = packets
+                if trusted:         # as they would stand on a wire: checksums complete
+                    captured = [complete_checksum(p, *c) if c else p for p, c in zip(packets, partial)]
+                if self.capture.write(captured):
+                    self._end_capture("count")
             if self.impair is not None:
                 now, offer = time.monotonic(), self.impair.offer
                 packets = [out for packet in packets for out in offer(now, packet, "in")]
@@ -123,8 +127,11 @@ class Nicd(Service):
         self.transmit(packets)
 
     def transmit(self, packets) -> None:
-        if self.capture is not None and self.capture.write(packets):
-            self._end_capture("count")
+        if self.capture is not None:
+            # with offloads, tcpd leaves TCP checksums to the device: the capture shows them done
+            captured = [complete_tcp_checksum(p) for p in packets] if self.offload else packets
+            if self.capture.write(captured):
+                self._end_capture("count")
         write, writev, fd = os.write, os.writev, self.fd
         offload, mtu = self.offload, self.mtu
         for packet in packets:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +52,13 @@ def test_small_traffic_still_works(offload_stack):
     result = ns.run(offload_stack.netns, "ping", "-n", "-c", "3", "-i", "0.05", "-s", "3000",
                     offload_stack.addr, check=False)
     assert " 0% packet loss" in result.stdout
+
+
+def test_offloads_are_on_by_default_and_off_on_request():
+    """up probes the device: on by default (as here, where the kernel takes them), off when asked."""
+    with running_stack() as default, running_stack("--offload", "off") as plain:
+        for stack, expected in ((default, True), (plain, False)):
+            config = json.loads((Path(stack.run_dir) / "config.json").read_text())
+            assert config["instance"]["offload"] is expected
+            link = ns.run(stack.netns, "ip", "-d", "link", "show", "tun0").stdout
+            assert ("vnet_hdr on" in link) is expected, link

@@ -37,8 +37,9 @@ def test_ss_shows_transfer_then_time_wait_then_nothing(shared_stack):
     def ours():
         return next((s for s in shared_stack.ss() if s.get("local") and s["local"][1] == local_port), None)
 
-    busy = wait_for(lambda: (s := ours()) and s["send_q"] > 0 and "retransmit" in s["timers"] and s,
-                    10, 0.05, "the connection with data in flight")
+    # data in flight (the retransmission timer) or held by the reader's closed window (persist)
+    busy = wait_for(lambda: (s := ours()) and s["send_q"] > 0 and {"retransmit", "persist"} & set(s["timers"])
+                    and s, 10, 0.05, "the connection with data queued")
     assert busy["state"] == "ESTABLISHED"
     assert busy["remote"] == [shared_stack.host, PORT]
     for key in ("rto", "srtt", "cwnd", "ssthresh", "snd_wnd", "rcv_wnd", "retransmissions"):

@@ -59,3 +59,12 @@ def test_offloaded_checksum_is_the_pseudo_header_sum_and_completes_right():
 def test_icmp_is_plain():
     icmp = build_ipv4(SRC, DST, 1, b"\x08" + b"\0" * 3000, df=False)
     assert vnet.to_device(icmp, 1500)[0] == vnet.PLAIN
+
+
+def test_a_tcp_packet_left_to_the_device_is_completed_for_a_capture():
+    seg = TcpSegment(4000, 80, 1, 2, TcpFlags.ACK, 100, payload=b"data" * 100)
+    partial = build_ipv4(SRC, DST, 6, build_tcp(seg, SRC, DST, offload_checksum=True))
+    whole = build_ipv4(SRC, DST, 6, build_tcp(seg, SRC, DST))
+    assert partial != whole and vnet.complete_tcp_checksum(partial) == whole
+    udp_like = bytes([0x45]) + bytes(8) + bytes([17]) + bytes(30)
+    assert vnet.complete_tcp_checksum(udp_like) == udp_like
