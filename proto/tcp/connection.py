@@ -103,6 +103,9 @@ class Connection:
     recovery: Recovery = Recovery.OPEN
     dupacks: int = 0
     recover: int = 0                    # the recovery point: SND.MAX when recovery began (RFC 6582, 6675)
+    recover_fs: int = 0                 # PRR (RFC 6937): FlightSize when recovery began
+    prr_delivered: int = 0              # ... bytes delivered to the peer since
+    prr_out: int = 0                    # ... bytes sent since
     # retransmission (RFC 6298)
     rtt: RttEstimator = field(default_factory=RttEstimator)
     retransmits: int = 0                # consecutive expiries without progress

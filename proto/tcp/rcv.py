@@ -308,9 +308,9 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
             # whose SACK blocks report new data (RFC 6675 2)
             if plen == 0 and not int(seg.flags) & (FIN | SYN) and (
                     same_window or newly or (not conn.sack_ok and sacks_new_data(conn, seg))):
-                duplicate_ack(cx, conn, now)
+                duplicate_ack(cx, conn, now, newly)
             elif newly:
-                recovery.strategy(conn).on_sack(cx, conn, now)
+                recovery.strategy(conn).on_sack(cx, conn, now, newly)
         return
     # --- new data acknowledged
     cfg = cx.config
@@ -330,12 +330,16 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
     conn.snd_una = ack
     if ((conn.snd_nxt - ack) & MASK) >= HALF:
         conn.snd_nxt = ack
+    sacked = 0                                         # the change in SACKed bytes (RFC 6937 DeliveredData)
     if conn.sack_ok:
         if conn.scoreboard:
+            sacked = -scoreboard.sacked_bytes(conn)
             scoreboard.prune(conn, snd_una)
         blocks = seg.options.sack_blocks
         if blocks:
             scoreboard.update(conn, blocks)
+        if sacked or conn.scoreboard:
+            sacked += scoreboard.sacked_bytes(conn)
     conn.retransmits = 0
     if conn.recovery is not OPEN and recovery.covers_recover(conn, ack):
         if conn.recovery is FAST:
@@ -343,7 +347,7 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
         else:
             conn.recovery = OPEN                       # the RTO's go-back-N is over
     if conn.recovery is FAST:
-        recovery.strategy(conn).on_partial_ack(cx, conn, now, ack, acked)
+        recovery.strategy(conn).on_partial_ack(cx, conn, now, ack, acked, acked + sacked)
     else:
         conn.dupacks = 0
         if flight_before + conn.send_mss >= conn.cwnd:     # grow only when cwnd was the limit
@@ -380,10 +384,11 @@ def sacks_new_data(conn: Connection, seg: TcpSegment) -> bool:
     return new
 
 
-def duplicate_ack(cx: Context, conn: Connection, now: float) -> None:
-    """RFC 5681 3.2 / RFC 6675 5: counted, then what the connection's loss recovery makes of it."""
+def duplicate_ack(cx: Context, conn: Connection, now: float, sacked: int) -> None:
+    """RFC 5681 3.2 / RFC 6675 5: counted, then what the connection's loss recovery makes of it
+    (`sacked`: the bytes it newly SACKed)."""
     conn.dupacks += 1
-    recovery.strategy(conn).on_dupack(cx, conn, now)
+    recovery.strategy(conn).on_dupack(cx, conn, now, sacked)
 
 
 # ---------------------------------------------------------------- data and FIN

@@ -65,7 +65,7 @@ def rfc3042_limited_transmit(cx: Context, conn: Connection, now: float) -> None:
 # ---------------------------------------------------------------- NewReno
 class RenoRecovery:
     @staticmethod
-    def on_dupack(cx: Context, conn: Connection, now: float) -> None:
+    def on_dupack(cx: Context, conn: Connection, now: float, sacked: int) -> None:
         if conn.recovery is FAST:
             conn.cwnd += conn.send_mss                 # inflate for each segment that left the network
         elif conn.recovery is OPEN:
@@ -80,7 +80,7 @@ class RenoRecovery:
                 conn.cwnd = conn.ssthresh + DUP_THRESH * conn.send_mss
 
     @staticmethod
-    def on_partial_ack(cx: Context, conn: Connection, now: float, ack: int, acked: int) -> None:
+    def on_partial_ack(cx: Context, conn: Connection, now: float, ack: int, acked: int, delivered: int) -> None:
         """RFC 6582 3.2 step 4: retransmit the next hole, deflate by what was acknowledged."""
         mss = conn.send_mss
         snd.retransmit_head(cx, conn, now)
@@ -91,27 +91,29 @@ class RenoRecovery:
         """New data acknowledged out of recovery: nothing more to learn without SACK."""
 
     @staticmethod
-    def on_sack(cx: Context, conn: Connection, now: float) -> None:
+    def on_sack(cx: Context, conn: Connection, now: float, sacked: int) -> None:
         """(No SACK information without SACK.)"""
 
 
 # ---------------------------------------------------------------- SACK
 class SackRecovery:
     @staticmethod
-    def on_dupack(cx: Context, conn: Connection, now: float) -> None:
+    def on_dupack(cx: Context, conn: Connection, now: float, sacked: int) -> None:
         if conn.recovery is FAST:
+            proportional_rate_reduction(conn, sacked)
             transmit(cx, conn, now)                    # RFC 6675 5 (C): send what the pipe allows
         elif conn.recovery is OPEN:
             if conn.dupacks >= DUP_THRESH or (conn.scoreboard and scoreboard.is_lost(conn, conn.snd_una)):
-                enter_recovery(cx, conn, now)          # RFC 6675 5 (4)
+                enter_recovery(cx, conn, now, sacked)  # RFC 6675 5 (4)
             elif conn.scoreboard:
                 limited_transmit(cx, conn, now)        # RFC 6675 5 (3)
             else:
                 rfc3042_limited_transmit(cx, conn, now)    # no SACK information yet
 
     @staticmethod
-    def on_partial_ack(cx: Context, conn: Connection, now: float, ack: int, acked: int) -> None:
-        """RFC 6675 5 (B), (C)."""
+    def on_partial_ack(cx: Context, conn: Connection, now: float, ack: int, acked: int, delivered: int) -> None:
+        """RFC 6675 5 (B), (C), with the window that PRR allows."""
+        proportional_rate_reduction(conn, delivered)
         if ((ack - conn.high_rxt) & MASK) < HALF and not scoreboard.is_sacked(conn, ack):
             # the head was sent before the retransmissions now acknowledged: lost (RFC 6582)
             retransmit(cx, conn, now, 0, min(conn.send_mss, (conn.snd_max - ack) & MASK))
@@ -123,14 +125,15 @@ class SackRecovery:
         else Limited Transmit as the scoreboard allows."""
         if conn.scoreboard and ack != conn.snd_max:
             if scoreboard.is_lost(conn, ack):
-                enter_recovery(cx, conn, now)
+                enter_recovery(cx, conn, now, 0)
             else:
                 limited_transmit(cx, conn, now)
 
     @staticmethod
-    def on_sack(cx: Context, conn: Connection, now: float) -> None:
+    def on_sack(cx: Context, conn: Connection, now: float, sacked: int) -> None:
         """An ACK with new SACK information that is not a duplicate ACK (its window moved)."""
         if conn.recovery is FAST:
+            proportional_rate_reduction(conn, sacked)
             transmit(cx, conn, now)
 
 
@@ -138,23 +141,43 @@ def strategy(conn: Connection) -> type[RenoRecovery] | type[SackRecovery]:
     return SackRecovery if conn.sack_ok else RenoRecovery
 
 
-def enter_recovery(cx: Context, conn: Connection, now: float) -> None:
-    """RFC 6675 5 step (4): RecoveryPoint = HighData, cwnd = ssthresh (the congestion control's
-    decrease), retransmit the first segment, then send what the pipe allows."""
+def enter_recovery(cx: Context, conn: Connection, now: float, delivered: int) -> None:
+    """RFC 6675 5 step (4): RecoveryPoint = HighData, ssthresh by the congestion control's
+    decrease, retransmit the first segment; then, while in recovery, cwnd follows Proportional
+    Rate Reduction (RFC 6937) down to ssthresh, and what the pipe allows is sent."""
     flight = (conn.snd_max - conn.snd_una) & MASK
     conn.cc.on_loss(conn, now)
-    conn.cwnd = conn.ssthresh
     conn.recover = conn.snd_max
     conn.recovery = FAST
     conn.high_rxt = conn.snd_una
     conn.rxt_marks.clear()
+    conn.prr_delivered = conn.prr_out = 0
+    conn.recover_fs = flight or conn.send_mss
     if conn.pto_armed:                                 # the probe timer becomes the RTO again
         conn.pto_armed = False
         cx.arm(conn, "retransmit", now + conn.rtt.rto)
     cx.counters["fast_retransmits"] += 1
     cx.count("sack_recoveries")
-    retransmit(cx, conn, now, 0, min(conn.send_mss, flight))
+    retransmit(cx, conn, now, 0, min(conn.send_mss, flight))      # the fast retransmit, always
+    proportional_rate_reduction(conn, delivered)
     transmit(cx, conn, now)
+
+
+def proportional_rate_reduction(conn: Connection, delivered: int) -> None:
+    """RFC 6937 3 (PRR-SSRB): after an ACK that reports `delivered` bytes as having left the
+    network, let cwnd allow sending in proportion to them, so that the window comes down to
+    ssthresh smoothly over the round trip instead of at once (no burst, no silence), and
+    grows back no faster than slow start when the pipe fell below ssthresh."""
+    if delivered > 0:
+        conn.prr_delivered += delivered
+    pipe_now = pipe(conn)
+    ssthresh = conn.ssthresh
+    if pipe_now > ssthresh:                                     # proportional rate reduction
+        sndcnt = -(-conn.prr_delivered * ssthresh // conn.recover_fs) - conn.prr_out
+    else:                                                       # slow start reduction bound
+        limit = max(conn.prr_delivered - conn.prr_out, delivered) + conn.send_mss
+        sndcnt = min(ssthresh - pipe_now, limit)
+    conn.cwnd = pipe_now + (sndcnt if sndcnt > 0 else 0)
 
 
 def retransmit(cx: Context, conn: Connection, now: float, off: int, size: int) -> int:
@@ -170,6 +193,8 @@ def retransmit(cx: Context, conn: Connection, now: float, off: int, size: int) -
             marks.clear()
         marks[seq] = conn.snd_max                      # for detecting a lost retransmission
         cx.count("sack_retransmits")
+        if conn.recovery is FAST:
+            conn.prr_out += used
     return used
 
 
@@ -194,7 +219,9 @@ def transmit(cx: Context, conn: Connection, now: float) -> None:
             if not retransmit(cx, conn, now, *nxt):
                 return
             continue
-        if snd.send_new(cx, conn, now, mss):          # rule 2
+        used = snd.send_new(cx, conn, now, mss)        # rule 2
+        if used:
+            conn.prr_out += used
             continue
         nxt = rule3(conn, hs)                          # rule 3
         if nxt is None or not retransmit(cx, conn, now, *nxt):

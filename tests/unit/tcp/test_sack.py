@@ -166,13 +166,17 @@ def test_three_sacked_segments_start_recovery_and_nextseg_repairs_lost_holes_fir
     out = peer.take()
     assert conn.in_recovery and eng.counters["fast_retransmits"] == 1
     assert [s.seq for s in out] == [una]                                        # the head at once
-    assert conn.cwnd == conn.ssthresh == 10 * MSS
+    # PRR (RFC 6937): pipe 17 segments (16 unSACKed in flight + the retransmission) is above
+    # ssthresh (10), so cwnd = pipe + ceil(delivered 3 x ssthresh / RecoverFS 20) - sent 1 = +0.5
+    assert conn.ssthresh == 10 * MSS and conn.cwnd == 17 * MSS + MSS // 2
     _dupack(peer, una, (5, 8), (1, 4))
     _dupack(peer, una, (9, 13), (5, 8), (1, 4))
-    out = peer.take()
-    # rule 1: hole 4, then hole 8, both lost and lower than any new data; then new data (rule 2)
-    assert [s.seq for s in out][:2] == [una + 4000, una + 8000]
-    assert all(s.seq >= una + 20000 for s in out[2:])
+    _dupack(peer, una, (9, 14), (5, 8), (1, 4))      # (PRR: the pipe is at ssthresh; one more ACK)
+    out = [s.seq for s in peer.take()]
+    # rule 1 first: hole 4 (lost once 5-7 are SACKed), later hole 8 (once 9-12 are); what PRR
+    # allows beyond them is new data (rule 2); nothing SACKed is sent again
+    assert out[0] == una + 4000 and una + 8000 in out
+    assert all(seq in (una + 4000, una + 8000) or seq >= una + 20000 for seq in out)
     assert eng.counters["rto_expiries"] == 0
 
 
@@ -311,3 +315,21 @@ def test_no_probe_timer_without_sack():
     conn.rtt.srtt, conn.rtt.rto = 0.05, 1.0
     peer.send(ACK, ack=una + 2000)
     assert not conn.pto_armed and peer.deadline("retransmit") == pytest.approx(peer.now + 1.0)
+
+
+def test_prr_spreads_the_reduction_over_the_round_trip():
+    """RFC 6937: while the pipe is above ssthresh, each ACK lets out data in proportion to what it
+    delivered (ssthresh / RecoverFS of it), so recovery sends about ssthresh in one round trip
+    instead of nothing for half of it and then a burst."""
+    eng, sid, peer, conn, una, segs = _sack_sender(20, cwnd_segments=20)
+    peer.call("send", sid, b"n" * 40 * MSS)          # more data waiting to go
+    peer.take()
+    sent_during = []
+    for i in range(1, 20):                           # segment 0 lost; the others arrive one by one
+        _dupack(peer, una, (1, i + 1))
+        sent_during.append(sum(len(s.payload) for s in peer.take()))
+    assert conn.in_recovery and conn.ssthresh == conn.recover_fs // 2
+    total = sum(sent_during)
+    assert 0.9 * conn.ssthresh <= total <= 1.2 * conn.ssthresh, sent_during   # about ssthresh a round trip
+    assert max(sent_during) <= 2 * MSS, sent_during                    # never a burst
+    assert sum(1 for n in sent_during[:10] if n) >= 4, sent_during     # and not all at the end
