@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "timer_slack": 0.01,
         "congestion": "cubic",
         "quickacks": 16,
+        "timestamps": 1,
     },
     "ip": {
         "ttl": 64,
@@ -53,6 +54,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "rto_max"): (0.001, 86400),
     ("tcp", "timer_slack"): (0, 1),
     ("tcp", "quickacks"): (0, 16),
+    ("tcp", "timestamps"): (0, 1),
 }
 
 

@@ -28,6 +28,7 @@ class TcpConfig:
     syn_retries: int = 6              # like tcp_syn_retries (the connect timer usually ends it first)
     synack_retries: int = 5           # like tcp_synack_retries: a passive child gives up after this
     initial_cwnd_segments: int = 10   # RFC 6928 / Linux
+    timestamps: int = 1               # offer and accept RFC 7323 timestamps (Linux tcp_timestamps)
     quickacks: int = 16               # at most this many quick ACKs at the start and after idle (delack.py)
     congestion: str = "cubic"         # the congestion control of new connections (congestion.py)
     gso_max_size: int = 0             # >0: the device does TSO; send super-segments of up to this many

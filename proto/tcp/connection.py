@@ -85,6 +85,9 @@ class Connection:
     snd_wscale: int = 0                 # the peer's shift, applied to the windows it advertises
     wscale_ok: bool = False             # both SYNs carried the window scale option
     sack_ok: bool = False               # both SYNs carried SACK-permitted: our ACKs report the out-of-order queue
+    ts_ok: bool = False                 # both SYNs carried timestamps (RFC 7323): every segment carries them
+    ts_recent: int = 0                  # TS.Recent: the peer's TSval to echo
+    ts_offset: int | None = None        # added to our clock in TSval (per connection, RFC 7323 5.4)
     sack_high: int | None = None        # highest right edge of a SACK block the peer sent
     scoreboard: list = field(default_factory=list)      # SACKed [(start, end)] above snd_una, sorted (RFC 6675)
     rxt_marks: dict = field(default_factory=dict)      # SACK recovery: seq retransmitted -> snd_max then

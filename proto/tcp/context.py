@@ -55,6 +55,7 @@ class Context:
         self.ports = PortTable(self.conns, self.by_tuple, self.key, config.ephemeral_ports)
         self.strict = False          # tests: let a bug raise out of the ways in
         self.internal_errors: list[str] = []     # tracebacks of survived bugs, drained and logged by the shell
+        self.now = 0.0               # the time of the event being handled (set by every way in)
         self._next_id = 1
         self._challenge_start = float("-inf")
         self._challenge_count = 0
@@ -211,6 +212,17 @@ class Context:
         h = hashlib.blake2s(f"{self.local_addr}:{local_port}>{remote_addr}:{remote_port}".encode(),
                             key=self.key, digest_size=4).digest()
         return (int.from_bytes(h, "big") + int(now * 250_000)) & MASK
+
+    def ts_offset(self, conn: Connection) -> int:
+        """A per-connection offset for TSval, so that our clock is not readable from outside
+        (RFC 7323 5.4; Linux's secure tsoffset)."""
+        h = hashlib.blake2s(f"ts:{conn.local_addr}:{conn.local_port}>{conn.remote_addr}:{conn.remote_port}".encode(),
+                            key=self.key, digest_size=4).digest()
+        return int.from_bytes(h, "big")
+
+    def tsval(self, conn: Connection) -> int:
+        """Our timestamp clock for this connection: milliseconds (Linux's tcp_clock_ms)."""
+        return (int(self.now * 1000) + conn.ts_offset) & MASK
 
     def new_connection(self, state: State = S.CLOSED, cid: int | None = None) -> Connection:
         if cid is None:

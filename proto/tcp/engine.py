@@ -98,6 +98,7 @@ class TcpEngine(SocketCalls, SocketOptions):
         """One parsed segment from the network (tcp_rcv's demultiplexing).  Never raises (a
         peer's fault is counted)."""
         cx = self.cx
+        cx.now = now
         cx.counters["in_segs"] += 1
         try:
             conn = cx.by_tuple.get((seg.dst_port, src, seg.src_port))
@@ -129,6 +130,7 @@ class TcpEngine(SocketCalls, SocketOptions):
     def timer_fired(self, now: float, key: tuple[int, str]) -> None:
         """A timer went off.  Stale, early, repeated or unknown keys are tolerated."""
         cx = self.cx
+        cx.now = now
         if not isinstance(key, (tuple, list)) or len(key) != 2:
             cx.count("timer_bad_key")
             return

@@ -25,6 +25,10 @@ def take_syn_options(cx: Context, conn: Connection, seg: TcpSegment) -> None:
     conn.send_mss = min(max(peer_mss, MIN_SEND_MSS), ours)
     conn.rcv_mss = min(536, ours)
     conn.sack_ok = o.sack_permitted
+    conn.ts_ok = bool(cx.config.timestamps) and o.timestamps is not None
+    if conn.ts_ok:                                  # RFC 7323 3.2: each segment carries 12 bytes more
+        conn.ts_recent = o.timestamps[0]
+        conn.send_mss = max(conn.send_mss - snd.TS_OPTION_LEN, MIN_SEND_MSS)
     if o.window_scale is not None:
         conn.wscale_ok = True
         conn.snd_wscale = min(o.window_scale, 14)

@@ -114,6 +114,13 @@ def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) 
     payload = seg.payload
     plen = len(payload)
     rcv_nxt = conn.rcv_nxt
+    ts = seg.options.timestamps if conn.ts_ok else None
+
+    # --- RFC 7323 5.3 R1, PAWS: a timestamp older than TS.Recent is an old duplicate
+    if ts is not None and ((ts[0] - conn.ts_recent) & MASK) >= HALF and not flags & RST:
+        cx.count("drop_paws")
+        snd.send_ack(cx, conn)
+        return
 
     # --- fast path (header prediction): in-order data or a pure ACK in ESTABLISHED
     if (state is S.ESTABLISHED and seq == rcv_nxt and (flags & SYN_FIN_RST) == 0 and flags & ACK
@@ -123,6 +130,8 @@ def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) 
         if ((ack - conn.snd_una) & MASK) <= ((conn.snd_max - conn.snd_una) & MASK):
             conn.last_recv = now
             conn.probes_out = 0
+            if ts is not None and seqnum.le(seq, conn.acked_upto):
+                conn.ts_recent = ts[0]                 # R3: the TSval to echo
             process_ack(cx, conn, now, seg, ack, plen)
             if plen:
                 if plen > conn.rcv_wnd:
@@ -160,6 +169,9 @@ def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) 
             cx.count("drop_outside_window")
             snd.send_ack(cx, conn)
         return
+
+    if ts is not None and seqnum.le(seq, conn.acked_upto):
+        conn.ts_recent = ts[0]                         # RFC 7323 R3: an acceptable segment's TSval
 
     # --- second: RST (RFC 5961 3.2: only exactly at RCV.NXT; otherwise a challenge ACK)
     if flags & RST:
@@ -315,7 +327,13 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
     # --- new data acknowledged
     cfg = cx.config
     flight_before = (conn.snd_max - snd_una) & MASK
-    if conn.rtt.seq is not None and ((ack - conn.rtt.seq) & MASK) < HALF:
+    echo = seg.options.timestamps[1] if conn.ts_ok and seg.options.timestamps else 0
+    if echo:                                           # RFC 7323 4: a sample on every ACK of new data
+        measured = ((cx.tsval(conn) - echo) & MASK) / 1000
+        if measured < 60:                              # (an echo we never sent is no sample)
+            conn.rtt.sample(measured, cfg.rto_min, cfg.rto_max)
+        conn.rtt.seq = None
+    elif conn.rtt.seq is not None and ((ack - conn.rtt.seq) & MASK) < HALF:
         conn.rtt.sample(now - conn.rtt.time, cfg.rto_min, cfg.rto_max)
         conn.rtt.seq = None
     buf = conn.send_buffer

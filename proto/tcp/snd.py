@@ -21,6 +21,7 @@ ACK_PSH_FIN = ACK | PSH | FIN
 SYN_ACK = SYN | ACK
 RST_ACK = RST | ACK
 MASK = seqnum.MASK
+TS_OPTION_LEN = 12          # NOP, NOP, kind 8, length 10: what a timestamp takes of each segment
 
 
 def our_mss(cx: Context, conn: Connection) -> int:
@@ -47,7 +48,12 @@ def emit(cx: Context, conn: Connection, flags: int, seq: int, payload: bytes = b
         ack_sent(conn)
         if conn.timers["delayed_ack"] is not None:
             cx.cancel(conn, "delayed_ack")
-        if conn.recv_buffer.ooo and conn.sack_ok and not payload and options is NO_OPTIONS:
+        if conn.ts_ok:
+            if not flags & (SYN | RST):            # RFC 7323 3.2: on every segment but a reset
+                blocks = conn.recv_buffer.sack_blocks()[:3] if conn.recv_buffer.ooo and conn.sack_ok \
+                    and not payload else ()        # (3 blocks fit beside a timestamp)
+                options = TcpOptions(timestamps=(cx.tsval(conn), conn.ts_recent), sack_blocks=blocks)
+        elif conn.recv_buffer.ooo and conn.sack_ok and not payload and options is NO_OPTIONS:
             options = TcpOptions(sack_blocks=conn.recv_buffer.sack_blocks())
     else:
         ack = 0
@@ -83,8 +89,14 @@ def send_rst(cx: Context, conn: Connection) -> None:
 
 
 def syn_options(cx: Context, conn: Connection, reply_to_wscale: bool) -> TcpOptions:
+    active = conn.state is State.SYN_SENT
+    timestamps = None
+    if cx.config.timestamps and (active or conn.ts_ok):            # offered, or offered to us
+        if conn.ts_offset is None:
+            conn.ts_offset = cx.ts_offset(conn)
+        timestamps = (cx.tsval(conn), 0 if active else conn.ts_recent)
     return TcpOptions(mss=our_mss(cx, conn), window_scale=conn.rcv_wscale if reply_to_wscale else None,
-                      sack_permitted=conn.state is State.SYN_SENT or conn.sack_ok)
+                      sack_permitted=active or conn.sack_ok, timestamps=timestamps)
 
 
 def send_syn(cx: Context, conn: Connection) -> None:
@@ -146,7 +158,7 @@ def output(cx: Context, conn: Connection, now: float, force: bool = False) -> No
     # device cuts apart (only at our own MSS, the size the device cuts at)
     chunk = mss
     gso = cx.config.gso_max_size
-    if gso > mss and mss == cx.config.mss:
+    if gso > mss and mss + (TS_OPTION_LEN if conn.ts_ok else 0) == cx.config.mss:
         chunk = gso - gso % mss
     while True:
         snd_nxt = conn.snd_nxt

@@ -126,6 +126,7 @@ class SocketCalls:
         """Start the handshake: raises EINPROGRESS.  Like Linux, calling again while it runs raises
         EALREADY; the first call after it completed returns None (connected), later ones EISCONN;
         after a failure the call raises the error once and the socket is unconnected again."""
+        self.cx.now = now
         conn = self._sock(sid)
         if conn.sock_state == SS_CONNECTED:
             raise TcpError(errno.EISCONN)
@@ -197,6 +198,7 @@ class SocketCalls:
         raise TcpError(errno.EAGAIN)
 
     def send(self, now: float, sid: int, data: bytes, flags: int = 0) -> int:
+        self.cx.now = now
         conn = self._sock(sid)
         state = conn.state
         if state is not S.ESTABLISHED and state is not S.CLOSE_WAIT:
@@ -230,6 +232,7 @@ class SocketCalls:
         room first.  If the connection can no longer send, the data is dropped, as
         Linux drops queued data when a reset arrives, and the error stays pending
         for the socket's next call."""
+        self.cx.now = now
         conn = self._sock(sid)
         if not self._can_take_data(conn):
             self.cx.counters["posted_send_dropped"] += 1
@@ -252,6 +255,7 @@ class SocketCalls:
             and not conn.snd_shutdown
 
     def recv(self, now: float, sid: int, size: int, flags: int = 0) -> bytes:
+        self.cx.now = now
         conn = self._sock(sid)
         state = conn.state
         if state is S.LISTEN:
@@ -290,6 +294,7 @@ class SocketCalls:
         raise TcpError(errno.EAGAIN)
 
     def shutdown(self, now: float, sid: int, how: int) -> None:
+        self.cx.now = now
         conn = self._sock(sid)
         if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
             raise TcpError(errno.EINVAL)
@@ -331,6 +336,7 @@ class SocketCalls:
             snd.output(self.cx, conn, now)
 
     def close(self, now: float, sid: int) -> None:
+        self.cx.now = now
         conn = self._sock(sid)
         conn.user_open = False
         state = conn.state

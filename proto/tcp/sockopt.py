@@ -33,6 +33,7 @@ class SocketOptions:
     cx: Context
 
     def setsockopt(self, now: float, sid: int, level: int, name: int, value) -> None:
+        self.cx.now = now
         conn = self._sock(sid)
         if level == SOL_SOCKET:
             if name == SO_LINGER:
