@@ -9,6 +9,64 @@ connection (CUBIC by default, as Linux), TCP_CONGESTION per socket.
 """
 from __future__ import annotations
 
+INF = float("inf")
+INITIAL_SSTHRESH = 1 << 30       # "infinite" until the first loss (handshake.enter_established)
+
+
+class HyStart:
+    """HyStart++ (RFC 9406): leave slow start before it overshoots.  Within each round trip the
+    first RTT samples give the round's minimum; when it has grown by a clamped eighth over the
+    last round's, the queue is filling: Conservative Slow Start (a quarter of the growth) for a
+    few rounds, back to slow start if the RTT falls again, else on to congestion avoidance
+    (ssthresh = cwnd).  Needs several RTT samples a round: with timestamps every ACK is one."""
+    MIN_RTT_THRESH, MAX_RTT_THRESH, MIN_RTT_DIVISOR = 0.004, 0.016, 8
+    N_RTT_SAMPLE, CSS_GROWTH_DIVISOR, CSS_ROUNDS = 8, 4, 5
+    __slots__ = ("window_end", "last_min", "current_min", "count", "seen", "css_baseline", "css_rounds")
+
+    def __init__(self) -> None:
+        self.window_end: int | None = None      # the round ends when SND.UNA passes this
+        self.last_min = self.current_min = INF
+        self.count = 0                           # samples in this round
+        self.seen = 0                            # conn.rtt.samples when last looked
+        self.css_baseline = INF                  # in CSS: the round minimum that started it
+        self.css_rounds = 0
+
+    def growth(self, conn, acked: int) -> int:
+        """The slow-start increase for this ACK (ABC, L = 2): all of it, a quarter in CSS, or 0
+        with ssthresh set to cwnd when CSS is over."""
+        mss = conn.send_mss
+        increase = acked if acked < 2 * mss else 2 * mss
+        if conn.ssthresh != INITIAL_SSTHRESH:
+            return increase                     # only the initial slow start (4.3): after a loss, standard
+        una = conn.snd_una
+        if self.window_end is None or ((una - self.window_end) & 0xFFFFFFFF) < 0x80000000:
+            self.window_end = conn.snd_max                  # a new round
+            self.last_min, self.current_min, self.count = self.current_min, INF, 0
+            if self.css_baseline < INF:
+                self.css_rounds += 1
+                if self.css_rounds >= self.CSS_ROUNDS:      # CSS lasted: congestion avoidance
+                    conn.ssthresh = conn.cwnd
+                    self.css_baseline = INF
+                    return 0
+        rtt = conn.rtt
+        if rtt.samples != self.seen:
+            self.seen = rtt.samples
+            if rtt.latest < self.current_min:
+                self.current_min = rtt.latest
+            self.count += 1
+        if self.css_baseline < INF:
+            if self.current_min < self.css_baseline:       # a false alarm: back to slow start
+                self.css_baseline = INF
+                return increase
+            return increase // self.CSS_GROWTH_DIVISOR
+        if self.count >= self.N_RTT_SAMPLE and self.last_min < INF and self.current_min < INF:
+            thresh = min(max(self.last_min / self.MIN_RTT_DIVISOR, self.MIN_RTT_THRESH), self.MAX_RTT_THRESH)
+            if self.current_min >= self.last_min + thresh:   # the delay grows: the queue fills
+                self.css_baseline = self.current_min
+                self.css_rounds = 0
+                return increase // self.CSS_GROWTH_DIVISOR
+        return increase
+
 
 class CongestionControl:
     """The interface.  `conn` is the connection (cwnd, ssthresh, send_mss, snd_una, snd_max)."""
@@ -35,15 +93,16 @@ class CongestionControl:
 class NewReno(CongestionControl):
     """RFC 5681 with Appropriate Byte Counting (RFC 3465, L = 2) and RFC 6582's exit."""
     name = "reno"
-    __slots__ = ("ca_acked",)
+    __slots__ = ("ca_acked", "hystart")
 
     def __init__(self) -> None:
         self.ca_acked = 0          # bytes acknowledged toward the next cwnd increase (avoidance)
+        self.hystart = HyStart()
 
     def on_ack(self, conn, acked: int, now: float) -> None:
         mss = conn.send_mss
-        if conn.cwnd < conn.ssthresh:                  # slow start
-            conn.cwnd += acked if acked < 2 * mss else 2 * mss
+        if conn.cwnd < conn.ssthresh:                  # slow start (HyStart++ may end it early)
+            conn.cwnd += self.hystart.growth(conn, acked)
         else:                                          # congestion avoidance: one MSS per window
             self.ca_acked += acked
             if self.ca_acked >= conn.cwnd:
@@ -74,9 +133,10 @@ class Cubic(CongestionControl):
     C = 0.4                                  # RFC 9438 4.1
     BETA = 0.7                               # beta_cubic: the window after a loss
     ALPHA = 3 * (1 - BETA) / (1 + BETA)      # alpha_cubic: W_est's growth per RTT
-    __slots__ = ("w_max", "k", "epoch", "w_est", "carry")
+    __slots__ = ("w_max", "k", "epoch", "w_est", "carry", "hystart")
 
     def __init__(self) -> None:
+        self.hystart = HyStart()
         self.w_max = 0.0           # segments: the window when the last loss happened
         self.k = 0.0               # seconds from the epoch until the window is back at w_max
         self.epoch: float | None = None   # when the current congestion-avoidance period began
@@ -85,8 +145,8 @@ class Cubic(CongestionControl):
 
     def on_ack(self, conn, acked: int, now: float) -> None:
         mss = conn.send_mss
-        if conn.cwnd < conn.ssthresh:                  # slow start, as NewReno's
-            conn.cwnd += acked if acked < 2 * mss else 2 * mss
+        if conn.cwnd < conn.ssthresh:                  # slow start, as NewReno's (and HyStart++)
+            conn.cwnd += self.hystart.growth(conn, acked)
             return
         cwnd = conn.cwnd / mss
         if self.epoch is None:                         # 4.2: a new congestion-avoidance period

@@ -6,6 +6,7 @@ Used by the input path (rcv.py: SYN_SENT, simultaneous open) and the listener (l
 from __future__ import annotations
 
 from proto.tcp import seqnum, snd
+from proto.tcp.congestion import INITIAL_SSTHRESH
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
 from proto.tcp.state import State
@@ -45,7 +46,7 @@ def enter_established(cx: Context, conn: Connection, now: float, cause: str) -> 
     cfg = cx.config
     cx.set_state(conn, now, S.ESTABLISHED, cause)
     conn.cwnd = cfg.initial_cwnd_segments * conn.send_mss
-    conn.ssthresh = 1 << 30
+    conn.ssthresh = INITIAL_SSTHRESH
     conn.retransmits = 0
     conn.last_recv = now
     cx.cancel(conn, "connect")           # lazily: TIME_WAIT's message (or one stale fire) ends it

@@ -19,11 +19,15 @@ class RttEstimator:
     rto: float = 1.0              # RTO, within [rto_min, rto_max]
     seq: int | None = None        # timing the segment that ends here (one at a time)
     time: float = 0.0             # ... sent at this time
+    latest: float = 0.0           # the last measurement
+    samples: int = 0              # how many were taken
 
     def sample(self, r: float, rto_min: float, rto_max: float) -> None:
         """Fold one measurement `r` (seconds) into SRTT and RTTVAR, and recompute the RTO."""
         if r < 0:
             r = 0.0
+        self.latest = r
+        self.samples += 1
         if self.srtt is None:                     # (2.2) first measurement
             self.srtt = r
             self.rttvar = r / 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from proto.tcp.congestion import CONTROLS, CongestionControl, NewReno, make
+from proto.tcp.congestion import CONTROLS, CongestionControl, Cubic, NewReno, make
 from proto.tcp.connection import Connection
 
 MSS = 1000
@@ -59,7 +59,6 @@ def test_newreno_recovery_exit_deflates_to_ssthresh_or_the_flight():
 
 # ---------------------------------------------------------------- CUBIC (RFC 9438)
 def cubic_after_loss(cwnd_segments=100):
-    from proto.tcp.congestion import Cubic
     c, cc = conn(cwnd=cwnd_segments * MSS), Cubic()
     c.ssthresh = 1                              # in congestion avoidance
     cc.on_loss(c, 0.0)
@@ -97,3 +96,38 @@ def test_cubic_is_never_slower_than_reno_where_the_rtt_is_short():
     for i in range(2000):                       # 2,000 one-segment ACKs within 0.2 s: Reno's pace
         cc.on_ack(c, MSS, i * 0.0001)
     assert cc.w_est > 7 and c.cwnd / MSS == pytest.approx(cc.w_est, rel=0.05)
+
+
+# ---------------------------------------------------------------- HyStart++ (RFC 9406)
+def slow_start_rounds(rtts_ms, control=NewReno):
+    """Slow start through rounds of ten ACKs, each ACK an RTT sample of the round's value."""
+    c, cc = conn(cwnd=10 * MSS, flight=10 * MSS), control()
+    grown = []
+    for rtt_ms in rtts_ms:
+        before = c.cwnd
+        end = c.snd_max
+        for _ in range(10):
+            c.snd_una = (c.snd_una + MSS) & 0xFFFFFFFF
+            c.rtt.sample(rtt_ms / 1000, 0.2, 60)
+            cc.on_ack(c, MSS, 0.0)
+            if c.cwnd >= c.ssthresh:
+                break
+        c.snd_max = (end + c.cwnd) & 0xFFFFFFFF          # the next round's flight
+        c.snd_una = end
+        grown.append(c.cwnd - before)
+    return c, cc, grown
+
+
+@pytest.mark.parametrize("control", [NewReno, Cubic])
+def test_hystart_leaves_slow_start_when_the_delay_grows(control):
+    c, cc, grown = slow_start_rounds([10, 10, 30, 30, 30, 30, 30, 30, 30], control)
+    assert grown[1] == 10 * MSS                            # slow start: one MSS an ACK
+    assert 0 < grown[2] < 10 * MSS                         # RTT +20 ms >= 10 + 4 ms: CSS, a quarter
+    assert c.ssthresh != 1 << 30 and c.cwnd >= c.ssthresh  # after CSS_ROUNDS: congestion avoidance
+
+
+def test_hystart_resumes_slow_start_after_a_false_alarm_and_ignores_noise():
+    c, cc, grown = slow_start_rounds([10, 10, 30, 8, 8])
+    assert grown[2] < 10 * MSS and grown[4] == 10 * MSS   # the RTT fell below the baseline: back
+    c, cc, grown = slow_start_rounds([10, 10, 12, 13, 12])   # +2-3 ms: below the 4 ms floor
+    assert grown == [10 * MSS] * 5 and c.ssthresh == 1 << 30
