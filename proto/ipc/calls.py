@@ -79,6 +79,8 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
     CallSpec("sync", answers="None, once everything the channel posted has been handled"),
     CallSpec("fence", (Arg("channel", (bytes,)), _int("count", 0, MAX_INT)),
              answers="None, once `count` posted calls of `channel` have been handled"),
+    CallSpec("watch", (Arg("channel", (bytes,)),),
+             answers="None; the reply's `ready` and later Readiness messages to `channel` give the poll mask"),
     CallSpec("cancel", (_int("call_id", 0, MAX_INT),), posted="only"),
     CallSpec("fork", (Arg("sids", (list,)),), posted="only"),
 )}

@@ -1,0 +1,201 @@
+"""Event-driven programs, unchanged, on the stack: `netstack run` makes libsock stand in for
+`socket`; asyncio, socketserver and a kernel peer in the instance's namespace check every byte."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from pathlib import Path
+
+from tests.e2e import netns
+from tests.e2e.conftest import NETSTACK, wait_for
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+ECHO_SERVER = """
+import asyncio, socket, sys
+assert socket.__name__ == "libsock", socket
+async def handle(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "0.0.0.0", int(sys.argv[1]), backlog=512)
+    print("listening", flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+KERNEL_CLIENTS = """
+import asyncio, hashlib, sys
+count, port = int(sys.argv[1]), int(sys.argv[2])
+async def one(i):
+    reader, writer = await asyncio.open_connection("198.18.0.2", port)
+    echoed = 0
+    for k in range(4):
+        message = hashlib.sha256(b"%d.%d" % (i, k)).digest() * (1 + (i * 31 + k) % 200)
+        writer.write(message)
+        await writer.drain()
+        assert await reader.readexactly(len(message)) == message, (i, k)
+        echoed += 1
+    writer.close()
+    await writer.wait_closed()
+    return echoed
+async def main():
+    print(sum(await asyncio.gather(*(one(i) for i in range(count)))))
+asyncio.run(main())
+"""
+
+KERNEL_SERVER = """
+import asyncio, hashlib, sys
+async def handle(reader, writer):
+    size = int((await reader.readline()).decode())
+    body = hashlib.sha256(str(size).encode()).digest() * (size // 32)
+    writer.write(body)
+    await writer.drain()
+    writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "198.18.0.1", int(sys.argv[1]), backlog=512)
+    print("listening", flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+CLIENTS = """
+import asyncio, errno, hashlib, socket, sys
+assert socket.__name__ == "libsock"
+count, port = int(sys.argv[1]), int(sys.argv[2])
+async def one(i):
+    size = 32 * (1 + i % 500)
+    reader, writer = await asyncio.open_connection("198.18.0.1", port)
+    writer.write(b"%d\\n" % size)
+    body = await reader.read()          # to EOF
+    writer.close()
+    return hashlib.sha256(body).hexdigest() == hashlib.sha256(
+        hashlib.sha256(str(size).encode()).digest() * (size // 32)).hexdigest()
+async def refused():
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("198.18.0.1", port + 1))
+    except ConnectionRefusedError:
+        return True
+    finally:
+        sock.close()
+    return False
+async def main():
+    results = await asyncio.gather(*(one(i) for i in range(count)))
+    print(sum(results), await refused())
+asyncio.run(main())
+"""
+
+SOCKETSERVER = """
+import socketserver, sys, threading, time
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(self.request.recv(100).upper())
+server = socketserver.TCPServer(("0.0.0.0", int(sys.argv[1])), Handler)
+thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
+thread.start()
+print("listening", flush=True)
+sys.stdin.readline()                     # the test says when
+started = time.monotonic()
+server.shutdown()                        # returns within one poll interval, not at the next connection
+took = time.monotonic() - started
+thread.join()
+server.server_close()
+print(f"shutdown {took:.3f}", flush=True)
+sys.exit(3)
+"""
+
+
+def _program(tmp_path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def _start(stack, *argv: str, **kwargs) -> subprocess.Popen:
+    proc = subprocess.Popen([NETSTACK, "run", "--name", stack.name, "--", *argv], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    line = proc.stdout.readline()
+    assert line.strip() == "listening", proc.stderr.read()
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_asyncio_streams_echo_server_with_many_kernel_clients(shared_stack, tmp_path):
+    server = _start(shared_stack, sys.executable, _program(tmp_path, "echo.py", ECHO_SERVER), "7001")
+    try:
+        result = netns.run(shared_stack.netns, sys.executable, "-c", KERNEL_CLIENTS, "200", "7001", timeout=120)
+        assert result.stdout.strip() == str(200 * 4), result.stderr     # every echo, byte for byte
+    finally:
+        _stop(server)
+
+
+def test_asyncio_clients_against_a_kernel_asyncio_server(shared_stack, tmp_path):
+    server = netns.popen(shared_stack.netns, sys.executable, "-c", KERNEL_SERVER, "7002",
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        client = os.path.join(tmp_path, "clients.py")
+        open(client, "w").write(CLIENTS)
+        result = subprocess.run([NETSTACK, "run", "--name", shared_stack.name, "--", sys.executable, client,
+                                 "100", "7002"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["100", "True"]      # every body's sha256; refused -> ECONNREFUSED
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_socketserver_shutdown_within_a_poll_interval_and_the_exit_status(shared_stack, tmp_path):
+    server = _start(shared_stack, sys.executable, _program(tmp_path, "ss.py", SOCKETSERVER), "7003",
+                    stdin=subprocess.PIPE)
+    try:
+        reply = netns.run(shared_stack.netns, sys.executable, "-c",
+                          "import socket; s = socket.create_connection(('198.18.0.2', 7003)); "
+                          "s.sendall(b'abc'); print(s.recv(10).decode())")
+        assert reply.stdout.strip() == "ABC"
+        server.stdin.write("go\n")
+        server.stdin.flush()                                  # stdin reaches the program
+        out, err = server.communicate(timeout=10)
+        assert server.returncode == 3, err                    # the program's own status
+        took = float(out.split()[-1])
+        assert took < 0.2 + 0.15, out                         # one poll interval (0.2 s), not forever
+    finally:
+        _stop(server)
+
+
+def test_libsock_run_module_form(shared_stack, tmp_path):
+    (tmp_path / "probe_mod.py").write_text("import socket, sys\nprint(socket.__name__, sys.argv[1:])\n")
+    result = subprocess.run([sys.executable, "-m", "libsock.run", "-m", "probe_mod", "a", "b"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=30,
+                            env={**os.environ, "NETSTACK_RUN": shared_stack.run_dir,
+                                 "PYTHONPATH": str(PROJECT)})
+    assert result.stdout.strip() == "libsock ['a', 'b']", result.stderr
+
+
+def test_run_without_an_instance_is_one_line():
+    result = subprocess.run([NETSTACK, "run", "--name", "t-no-such-instance", "--", sys.executable, "-c", "1"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1 and "not running" in result.stderr
