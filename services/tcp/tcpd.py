@@ -112,13 +112,15 @@ class Tcpd(Service, Syscalls):
             if effects.segments and self.trace.tracing_segments(now):
                 for src, dst, segment in effects.segments:
                     self.trace.segment(now, "out", src, dst, segment)
-            if self.readiness and effects.woken:
-                self._tell_readiness(effects.woken)
             woken = [sid for sid in effects.woken if sid in self.sleepers]
-            if not woken:
-                return
             for sid in woken:
                 self._retry(now, sid)
+            # after the retries: a woken call's answer carries the state, and what it told
+            # needs no message of its own (a blocking recv that waited for the data)
+            if self.readiness and effects.woken:
+                self._tell_readiness(effects.woken)
+            if not woken:
+                return
 
     # -- timers -----------------------------------------------------------------
 
