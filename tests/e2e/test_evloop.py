@@ -199,3 +199,86 @@ def test_run_without_an_instance_is_one_line():
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert len(result.stderr.strip().splitlines()) == 1 and "not running" in result.stderr
+
+
+TLS_SERVER = """
+import asyncio, hashlib, ssl, sys
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(sys.argv[2], sys.argv[3])
+async def handle(reader, writer):
+    size = int((await reader.readline()).decode())
+    writer.write(hashlib.sha256(str(size).encode()).digest() * (size // 32))
+    await writer.drain()
+    writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "198.18.0.1", int(sys.argv[1]), ssl=context)
+    print("listening", flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+TLS_CLIENTS = """
+import asyncio, hashlib, socket, ssl, sys
+assert socket.__name__ == "libsock"
+context = ssl.create_default_context(cafile=sys.argv[2])
+async def one(i):
+    size = 32 * (1000 + i * 997)
+    reader, writer = await asyncio.open_connection("198.18.0.1", int(sys.argv[1]), ssl=context)
+    writer.write(b"%d\\n" % size)
+    body = await reader.read()
+    writer.close()
+    return body == hashlib.sha256(str(size).encode()).digest() * (size // 32)
+async def main():
+    print(sum(await asyncio.gather(*(one(i) for i in range(10)))))
+asyncio.run(main())
+"""
+
+
+def test_asyncio_tls_client_over_the_readiness_descriptor(shared_stack, tmp_path):
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", key,
+                    "-out", cert, "-subj", "/CN=198.18.0.1", "-addext", "subjectAltName=IP:198.18.0.1"],
+                   check=True, capture_output=True)
+    server = netns.popen(shared_stack.netns, sys.executable, "-c", TLS_SERVER, "7004", cert, key,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        client = _program(tmp_path, "tls_clients.py", TLS_CLIENTS)
+        result = subprocess.run([NETSTACK, "run", "--name", shared_stack.name, "--", sys.executable, client,
+                                 "7004", cert], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "10"                 # every body verified, over TLS
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_asyncio_sock_api_on_a_libsock_listener_in_process(shared_stack):
+    """loop.sock_accept / sock_recv / sock_sendall on libsock sockets (no module swap needed:
+    they take the socket object), a kernel client in the namespace."""
+    import asyncio
+
+    import libsock
+
+    async def serve():
+        loop = asyncio.get_running_loop()
+        listener = libsock.create_server(("0.0.0.0", 7005))
+        listener.setblocking(False)
+        client = netns.popen(shared_stack.netns, sys.executable, "-c",
+                             "import socket, hashlib; s = socket.create_connection(('198.18.0.2', 7005)); "
+                             "data = bytes(range(256)) * 8192; s.sendall(data); s.shutdown(socket.SHUT_WR); "
+                             "got = b''\nwhile chunk := s.recv(65536): got += chunk\n"
+                             "print(got == data[::-1])", stdout=subprocess.PIPE, text=True)
+        conn, _ = await asyncio.wait_for(loop.sock_accept(listener), 30)
+        conn.setblocking(False)
+        received = bytearray()
+        while chunk := await asyncio.wait_for(loop.sock_recv(conn, 65536), 30):
+            received += chunk
+        await loop.sock_sendall(conn, bytes(received[::-1]))     # 2 MiB: partial sends, writability
+        conn.close()
+        listener.close()
+        out, _ = await loop.run_in_executor(None, client.communicate)
+        return len(received), out.strip()
+
+    assert asyncio.run(serve()) == (256 * 8192, "True")

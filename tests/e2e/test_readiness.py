@@ -191,3 +191,39 @@ def test_selector_serves_a_socket_and_a_pipe(shared_stack):
     listener.close()
     os.close(read_end)
     os.close(write_end)
+
+
+def test_nonblocking_calls_answer_eagain_einprogress_ealready_as_linux(net):
+    listener, client, server = _pair(net)
+    with listener, client, server:
+        with pytest.raises(BlockingIOError) as exc:
+            server.recv(10, net.MSG_DONTWAIT)                # a blocking socket, one call non-blocking
+        assert exc.value.errno == errno.EAGAIN
+        assert server.gettimeout() is None                   # the flag did not stick
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    sock = net.socket(net.AF_INET, net.SOCK_STREAM | net.SOCK_NONBLOCK)
+    with sock, net.create_server(("127.0.0.1", 0)) as target:
+        assert sock.gettimeout() == 0.0
+        first = sock.connect_ex(target.getsockname())
+        assert first in (errno.EINPROGRESS, 0)
+        if first == errno.EINPROGRESS:
+            again = sock.connect_ex(target.getsockname())
+            assert again in (errno.EALREADY, errno.EISCONN, 0)
+
+
+def test_a_nonblocking_send_returns_a_partial_count_when_room_runs_out(net):
+    listener, client, server = _pair(net)
+    with listener, client, server:
+        client.setblocking(False)
+        big = b"y" * (16 << 20)
+        counts = []
+        for _ in range(50):
+            try:
+                counts.append(client.send(big))
+            except BlockingIOError:
+                break
+            if counts[-1] < len(big):
+                break
+        assert counts and 0 < counts[-1] < len(big)         # what fitted, not all and not an error
