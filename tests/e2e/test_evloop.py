@@ -104,6 +104,11 @@ class Handler(socketserver.BaseRequestHandler):
     def handle(self):
         self.request.sendall(self.request.recv(100).upper())
 server = socketserver.TCPServer(("0.0.0.0", int(sys.argv[1])), Handler)
+server.timeout = 0.3
+started = time.monotonic()
+server.handle_request()                  # nobody connects: handle_timeout after 0.3 s
+waited = time.monotonic() - started
+assert 0.29 <= waited < 1.0, waited
 thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2})
 thread.start()
 print("listening", flush=True)
@@ -167,7 +172,7 @@ def test_asyncio_clients_against_a_kernel_asyncio_server(shared_stack, tmp_path)
         server.wait()
 
 
-def test_socketserver_shutdown_within_a_poll_interval_and_the_exit_status(shared_stack, tmp_path):
+def test_socketserver_timeouts_shutdown_within_a_poll_interval_and_the_exit_status(shared_stack, tmp_path):
     server = _start(shared_stack, sys.executable, _program(tmp_path, "ss.py", SOCKETSERVER), "7003",
                     stdin=subprocess.PIPE)
     try:
