@@ -9,7 +9,8 @@ http.client, urllib, selectors' users, third-party libraries) makes its AF_INET
 sockets on the stack.  select, selectors and asyncio need no stand-in: a libsock
 socket's fileno() is a real descriptor whose readiness follows it
 (libsock/_readiness.py), so the kernel's select/poll/epoll serve both kinds.
-AF_UNIX sockets stay the kernel's.  `netstack run` does the same for a program
+AF_UNIX sockets stay the kernel's.  ssl.SSLContext.wrap_socket on a libsock socket
+runs TLS over it through ssl.MemoryBIO (libsock/_tls.py).  `netstack run` does the same for a program
 it starts, through libsock/_hook/sitecustomize.py on PYTHONPATH.
 """
 from __future__ import annotations
@@ -22,8 +23,12 @@ USAGE = "usage: python -m libsock.run [-m module | program.py] [args...]"
 
 
 def install() -> None:
-    """libsock is `socket` from now on (modules imported before keep what they imported)."""
+    """libsock is `socket` from now on (modules imported before keep what they imported), and
+    ssl's wrap_socket takes libsock sockets (libsock/_tls.py).  ssl itself is imported first,
+    so that its SSLSocket stays the kernel's (TLS over AF_UNIX sockets still works)."""
     import libsock
+    from libsock import _tls
+    _tls.patch()
     sys.modules["socket"] = libsock
 
 
