@@ -14,12 +14,12 @@ except ImportError as exc:
                      "(use the project's .venv/bin/python, or a venv with the project installed)\n")
     raise SystemExit(1)
 
-del sys.modules["sitecustomize"]
+_me = sys.modules.pop("sitecustomize")
 _path = sys.path[:]
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 try:
     importlib.import_module("sitecustomize")
 except ImportError:
-    pass
+    sys.modules["sitecustomize"] = _me       # none further along: the import ends with this one
 finally:
     sys.path[:] = _path
