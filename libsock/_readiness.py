@@ -42,7 +42,7 @@ import zmq
 
 from proto.ipc import codec
 from proto.ipc.messages import Call, Readiness, Reply
-from services.frames import send_frames
+from channel.frames import send_frames
 
 POLLIN, POLLOUT, POLLERR, POLLHUP = 0x1, 0x4, 0x8, 0x10
 READ_SET, WRITE_SET = POLLIN | POLLHUP | POLLERR, POLLOUT | POLLERR
