@@ -58,7 +58,8 @@ def is_mirror(fd) -> bool:
 class Mirror:
     """One socket's descriptor and what it shows."""
 
-    __slots__ = ("_a", "_b", "fd", "readable", "writable", "version", "lock", "incarnation", "__weakref__")
+    __slots__ = ("_a", "_b", "fd", "readable", "writable", "version", "lock", "incarnation", "held",
+                 "_told", "__weakref__")
 
     def __init__(self, incarnation: str = "") -> None:
         self.incarnation = incarnation
@@ -69,6 +70,8 @@ class Mirror:
         self.fd = self._a.fileno()
         _mirror_fds.add(self.fd)
         self.readable, self.writable, self.version = False, True, 0
+        self.held = False               # libsock itself holds something to read (an interrupted recv's)
+        self._told = (False, False)     # what tcpd last said
         self.lock = threading.Lock()
         self._show(False, False)        # nothing until tcpd says (a connecting socket is neither)
 
@@ -77,14 +80,23 @@ class Mirror:
             if version <= self.version or self.fd < 0:
                 return
             self.version = version
-            self._show(bool(mask & READ_SET), bool(mask & WRITE_SET))
+            self._told = (bool(mask & READ_SET), bool(mask & WRITE_SET))
+            self._show(*self._told)
 
     def force(self, readable: bool, writable: bool) -> None:
         with self.lock:
             if self.fd >= 0:
+                self._told = (readable, writable)
                 self._show(readable, writable)
 
+    def hold(self, held: bool) -> None:
+        with self.lock:
+            if self.fd >= 0 and held != self.held:
+                self.held = held
+                self._show(*self._told)
+
     def _show(self, readable: bool, writable: bool) -> None:
+        readable = readable or self.held
         try:
             if readable != self.readable:
                 if readable:

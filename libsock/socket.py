@@ -249,6 +249,12 @@ class socket:
             self._unread += reply.payload[0]
         elif isinstance(reply.value, list) and len(reply.value) == 2:
             self._accepted += (reply.value,)
+        self._hold_readable()
+
+    def _hold_readable(self) -> None:
+        """What libsock holds for the next recv or accept keeps fileno() readable."""
+        if self._mirror is not None:
+            self._mirror.hold(bool(self._unread or self._late_errno or self._accepted))
 
     def _after_posts(self) -> None:
         """Before a call that changes what the peer gets (send, shutdown, close, setsockopt):
@@ -302,6 +308,7 @@ class socket:
     def accept(self) -> tuple["socket", tuple[str, int]]:
         if self._accepted and not self._closed:
             (child, peer), self._accepted = self._accepted[0], self._accepted[1:]
+            self._hold_readable()
         else:
             (child, peer), _ = self._blocking_call("accept")
         return socket._adopt(child), (peer[0], peer[1])
@@ -376,10 +383,12 @@ class socket:
         """What an interrupted recv took, first (its bytes came before any still in tcpd)."""
         if not self._unread:
             err, self._late_errno = self._late_errno, 0
+            self._hold_readable()
             raise OSError(err, os.strerror(err))
         data = self._unread[:bufsize]
         if not flags & MSG_PEEK:
             self._unread = self._unread[len(data):]
+            self._hold_readable()
         return data
 
     def _recv_all(self, bufsize: int, flags: int) -> bytes:
@@ -465,6 +474,7 @@ class socket:
                 self._stack.call("watch", self._sid, [notifier.identity], 0)
             except OSError:
                 self._mirror.force(True, True)      # the next call will tell what is wrong
+            self._hold_readable()
         return self._mirror.fd
 
     def close(self) -> None:

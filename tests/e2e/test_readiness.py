@@ -227,3 +227,17 @@ def test_a_nonblocking_send_returns_a_partial_count_when_room_runs_out(net):
             if counts[-1] < len(big):
                 break
         assert counts and 0 < counts[-1] < len(big)         # what fitted, not all and not an error
+
+
+def test_a_socket_of_a_dead_tcpd_turns_ready_and_answers_econnreset(stack):
+    """A program asleep in select on a libsock socket does not wait forever when tcpd dies."""
+    listener, client, server = _pair(libsock)
+    assert not _readable(server, 0.1)
+    stack.cli("kill", "tcpd")
+    killed = time.monotonic()
+    assert _readable(server, 5)
+    assert time.monotonic() - killed < 3.0
+    with pytest.raises(ConnectionResetError):
+        server.recv(10)
+    for sock in (listener, client, server):
+        sock.close()

@@ -103,3 +103,17 @@ def test_mirror_edges_reach_edge_triggered_epoll():
     finally:
         ep.close()
         m.close()
+
+
+def test_what_libsock_holds_keeps_the_mirror_readable():
+    m = Mirror("inc")
+    try:
+        m.apply(1, POLLOUT)
+        m.hold(True)                                         # an interrupted recv's bytes
+        assert _shown(m.fd) == (True, True)
+        m.apply(2, POLLOUT)                                  # tcpd has nothing: still readable
+        assert _shown(m.fd) == (True, True)
+        m.hold(False)
+        assert _shown(m.fd) == (False, True)
+    finally:
+        m.close()
