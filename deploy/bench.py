@@ -445,25 +445,18 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         assert total == bulk_size and got == digest, f"bulk to {receiver.addr}: data differs"
         return bulk_size / seconds / 1e6
 
-    latencies = []
+    latencies, async_latencies = [], []
 
-    def rr():
+    def rr(workload=w_request_response, p99s=latencies, count=20000):
         p = next_port()
         srv = peer.start(w_echo_server, peer.addr, p, 1)
-        p50, p99 = _finish(ours.start(w_request_response, peer.addr, p, 2000 if quick else 20000))
+        p50, p99 = _finish(ours.start(workload, peer.addr, p, 2000 if quick else count))
         _finish(srv)
-        latencies.append(p99)
+        p99s.append(p99)
         return p50
-
-    async_latencies = []
 
     def async_rr():
-        p = next_port()
-        srv = peer.start(w_echo_server, peer.addr, p, 1)
-        p50, p99 = _finish(ours.start(w_asyncio_request_response, peer.addr, p, 2000 if quick else 10000))
-        _finish(srv)
-        async_latencies.append(p99)
-        return p50
+        return rr(w_asyncio_request_response, async_latencies, 10000)
 
     rates_last = []
 

@@ -2,6 +2,7 @@
 `socket`; asyncio, socketserver and a kernel peer in the instance's namespace check every byte."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -54,7 +55,11 @@ asyncio.run(main())
 """
 
 KERNEL_SERVER = """
-import asyncio, hashlib, sys
+import asyncio, hashlib, ssl, sys
+context = None
+if len(sys.argv) > 2:                   # certificate and key: TLS
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[2], sys.argv[3])
 async def handle(reader, writer):
     size = int((await reader.readline()).decode())
     body = hashlib.sha256(str(size).encode()).digest() * (size // 32)
@@ -62,7 +67,7 @@ async def handle(reader, writer):
     await writer.drain()
     writer.close()
 async def main():
-    server = await asyncio.start_server(handle, "198.18.0.1", int(sys.argv[1]), backlog=512)
+    server = await asyncio.start_server(handle, "198.18.0.1", int(sys.argv[1]), backlog=512, ssl=context)
     print("listening", flush=True)
     async with server:
         await server.serve_forever()
@@ -137,6 +142,27 @@ def _program(tmp_path, name: str, text: str) -> str:
     return str(path)
 
 
+@contextlib.contextmanager
+def _kernel_server(stack, program: str, *args: str):
+    """A Python program in the instance's namespace (Python's socket: the kernel), once it listens."""
+    server = netns.popen(stack.netns, sys.executable, "-c", program, *args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "listening"
+        yield server
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _run(stack, tmp_path, name: str, program: str, *args: str) -> str:
+    """An unchanged program under netstack run, to its end: its stdout (its exit status 0)."""
+    path = _program(tmp_path, name, program)
+    result = subprocess.run([NETSTACK, "run", "--name", stack.name, "--", sys.executable, path, *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def _start(stack, *argv: str, **kwargs) -> subprocess.Popen:
     proc = subprocess.Popen([NETSTACK, "run", "--name", stack.name, "--", *argv], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
@@ -165,19 +191,9 @@ def test_asyncio_streams_echo_server_with_many_kernel_clients(shared_stack, tmp_
 
 
 def test_asyncio_clients_against_a_kernel_asyncio_server(shared_stack, tmp_path):
-    server = netns.popen(shared_stack.netns, sys.executable, "-c", KERNEL_SERVER, "7002",
-                         stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "listening"
-        client = os.path.join(tmp_path, "clients.py")
-        open(client, "w").write(CLIENTS)
-        result = subprocess.run([NETSTACK, "run", "--name", shared_stack.name, "--", sys.executable, client,
-                                 "100", "7002"], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.split() == ["100", "True"]      # every body's sha256; refused -> ECONNREFUSED
-    finally:
-        server.kill()
-        server.wait()
+    with _kernel_server(shared_stack, KERNEL_SERVER, "7002"):
+        out = _run(shared_stack, tmp_path, "clients.py", CLIENTS, "100", "7002")
+        assert out.split() == ["100", "True"]                # every body's sha256; refused -> ECONNREFUSED
 
 
 def test_socketserver_timeouts_shutdown_within_a_poll_interval_and_the_exit_status(shared_stack, tmp_path):
@@ -214,23 +230,6 @@ def test_run_without_an_instance_is_one_line():
     assert len(result.stderr.strip().splitlines()) == 1 and "not running" in result.stderr
 
 
-TLS_SERVER = """
-import asyncio, hashlib, ssl, sys
-context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-context.load_cert_chain(sys.argv[2], sys.argv[3])
-async def handle(reader, writer):
-    size = int((await reader.readline()).decode())
-    writer.write(hashlib.sha256(str(size).encode()).digest() * (size // 32))
-    await writer.drain()
-    writer.close()
-async def main():
-    server = await asyncio.start_server(handle, "198.18.0.1", int(sys.argv[1]), ssl=context)
-    print("listening", flush=True)
-    async with server:
-        await server.serve_forever()
-asyncio.run(main())
-"""
-
 TLS_CLIENTS = """
 import asyncio, hashlib, socket, ssl, sys
 assert socket.__name__ == "libsock"
@@ -250,18 +249,9 @@ asyncio.run(main())
 
 def test_asyncio_tls_client_over_the_readiness_descriptor(shared_stack, tmp_path):
     cert, key = _certificate(tmp_path)
-    server = netns.popen(shared_stack.netns, sys.executable, "-c", TLS_SERVER, "7004", cert, key,
-                         stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "listening"
-        client = _program(tmp_path, "tls_clients.py", TLS_CLIENTS)
-        result = subprocess.run([NETSTACK, "run", "--name", shared_stack.name, "--", sys.executable, client,
-                                 "7004", cert], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "10"                 # every body verified, over TLS
-    finally:
-        server.kill()
-        server.wait()
+    with _kernel_server(shared_stack, KERNEL_SERVER, "7004", cert, key):
+        out = _run(shared_stack, tmp_path, "tls_clients.py", TLS_CLIENTS, "7004", cert)
+        assert out.strip() == "10"                           # every body verified, over TLS
 
 
 def test_asyncio_sock_api_on_a_libsock_listener_in_process(shared_stack):
@@ -330,18 +320,9 @@ print(ok)
 
 def test_urllib_https_through_wrap_socket_on_libsock(shared_stack, tmp_path):
     cert, key = _certificate(tmp_path)
-    server = netns.popen(shared_stack.netns, sys.executable, "-c", HTTPS_SERVER, "7006", cert, key,
-                         stdout=subprocess.PIPE, text=True)
-    try:
-        assert server.stdout.readline().strip() == "listening"
-        client = _program(tmp_path, "https_client.py", HTTPS_CLIENT)
-        result = subprocess.run([NETSTACK, "run", "--name", shared_stack.name, "--", sys.executable, client,
-                                 "7006", cert], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.strip() == "3"                  # three bodies, up to 3.2 MB, verified
-    finally:
-        server.kill()
-        server.wait()
+    with _kernel_server(shared_stack, HTTPS_SERVER, "7006", cert, key):
+        out = _run(shared_stack, tmp_path, "https_client.py", HTTPS_CLIENT, "7006", cert)
+        assert out.strip() == "3"                            # three bodies, up to 3.2 MB, verified
 
 
 def test_an_https_server_on_libsock_serves_curl(shared_stack, tmp_path):

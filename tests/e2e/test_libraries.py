@@ -10,7 +10,7 @@ import pytest
 
 from tests.e2e import netns
 from tests.e2e.conftest import NETSTACK
-from tests.e2e.test_evloop import HTTPS_SERVER, _certificate, _program, _start, _stop
+from tests.e2e.test_evloop import HTTPS_SERVER, _certificate, _kernel_server, _program, _run, _start, _stop
 
 for _library in ("aiohttp", "uvicorn", "websockets", "requests"):
     pytest.importorskip(_library)
@@ -130,19 +130,8 @@ def test_websockets_server_with_kernel_clients(shared_stack, tmp_path):
 
 def test_aiohttp_client_and_requests_https(shared_stack, tmp_path):
     cert, key = _certificate(tmp_path)
-    plain = netns.popen(shared_stack.netns, sys.executable, "-c", HTTPS_SERVER.replace(
-        "server.socket = context.wrap_socket(server.socket, server_side=True)", ""), "7204", cert, key,
-        stdout=subprocess.PIPE, text=True)
-    tls = netns.popen(shared_stack.netns, sys.executable, "-c", HTTPS_SERVER, "7205", cert, key,
-                      stdout=subprocess.PIPE, text=True)
-    try:
-        assert plain.stdout.readline().strip() == "listening" and tls.stdout.readline().strip() == "listening"
-        client = _program(tmp_path, "clients.py", CLIENTS)
-        result = subprocess.run([NETSTACK, "run", "--name", shared_stack.name, "--", sys.executable, client,
-                                 "7204", "7205", cert], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, result.stderr
-        assert result.stdout.split() == ["aiohttp", "20", "requests", "3"]
-    finally:
-        for proc in (plain, tls):
-            proc.kill()
-            proc.wait()
+    plain_server = HTTPS_SERVER.replace("server.socket = context.wrap_socket(server.socket, server_side=True)", "")
+    with _kernel_server(shared_stack, plain_server, "7204", cert, key), \
+            _kernel_server(shared_stack, HTTPS_SERVER, "7205", cert, key):
+        out = _run(shared_stack, tmp_path, "clients.py", CLIENTS, "7204", "7205", cert)
+        assert out.split() == ["aiohttp", "20", "requests", "3"]
