@@ -166,6 +166,33 @@ def w_asyncio_request_response(sm, host, port, count):
     return _p50_p99_us(asyncio.run(exchange()))
 
 
+def w_asyncio_echo_server(sm, host, port, connections):
+    """An asyncio streams echo server on a listener of `sm`, until `connections` have ended."""
+    import asyncio
+    listener = sm.create_server((host, port), backlog=128)
+
+    async def serve():
+        done = asyncio.Event()
+        ended = 0
+
+        async def echo(reader, writer):
+            nonlocal ended
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+            ended += 1
+            if ended == connections:
+                done.set()
+
+        server = await asyncio.start_server(echo, sock=listener)
+        await done.wait()
+        server.close()
+
+    asyncio.run(serve())
+    return True
+
+
 def _p50_p99_us(samples: list) -> tuple[float, float]:
     samples.sort()
     return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
@@ -469,6 +496,15 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         rates_last.append(last)
         return first
 
+    def async_accept_rate():
+        """An asyncio server on the side under test, the kernel connecting (first 1,000)."""
+        p = next_port()
+        count = 1001 if quick else 2001
+        srv = ours.start(w_asyncio_echo_server, ours.addr, p, count)
+        first, _ = _finish(peer.start(w_connection_rate, ours.addr, p, count))
+        _finish(srv)
+        return first
+
     result = {
         "bulk_in_MBps": _trials(trials, lambda: bulk(peer, ours)),       # kernel -> the side under test
         "bulk_out_MBps": _trials(trials, lambda: bulk(ours, peer)),      # the side under test -> kernel
@@ -482,6 +518,7 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         result["bulk_out_watched_MBps"] = _trials(trials, lambda: bulk(ours, peer, True))
     result["conn_rate_first_per_s"] = _trials(trials, rate)
     result["conn_rate_last_per_s"] = _spread(rates_last)
+    result["asyncio_server_conn_per_s"] = _trials(trials, async_accept_rate)
     return result
 
 
@@ -588,6 +625,7 @@ def format_table(results: dict) -> str:
     rows = [("bulk kernel -> side (MB/s)", "bulk_in_MBps"), ("bulk side -> kernel (MB/s)", "bulk_out_MBps"),
             ("1-byte req/resp p50 (us)", "rr_p50_us"), ("1-byte req/resp p99 (us)", "rr_p99_us"),
             ("asyncio req/resp p50 (us)", "asyncio_rr_p50_us"), ("asyncio req/resp p99 (us)", "asyncio_rr_p99_us"),
+            ("asyncio server conn/s", "asyncio_server_conn_per_s"),
             ("bulk in, fileno() watched", "bulk_in_watched_MBps"),
             ("bulk out, fileno() watched", "bulk_out_watched_MBps"),
             ("conn/s, first 1000", "conn_rate_first_per_s"), ("conn/s, last 1000", "conn_rate_last_per_s")]

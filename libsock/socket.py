@@ -247,7 +247,7 @@ class socket:
                 self._late_errno = reply.errno
         elif reply.payload and reply.payload[0]:
             self._unread += reply.payload[0]
-        elif isinstance(reply.value, list) and len(reply.value) == 2:
+        elif isinstance(reply.value, list) and len(reply.value) in (2, 3):
             self._accepted += (reply.value,)
         self._hold_readable()
 
@@ -307,11 +307,16 @@ class socket:
 
     def accept(self) -> tuple["socket", tuple[str, int]]:
         if self._accepted and not self._closed:
-            (child, peer), self._accepted = self._accepted[0], self._accepted[1:]
+            accepted, self._accepted = self._accepted[0], self._accepted[1:]
             self._hold_readable()
         else:
-            (child, peer), _ = self._blocking_call("accept")
-        return socket._adopt(child), (peer[0], peer[1])
+            accepted, _ = self._blocking_call("accept")
+        child, peer = accepted[0], accepted[1]
+        sock = socket._adopt(child)
+        if len(accepted) == 3 and self._mirror is not None:      # tcpd watches it for us already
+            sock._mirror = _readiness.notifier(self._stack).watch(child)
+            sock._mirror.apply(*accepted[2])
+        return sock, (peer[0], peer[1])
 
     def connect(self, address) -> None:
         err = self.connect_ex(address, raising=True)

@@ -66,7 +66,8 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
     CallSpec("bind", (ADDR, PORT)),
     CallSpec("listen", (_int("backlog", None, None),)),
     CallSpec("connect", (ADDR, PORT), answers="None once connected; EINPROGRESS, EALREADY, or the error"),
-    CallSpec("accept", answers="[[incarnation, child sid], [addr, port]]"),
+    CallSpec("accept", answers="[[incarnation, child sid], [addr, port]] (+ the child's [version, mask] "
+                               "when the caller watches the listener: it then watches the child too)"),
     CallSpec("send", (_int("flags"),), answers="bytes taken", posted="may", data=True),
     CallSpec("recv", (_int("size", 0, MAX_INT), _int("flags")), answers="length, and a data frame"),
     CallSpec("shutdown", (_int("how"),)),

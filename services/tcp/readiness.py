@@ -55,6 +55,11 @@ class Readiness:
         watch.channel = channel
         return self._tell(sid, watch, mask)
 
+    def channel(self, sid: int, pid: int | None) -> bytes | None:
+        """The readiness channel through which `pid` watches `sid`, if it does."""
+        watch = self._watches.get(sid, {}).get(pid)
+        return watch.channel if watch is not None else None
+
     def stamp(self, sid: int, pid: int | None, mask_of) -> list | None:
         """A Reply to `pid` on `sid` is leaving: `[version, mask]` for it, or None when the
         process does not watch the socket.  `mask_of(sid)` is computed only when needed."""

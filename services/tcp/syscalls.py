@@ -161,7 +161,21 @@ class Syscalls:
     def call_accept(self, now: float, parked: ParkedCall):
         child, (addr, port) = self.engine.accept(now, parked.sid)
         self.owners.note(now, child, parked.identity)
+        ready = self._watch_child(parked.sid, child, parked.identity) if self.readiness else None
+        if ready is not None:
+            return ([[self.incarnation, child], [addr, port], ready],)
         return ([[self.incarnation, child], [addr, port]],)
+
+    def _watch_child(self, listener: int, child: int, identity: bytes) -> list | None:
+        """A process that watches a listener watches what it accepts (an event loop registers
+        the connection next): the child's first `ready` travels in the accept's answer,
+        saving the watch call's round trip."""
+        pid = self.owners.pid_of(identity)
+        channel = self.readiness.channel(listener, pid)
+        if channel is None:
+            return None
+        self.readiness.watch(child, pid, channel, 0)
+        return self.readiness.stamp(child, pid, self.engine.poll)
 
     def call_connect(self, now: float, parked: ParkedCall):
         """Start the handshake, then wait for its end as the caller would.

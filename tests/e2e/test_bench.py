@@ -9,7 +9,7 @@ import os
 from tests.e2e.conftest import netstack
 
 FIGURES = {"bulk_in_MBps", "bulk_out_MBps", "rr_p50_us", "rr_p99_us", "conn_rate_first_per_s",
-           "conn_rate_last_per_s", "asyncio_rr_p50_us", "asyncio_rr_p99_us"}
+           "conn_rate_last_per_s", "asyncio_rr_p50_us", "asyncio_rr_p99_us", "asyncio_server_conn_per_s"}
 WATCHED = {"bulk_in_watched_MBps", "bulk_out_watched_MBps"}      # the stack's readiness tracking's cost
 
 
@@ -44,11 +44,11 @@ def test_bench_prints_a_table_with_the_transport_floor():
     assert lines[header].split() == ["figure", "veth", "zmq-chain"]
     labels = ["bulk kernel -> side (MB/s)", "bulk side -> kernel (MB/s)", "1-byte req/resp p50 (us)",
               "1-byte req/resp p99 (us)", "asyncio req/resp p50 (us)", "asyncio req/resp p99 (us)",
-              "bulk in, fileno() watched", "bulk out, fileno() watched", "conn/s, first 1000", "conn/s, last 1000"]
+              "asyncio server conn/s", "bulk in, fileno() watched", "bulk out, fileno() watched", "conn/s, first 1000", "conn/s, last 1000"]
     rows = lines[header + 1:header + 1 + len(labels)]
     assert [row[:28].strip() for row in rows] == labels
     chain = [row.split()[-1] for row in rows]       # the last column: "-" or "[min-max]"
-    assert {chain[i] for i in (0, 1, 4, 5, 6, 7, 8, 9)} == {"-"}
+    assert {chain[i] for i in (0, 1, 4, 5, 6, 7, 8, 9, 10)} == {"-"}
     p50 = int(rows[2][28:].split()[-2])
     assert p50 > 0 and rows[3].split()[-1] != "-"
 
