@@ -340,3 +340,17 @@ def test_an_https_server_on_libsock_serves_curl(shared_stack, tmp_path):
         assert hashlib.sha256(body).hexdigest() == expected
     finally:
         _stop(server)
+
+
+def test_run_passes_signals_to_the_program(shared_stack, tmp_path):
+    program = _program(tmp_path, "signals.py", """
+        import signal, socket, sys, time
+        assert socket.__name__ == "libsock"
+        signal.signal(signal.SIGTERM, lambda *_: (print("terminated", flush=True), sys.exit(5)))
+        print("listening", flush=True)
+        time.sleep(60)
+        """)
+    proc = _start(shared_stack, sys.executable, program)
+    proc.send_signal(signal.SIGTERM)                          # to netstack run's pid: the program's
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 5 and out.strip() == "terminated", err
