@@ -44,7 +44,7 @@ from proto.ipc import codec
 from proto.ipc.messages import Call, Readiness, Reply
 from channel.frames import send_frames
 
-POLLIN, POLLOUT, POLLERR, POLLHUP = 0x1, 0x4, 0x8, 0x10
+POLLIN, POLLOUT, POLLERR, POLLHUP, POLLRDHUP = 0x1, 0x4, 0x8, 0x10, 0x2000
 READ_SET, WRITE_SET = POLLIN | POLLHUP | POLLERR, POLLOUT | POLLERR
 LIVENESS_CHECK_MS = 1000
 _FILL = bytes(1 << 16)
@@ -59,7 +59,7 @@ class Mirror:
     """One socket's descriptor and what it shows."""
 
     __slots__ = ("_a", "_b", "fd", "readable", "writable", "version", "lock", "incarnation", "held",
-                 "_told", "__weakref__")
+                 "_told", "_ended", "__weakref__")
 
     def __init__(self, incarnation: str = "") -> None:
         self.incarnation = incarnation
@@ -72,6 +72,7 @@ class Mirror:
         self.readable, self.writable, self.version = False, True, 0
         self.held = False               # libsock itself holds something to read (an interrupted recv's)
         self._told = (False, False)     # what tcpd last said
+        self._ended = 0                 # 1: EOF shown (POLLRDHUP), 2: both ways shut (POLLHUP)
         self.lock = threading.Lock()
         self._show(False, False)        # nothing until tcpd says (a connecting socket is neither)
 
@@ -80,8 +81,21 @@ class Mirror:
             if version <= self.version or self.fd < 0:
                 return
             self.version = version
+            if mask & POLLRDHUP:
+                self._end(2 if mask & POLLHUP else 1)
             self._told = (bool(mask & READ_SET), bool(mask & WRITE_SET))
             self._show(*self._told)
+
+    def _end(self, ended: int) -> None:
+        """EOF, and then both ways shut, are for good (a connected socket never connects again):
+        the other end shuts down, so that poll and epoll show POLLIN|POLLRDHUP, then POLLHUP,
+        as Linux's tcp_poll sets them."""
+        if ended > self._ended:
+            try:
+                self._b.shutdown(_std.SHUT_RDWR if ended == 2 else _std.SHUT_WR)
+            except OSError:
+                pass
+            self._ended = ended
 
     def force(self, readable: bool, writable: bool) -> None:
         with self.lock:

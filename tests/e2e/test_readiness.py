@@ -241,3 +241,21 @@ def test_a_socket_of_a_dead_tcpd_turns_ready_and_answers_econnreset(stack):
         server.recv(10)
     for sock in (listener, client, server):
         sock.close()
+
+
+def test_poll_shows_rdhup_at_eof_then_hup_once_both_ways_are_shut(net):
+    listener, client, server = _pair(net)
+    with listener, client, server:
+        poller = select.poll()
+        poller.register(server, select.POLLIN | select.POLLOUT | select.POLLRDHUP)
+
+        def mask():
+            return dict(poller.poll(100)).get(server.fileno(), 0)
+
+        client.shutdown(net.SHUT_WR)                         # the peer's FIN
+        got = wait_for(lambda: mask() & select.POLLRDHUP and mask(), 5, message="POLLRDHUP")
+        assert got & (select.POLLIN | select.POLLOUT) == select.POLLIN | select.POLLOUT
+        assert not got & select.POLLHUP
+        server.shutdown(net.SHUT_WR)                         # now both ways
+        got = wait_for(lambda: mask() & select.POLLHUP and mask(), 5, message="POLLHUP")
+        assert got & select.POLLIN and got & select.POLLRDHUP

@@ -117,3 +117,16 @@ def test_what_libsock_holds_keeps_the_mirror_readable():
         assert _shown(m.fd) == (False, True)
     finally:
         m.close()
+
+
+def test_eof_and_both_ways_shut_show_rdhup_and_hup_for_good():
+    m = Mirror("inc")
+    poller = select.poll()
+    poller.register(m.fd, select.POLLIN | select.POLLOUT | select.POLLRDHUP)
+    try:
+        m.apply(1, POLLOUT | POLLIN | 0x2000)                # the peer's FIN
+        assert poller.poll(0)[0][1] == select.POLLIN | select.POLLOUT | select.POLLRDHUP
+        m.apply(2, POLLOUT | POLLIN | 0x2000 | POLLHUP)      # and ours
+        assert poller.poll(0)[0][1] & select.POLLHUP
+    finally:
+        m.close()
