@@ -111,31 +111,40 @@ class Mirror:
 
     def _show(self, readable: bool, writable: bool) -> None:
         readable = readable or self.held
-        try:
-            if readable != self.readable:
-                if readable:
-                    self._b.send(b"r")
-                else:
-                    self._drain(self._a)
-                self.readable = readable
-            if writable != self.writable:
-                if writable:
-                    self._drain(self._b)
-                else:
-                    while self._a.send(_FILL) == len(_FILL):
-                        pass
-                self.writable = writable
-        except BlockingIOError:
+        if readable != self.readable:
+            self.readable = readable
+            if self._ended:
+                pass                    # EOF: readable for good (the other end is shut)
+            elif readable:
+                self._quietly(self._b.send, b"r")
+            else:
+                self._drain(self._a)
+        if writable != self.writable:
             self.writable = writable
+            if writable:
+                self._drain(self._b)
+            else:
+                self._quietly(self._fill)
+
+    def _fill(self) -> None:
+        while self._a.send(_FILL) == len(_FILL):
+            pass
+
+    @staticmethod
+    def _quietly(operation, *args) -> None:
+        try:
+            operation(*args)
+        except BlockingIOError:
+            pass                        # full: what was wanted
         except OSError:
-            pass                    # the program closed our descriptor under us: nothing to show
+            pass                        # shut (for good), or the program closed our descriptor
 
     @staticmethod
     def _drain(end: _std.socket) -> None:
         try:
             while end.recv(1 << 16):
                 pass
-        except BlockingIOError:
+        except OSError:
             pass
 
     def close(self) -> None:
