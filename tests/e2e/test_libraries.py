@@ -12,7 +12,7 @@ from tests.e2e import netns
 from tests.e2e.conftest import NETSTACK
 from tests.e2e.test_evloop import HTTPS_SERVER, _certificate, _kernel_server, _program, _run, _start, _stop
 
-for _library in ("aiohttp", "uvicorn", "websockets", "requests"):
+for _library in ("aiohttp", "uvicorn", "websockets", "requests", "httpx"):
     pytest.importorskip(_library)
 
 
@@ -79,7 +79,7 @@ asyncio.run(main())
 
 CLIENTS = """
 import asyncio, hashlib, socket, sys
-import aiohttp, requests
+import aiohttp, httpx, requests
 assert socket.__name__ == "libsock"
 port, tls_port, cert = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 def body(size):
@@ -95,6 +95,16 @@ with requests.Session() as session:
     ok = sum(session.get(f"https://198.18.0.1:{tls_port}/{size}", verify=cert, timeout=30).content == body(size)
              for size in (32, 32 * 1000, 32 * 100000))
 print("requests", ok)
+with httpx.Client(verify=cert) as client:                 # sync: ssl wrap_socket; plain: create_connection
+    ok = sum(client.get(f"{scheme}://198.18.0.1:{p}/{size}").content == body(size)
+             for scheme, p in (("http", port), ("https", tls_port)) for size in (32, 32 * 100000))
+print("httpx", ok)
+async def httpx_async():                                  # asyncio: ssl= over the readiness descriptor
+    async with httpx.AsyncClient(verify=cert) as client:
+        got = await asyncio.gather(*(client.get(f"https://198.18.0.1:{tls_port}/{32 * (1 + i * 997)}")
+                                     for i in range(10)))
+        return sum(r.content == body(32 * (1 + i * 997)) for i, r in enumerate(got))
+print("httpx-async", asyncio.run(httpx_async()))
 """
 
 
@@ -134,4 +144,4 @@ def test_aiohttp_client_and_requests_https(shared_stack, tmp_path):
     with _kernel_server(shared_stack, plain_server, "7204", cert, key), \
             _kernel_server(shared_stack, HTTPS_SERVER, "7205", cert, key):
         out = _run(shared_stack, tmp_path, "clients.py", CLIENTS, "7204", "7205", cert)
-        assert out.split() == ["aiohttp", "20", "requests", "3"]
+        assert out.split() == ["aiohttp", "20", "requests", "3", "httpx", "4", "httpx-async", "10"]
