@@ -3,13 +3,14 @@ instance's namespace; every body and message is checked, not only exit codes."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import sys
 
 import pytest
 
 from tests.e2e import netns
-from tests.e2e.conftest import NETSTACK
+from tests.e2e.conftest import NETSTACK, wait_for
 from tests.e2e.test_evloop import HTTPS_SERVER, _certificate, _kernel_server, _program, _run, _start, _stop
 
 for _library in ("aiohttp", "uvicorn", "websockets", "requests", "httpx"):
@@ -145,3 +146,60 @@ def test_aiohttp_client_and_requests_https(shared_stack, tmp_path):
             _kernel_server(shared_stack, HTTPS_SERVER, "7205", cert, key):
         out = _run(shared_stack, tmp_path, "clients.py", CLIENTS, "7204", "7205", cert)
         assert out.split() == ["aiohttp", "20", "requests", "3", "httpx", "4", "httpx-async", "10"]
+
+
+REDIS_AND_MQTT = """
+import hashlib, os, queue, socket, sys, time
+import redis
+import paho.mqtt.client as mqtt
+assert socket.__name__ == "libsock"
+r = redis.Redis(host="198.18.0.1", port=int(sys.argv[1]), socket_timeout=10)
+values = {f"k{i}": os.urandom(1 + i * 37) for i in range(100)}
+for key, value in values.items():
+    r.set(key, value)
+pipe = r.pipeline()
+for _ in range(500):
+    pipe.incr("counter")
+pipe.execute()
+print("redis", sum(r.get(key) == value for key, value in values.items()), int(r.get("counter")))
+
+got = queue.Queue()
+client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+client.on_connect = lambda c, userdata, flags, reason, props: c.subscribe("t/echo", qos=1)
+client.on_subscribe = lambda c, userdata, mid, reasons, props: got.put("subscribed")
+client.on_message = lambda c, userdata, message: got.put(message.payload)
+client.connect("198.18.0.1", int(sys.argv[2]))
+client.loop_start()                      # paho's own thread: select() over the socket and a pipe
+assert got.get(timeout=10) == "subscribed"
+sent = [hashlib.sha256(b"%d" % i).digest() * (1 + i) for i in range(20)]
+for payload in sent:
+    client.publish("t/echo", payload, qos=1)
+received = [got.get(timeout=10) for _ in sent]
+client.loop_stop()
+client.disconnect()
+print("mqtt", sum(a == b for a, b in zip(received, sent)))
+"""
+
+
+def test_redis_py_and_paho_mqtt_against_debian_servers(shared_stack, tmp_path):
+    for program in ("redis-server", "mosquitto"):
+        if shutil.which(program) is None:
+            pytest.skip(f"{program} not installed (make install's DEBS)")
+    redis_server = netns.popen(shared_stack.netns, "redis-server", "--port", "7301", "--bind", "198.18.0.1",
+                               "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config = tmp_path / "mosquitto.conf"            # (2.x with no listener serves localhost only)
+    config.write_text("listener 7302 198.18.0.1\nallow_anonymous true\n")
+    broker = netns.popen(shared_stack.netns, "mosquitto", "-c", str(config), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        for port in (7301, 7302):
+            wait_for(lambda: netns.run(shared_stack.netns, sys.executable, "-c",
+                                       f"import socket; socket.create_connection(('198.18.0.1', {port}), 1)",
+                                       check=False).returncode == 0, 10, 0.1, f"port {port}")
+        out = _run(shared_stack, tmp_path, "redis_mqtt.py", REDIS_AND_MQTT, "7301", "7302")
+        assert out.split() == ["redis", "100", "500", "mqtt", "20"]
+    finally:
+        for proc in (redis_server, broker):
+            proc.kill()
+            proc.wait()
