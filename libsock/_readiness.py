@@ -164,6 +164,7 @@ class Notifier:
         self.identity = f"n{os.getpid()}.{secrets.token_hex(6)}".encode()
         # socket id -> its mirror (ids are unique within a tcpd incarnation; a Mirror knows its own)
         self.mirrors: "weakref.WeakValueDictionary[int, Mirror]" = weakref.WeakValueDictionary()
+        self._mirrors_lock = threading.Lock()       # app threads add, the reader iterates
         self.ready = threading.Event()
         self.failed: OSError | None = None
         self.thread = threading.Thread(target=self._run, name="libsock-readiness", daemon=True)
@@ -207,7 +208,9 @@ class Notifier:
         if not self.mirrors:
             return
         tcpd = self.stack._read_tcpd()
-        for mirror in list(self.mirrors.values()):
+        with self._mirrors_lock:
+            mirrors = list(self.mirrors.values())
+        for mirror in mirrors:
             if tcpd is None or mirror.incarnation != tcpd[0]:
                 mirror.force(True, True)
 
@@ -217,7 +220,8 @@ class Notifier:
         if self.failed is not None:
             raise self.failed
         mirror = Mirror(sid[0])
-        self.mirrors[sid[1]] = mirror
+        with self._mirrors_lock:
+            self.mirrors[sid[1]] = mirror
         return mirror
 
 
