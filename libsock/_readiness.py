@@ -187,6 +187,10 @@ class Notifier:
             if not sock.poll(LIVENESS_CHECK_MS):
                 if self.ready.is_set():
                     self._check_tcpd()
+                else:           # unanswered (a tcpd restarting then): ask the one there is now
+                    tcpd = self.stack._read_tcpd()
+                    if tcpd is not None:
+                        send_frames(sock, codec.encode(Call(1, "sync", [tcpd[0], 0], [], 0)))
                 continue
             try:
                 msg = codec.decode(sock.recv_multipart())
