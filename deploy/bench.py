@@ -90,10 +90,12 @@ def _pattern(size: int) -> bytes:
     return (bytes(range(256)) * 4096 * (size // MiB + 1))[:size]
 
 
-def w_send(sm, host, port, size):
+def w_send(sm, host, port, size, watched=False):
     data = _pattern(size)
     view = memoryview(data)
     sock = _connect_retry(sm, host, port)
+    if watched:
+        sock.fileno()        # libsock: tcpd tells this process the socket's readiness from now on
     start = time.perf_counter()
     with sock:
         for off in range(0, size, MiB):
@@ -103,9 +105,11 @@ def w_send(sm, host, port, size):
     return time.perf_counter() - start, hashlib.sha256(data).hexdigest()
 
 
-def w_receive(sm, host, port):
+def w_receive(sm, host, port, watched=False):
     with sm.create_server((host, port)) as listener:
         conn, _ = listener.accept()
+        if watched:
+            conn.fileno()
         with conn:
             digest, total = hashlib.sha256(), 0
             start = None
@@ -139,6 +143,54 @@ def w_request_response(sm, host, port, count):
             sock.recv(1)
             samples.append(time.perf_counter() - t)
     return _p50_p99_us(samples)
+
+
+def w_asyncio_request_response(sm, host, port, count):
+    """The same exchange through asyncio's streams (selector loop, the socket's fileno() in epoll)."""
+    import asyncio
+    sock = _connect_retry(sm, host, port)
+    sock.setsockopt(sm.IPPROTO_TCP, sm.TCP_NODELAY, 1)
+    sock.setblocking(False)
+
+    async def exchange():
+        reader, writer = await asyncio.open_connection(sock=sock)
+        samples = []
+        for _ in range(count):
+            t = time.perf_counter()
+            writer.write(b"x")
+            await reader.readexactly(1)
+            samples.append(time.perf_counter() - t)
+        writer.close()
+        return samples
+
+    return _p50_p99_us(asyncio.run(exchange()))
+
+
+def w_asyncio_echo_server(sm, host, port, connections):
+    """An asyncio streams echo server on a listener of `sm`, until `connections` have ended."""
+    import asyncio
+    listener = sm.create_server((host, port), backlog=128)
+
+    async def serve():
+        done = asyncio.Event()
+        ended = 0
+
+        async def echo(reader, writer):
+            nonlocal ended
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+            ended += 1
+            if ended == connections:
+                done.set()
+
+        server = await asyncio.start_server(echo, sock=listener)
+        await done.wait()
+        server.close()
+
+    asyncio.run(serve())
+    return True
 
 
 def _p50_p99_us(samples: list) -> tuple[float, float]:
@@ -409,25 +461,29 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         port[0] += 1
         return port[0]
 
-    def bulk(sender: Side, receiver: Side) -> float:
-        """MB/s of `bulk` bytes from sender to receiver, sha256 checked."""
+    def bulk(sender: Side, receiver: Side, watched: bool = False) -> float:
+        """MB/s of `bulk` bytes from sender to receiver, sha256 checked (watched: both ends'
+        fileno() taken first, so that libsock tracks their readiness)."""
         p = next_port()
-        rx = receiver.start(w_receive, receiver.addr, p)
-        tx = sender.start(w_send, receiver.addr, p, bulk_size)
+        rx = receiver.start(w_receive, receiver.addr, p, watched)
+        tx = sender.start(w_send, receiver.addr, p, bulk_size, watched)
         seconds, digest = _finish(tx)
         total, got, _ = _finish(rx)
         assert total == bulk_size and got == digest, f"bulk to {receiver.addr}: data differs"
         return bulk_size / seconds / 1e6
 
-    latencies = []
+    latencies, async_latencies = [], []
 
-    def rr():
+    def rr(workload=w_request_response, p99s=latencies, count=20000):
         p = next_port()
         srv = peer.start(w_echo_server, peer.addr, p, 1)
-        p50, p99 = _finish(ours.start(w_request_response, peer.addr, p, 2000 if quick else 20000))
+        p50, p99 = _finish(ours.start(workload, peer.addr, p, 2000 if quick else count))
         _finish(srv)
-        latencies.append(p99)
+        p99s.append(p99)
         return p50
+
+    def async_rr():
+        return rr(w_asyncio_request_response, async_latencies, 10000)
 
     rates_last = []
 
@@ -440,14 +496,29 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         rates_last.append(last)
         return first
 
+    def async_accept_rate():
+        """An asyncio server on the side under test, the kernel connecting (first 1,000)."""
+        p = next_port()
+        count = 1001 if quick else 2001
+        srv = ours.start(w_asyncio_echo_server, ours.addr, p, count)
+        first, _ = _finish(peer.start(w_connection_rate, ours.addr, p, count))
+        _finish(srv)
+        return first
+
     result = {
         "bulk_in_MBps": _trials(trials, lambda: bulk(peer, ours)),       # kernel -> the side under test
         "bulk_out_MBps": _trials(trials, lambda: bulk(ours, peer)),      # the side under test -> kernel
         "rr_p50_us": _trials(trials, rr),
     }
     result["rr_p99_us"] = _spread(latencies)
+    result["asyncio_rr_p50_us"] = _trials(trials, async_rr)
+    result["asyncio_rr_p99_us"] = _spread(async_latencies)
+    if target.name.startswith("netstack"):     # readiness tracking's cost: both ends watched
+        result["bulk_in_watched_MBps"] = _trials(trials, lambda: bulk(peer, ours, True))
+        result["bulk_out_watched_MBps"] = _trials(trials, lambda: bulk(ours, peer, True))
     result["conn_rate_first_per_s"] = _trials(trials, rate)
     result["conn_rate_last_per_s"] = _spread(rates_last)
+    result["asyncio_server_conn_per_s"] = _trials(trials, async_accept_rate)
     return result
 
 
@@ -553,6 +624,10 @@ def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targe
 def format_table(results: dict) -> str:
     rows = [("bulk kernel -> side (MB/s)", "bulk_in_MBps"), ("bulk side -> kernel (MB/s)", "bulk_out_MBps"),
             ("1-byte req/resp p50 (us)", "rr_p50_us"), ("1-byte req/resp p99 (us)", "rr_p99_us"),
+            ("asyncio req/resp p50 (us)", "asyncio_rr_p50_us"), ("asyncio req/resp p99 (us)", "asyncio_rr_p99_us"),
+            ("asyncio server conn/s", "asyncio_server_conn_per_s"),
+            ("bulk in, fileno() watched", "bulk_in_watched_MBps"),
+            ("bulk out, fileno() watched", "bulk_out_watched_MBps"),
             ("conn/s, first 1000", "conn_rate_first_per_s"), ("conn/s, last 1000", "conn_rate_last_per_s")]
     targets = list(results["targets"])
     lines = [f"netstack bench (MTU {results['mtu']}, {results['trials']} trial(s) each, median [min-max])",

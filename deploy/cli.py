@@ -131,6 +131,11 @@ def cmd_trace(args) -> int:
     return trace_command(lambda: _run_dir(args.name), args)
 
 
+def cmd_run(args) -> int:
+    from deploy.run import run
+    return run(args.name, args.program)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netstack", description="A user-space TCP/IP stack in Python.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -190,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conn", metavar="ADDR:PORT", help="only the connection with an end at ADDR:PORT (or PORT)")
     p.add_argument("--pcap", metavar="FILE", help="draw from a capture instead of the running stack")
     p.add_argument("--seconds", type=float, help="stop after S seconds (default: at Ctrl-C)")
+    p = command("run", cmd_run, "run a program unchanged on the instance (Python: libsock as socket)")
+    p.add_argument("program", nargs=argparse.REMAINDER, help="-- PROGRAM [ARGS...]")
     command("demo", cmd_demo, "an instance, an HTTP server on libsock, curl, the stack's view, teardown")
     return parser
 

@@ -6,11 +6,20 @@ The stack is found through NETSTACK_RUN (default /run/netstack/default).
 """
 from __future__ import annotations
 
+import errno
 import socket as _std
 
-from libsock.socket import *          # noqa: F401,F403  (the constants and the socket class)
-from libsock.socket import (AF_INET, IPPROTO_TCP, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, _resolve,
-                            socket, timeout)
+# Every name of CPython's socket module, so that real libraries find what they import
+# (NI_*, AI_*, IPPROTO_*, TCP_*, SO_*, MSG_*, the error aliases, inet_* and the byte-order
+# helpers are the kernel's own); what libsock does itself replaces it below.  What the
+# stack cannot do raises Linux's errno (socket(AF_INET6) -> EAFNOSUPPORT), never
+# AttributeError.  AF_UNIX sockets are the kernel's: local IPC, not the network.
+globals().update({name: value for name, value in vars(_std).items() if not name.startswith("__")})
+__all__ = list(_std.__all__)
+
+from libsock.socket import *          # noqa: F401,F403,E402  (the constants and the socket class)
+from libsock.socket import (AF_INET, IPPROTO_TCP, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR,  # noqa: E402
+                            _hosts_name, _resolve, socket, timeout)
 
 SocketType = socket
 _GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT
@@ -68,13 +77,15 @@ def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=N
 
 def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False, dualstack_ipv6=False):
     """A listening socket bound to address, with SO_REUSEADDR as CPython sets it."""
-    if reuse_port:
-        raise ValueError("SO_REUSEPORT not supported on this platform")
-    if dualstack_ipv6 or family != AF_INET:
+    if reuse_port:     # CPython sets SO_REUSEPORT; tcpd refuses it (one listener per port)
+        raise OSError(errno.ENOPROTOOPT,
+                      "Protocol not available (libsock: SO_REUSEPORT)")
+    if dualstack_ipv6:
         raise ValueError("dualstack_ipv6 not supported on this platform")
     sock = socket(family, SOCK_STREAM)
     try:
-        sock.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+        if family != _std.AF_UNIX:
+            sock.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
         sock.bind(address)
         if backlog is None:
             sock.listen()
@@ -86,9 +97,12 @@ def create_server(address, *, family=AF_INET, backlog=None, reuse_port=False, du
         raise
 
 
-def socketpair(family=AF_INET, type=SOCK_STREAM, proto=0):
-    """Two connected sockets, made as CPython makes them where AF_UNIX is missing: a listener
-    on 127.0.0.1 (which the stack loops back), a connect to it, an accept."""
+def socketpair(family=None, type=SOCK_STREAM, proto=0):
+    """As CPython's: AF_UNIX by default, which is the kernel's (asyncio's self-pipe is one).
+    AF_INET gives two stack sockets, made as CPython makes them where AF_UNIX is missing:
+    a listener on 127.0.0.1 (which the stack loops back), a connect to it, an accept."""
+    if family is None or family == _std.AF_UNIX:
+        return _std.socketpair(_std.AF_UNIX, type, proto)
     with create_server(("127.0.0.1", 0)) as listener:
         a = socket(family, type, proto)
         try:
@@ -101,8 +115,52 @@ def socketpair(family=AF_INET, type=SOCK_STREAM, proto=0):
 
 
 def gethostbyname(hostname: str) -> str:
-    """A numeric address (any form inet_aton takes) or localhost; host names are not resolved."""
+    """A numeric address (any form inet_aton takes), localhost, or a name of /etc/hosts."""
     return _resolve((hostname, 0), "gethostbyname")[0]
+
+
+def gethostbyname_ex(hostname: str):
+    address = gethostbyname(hostname)
+    return (hostname, [], [address])
+
+
+def gethostbyaddr(address: str):
+    """The /etc/hosts name of an address; herror as CPython's when none is known."""
+    numeric = _resolve((address, 0), "gethostbyaddr")[0]
+    name = _hosts_name(numeric)
+    if name is None:
+        raise _std.herror(1, "Unknown host")
+    return (name, [], [numeric])
+
+
+def getnameinfo(sockaddr, flags: int) -> tuple[str, str]:
+    """As CPython's for AF_INET: the host numeric (NI_NUMERICHOST) or its /etc/hosts name,
+    the port as a number (NI_NUMERICSERV) or its /etc/services name."""
+    if not isinstance(sockaddr, tuple) or len(sockaddr) not in (2, 4):
+        raise TypeError("getnameinfo() argument 1 must be a tuple")
+    host, port = _resolve(sockaddr[:2], "getnameinfo")
+    if not flags & _std.NI_NUMERICHOST:
+        name = _hosts_name(host)
+        if name is None and flags & _std.NI_NAMEREQD:
+            raise _std.gaierror(_std.EAI_NONAME, "Name or service not known")
+        host = name or host
+    if flags & _std.NI_NUMERICSERV:
+        service = str(port)
+    else:
+        try:
+            service = _std.getservbyport(port, "udp" if flags & _std.NI_DGRAM else "tcp")
+        except OSError:
+            service = str(port)
+    return host, service
+
+
+def fromfd(fd: int, family: int, type: int, proto: int = 0):
+    """A kernel socket for a kernel descriptor (AF_UNIX...); a libsock descriptor cannot be
+    adopted (it only mirrors its socket's readiness): EOPNOTSUPP, as detach()."""
+    if family == AF_INET:
+        raise OSError(errno.EOPNOTSUPP,
+                      "libsock cannot adopt a descriptor as an AF_INET socket")
+    return _std.fromfd(fd, family, type, proto)
 
 
 def getfqdn(name: str = "") -> str:

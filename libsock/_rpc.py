@@ -25,6 +25,7 @@ from typing import Callable
 
 import zmq
 
+from libsock import _readiness
 from proto.ipc import codec
 from proto.ipc.messages import Call, Reply
 from channel.frames import send_frames
@@ -145,6 +146,8 @@ class Stack:
                 if not isinstance(reply, Reply) or reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
                 channel.handled = posted         # everything posted before this call has reached tcpd
+                if reply.ready is not None:      # the socket's readiness, for its fileno() (_readiness.py)
+                    _readiness.apply(self, sid, reply.ready)
                 if reply.errno:
                     failure = _error(reply.errno)
                     failure.told = reply.value       # what tcpd says of the socket with it (connect: SS_*)

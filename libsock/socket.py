@@ -17,7 +17,7 @@ import weakref
 
 import zmq
 
-from libsock import _rpc
+from libsock import _readiness, _rpc
 from libsock._rpc import stack
 from proto.ipc.messages import NAMED_SOCKET_IDS
 from proto.tcp.connection import SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED
@@ -57,9 +57,47 @@ _POLLIN, _POLLOUT = 0x1, 0x4
 _OWN_TIMEOUT = object()           # a call waits as long as its socket's timeout says
 
 
+_hosts_cache: list = [None, None]      # [mtime, (name -> address, address -> name)] of /etc/hosts
+HOSTS = "/etc/hosts"
+
+
+def _hosts() -> tuple[dict, dict]:
+    """/etc/hosts' IPv4 entries, as the C library's files source reads them (first wins)."""
+    try:
+        mtime = os.stat(HOSTS).st_mtime
+    except OSError:
+        return {}, {}
+    if _hosts_cache[0] != mtime:
+        by_name, by_addr = {}, {}
+        try:
+            with open(HOSTS, encoding="utf-8", errors="replace") as lines:
+                for line in lines:
+                    fields = line.split("#", 1)[0].split()
+                    if len(fields) < 2:
+                        continue
+                    try:
+                        address = _std.inet_ntoa(_std.inet_aton(fields[0]))
+                    except OSError:
+                        continue            # IPv6 and malformed lines
+                    if address != fields[0]:
+                        continue            # only dotted quads, as glibc's parser
+                    by_addr.setdefault(address, fields[1])
+                    for name in fields[1:]:
+                        by_name.setdefault(name.lower(), address)
+        except OSError:
+            pass
+        _hosts_cache[:] = [mtime, (by_name, by_addr)]
+    return _hosts_cache[1]
+
+
+def _hosts_name(address: str) -> str | None:
+    return _hosts()[1].get(address)
+
+
 def _resolve(address, call: str) -> tuple[str, int]:
-    """A numeric (host, port) pair, as CPython reads one for `call`: "" is INADDR_ANY, and the
-    forms inet_aton takes ("127.1") are addresses; host names other than localhost are not resolved."""
+    """A numeric (host, port) pair, as CPython reads one for `call`: "" is INADDR_ANY, the
+    forms inet_aton takes ("127.1") are addresses, and names resolve through /etc/hosts
+    (localhost always); other names raise gaierror, as when DNS has no answer."""
     if not isinstance(address, tuple) or len(address) != 2:
         raise TypeError("AF_INET address must be a tuple (host, port)")
     host, port = address
@@ -78,8 +116,13 @@ def _resolve(address, call: str) -> tuple[str, int]:
     try:
         return _std.inet_ntoa(_std.inet_aton(host)), port
     except (OSError, ValueError):   # (ValueError: an embedded NUL)
-        raise _std.gaierror(_std.EAI_NONAME,
-                            "Name or service not known (libsock resolves numeric addresses only)") from None
+        pass
+    if isinstance(host, str) and ":" not in host:
+        found = _hosts()[0].get(host.lower().rstrip("."))
+        if found is not None:
+            return found, port
+    raise _std.gaierror(_std.EAI_NONAME, "Name or service not known (libsock resolves /etc/hosts "
+                        "and numeric addresses only)")
 
 
 _owned: "weakref.WeakSet[socket]" = weakref.WeakSet()     # sockets this process opened
@@ -128,9 +171,19 @@ class socket:
     _late_errno: int = 0
     _accepted: tuple = ()
 
-    def __init__(self, family: int = AF_INET, type: int = SOCK_STREAM, proto: int = 0, fileno=None):
+    def __new__(cls, family: int = -1, type: int = -1, proto: int = -1, fileno=None):
+        """AF_UNIX sockets, and a kernel socket's descriptor, are the kernel's (local IPC: asyncio's
+        self-pipe, a supervisor's inherited listener); everything else is the stack's."""
+        if family == _std.AF_UNIX or (fileno is not None and cls is socket and not _readiness.is_mirror(fileno)):
+            return _std.socket(family, type, proto, fileno)
+        return super().__new__(cls)
+
+    def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno=None):
         if fileno is not None:
-            raise OSError(errno.EINVAL, "libsock cannot adopt a file descriptor")
+            raise OSError(errno.EOPNOTSUPP, "libsock cannot adopt its own descriptor as a socket")
+        family = AF_INET if family == -1 else family
+        type = SOCK_STREAM if type == -1 else type
+        proto = 0 if proto == -1 else proto
         if family != AF_INET:
             raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
         if type & 0xF != SOCK_STREAM:
@@ -138,11 +191,12 @@ class socket:
         if proto not in (0, IPPROTO_TCP):
             raise OSError(errno.EPROTONOSUPPORT, os.strerror(errno.EPROTONOSUPPORT))
         self._stack = stack()
+        self._proto = proto
         self._timeout = 0.0 if type & SOCK_NONBLOCK else getdefaulttimeout()
         self._state = SS_UNCONNECTED
         self._io_refs = 0
         self._closed = False
-        self._fd = -1
+        self._mirror = None       # fileno()'s descriptor, made on the first call (_readiness.py)
         self._sid = None
         self._credit = 0          # bytes send() may post without waiting (tcpd's last word on the room)
         self._credit_until = 0.0  # ... until then (CREDIT_TTL after that word)
@@ -157,7 +211,7 @@ class socket:
     def _adopt(cls, sid) -> "socket":
         sock = cls.__new__(cls)
         sock._stack, sock._timeout, sock._state = stack(), getdefaulttimeout(), SS_CONNECTED
-        sock._io_refs, sock._closed, sock._fd, sock._sid, sock._credit = 0, False, -1, sid, 0
+        sock._io_refs, sock._closed, sock._mirror, sock._sid, sock._credit = 0, False, None, sid, 0
         sock._credit_until = 0.0
         sock._last_post = sock._born = None
         sock._pid = os.getpid()
@@ -166,7 +220,7 @@ class socket:
 
     family = property(lambda self: _std.AddressFamily.AF_INET)
     type = property(lambda self: _std.SocketKind.SOCK_STREAM)
-    proto = property(lambda self: 0)
+    proto = property(lambda self: getattr(self, "_proto", 0))
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else self._state
@@ -193,8 +247,14 @@ class socket:
                 self._late_errno = reply.errno
         elif reply.payload and reply.payload[0]:
             self._unread += reply.payload[0]
-        elif isinstance(reply.value, list) and len(reply.value) == 2:
+        elif isinstance(reply.value, list) and len(reply.value) in (2, 3):
             self._accepted += (reply.value,)
+        self._hold_readable()
+
+    def _hold_readable(self) -> None:
+        """What libsock holds for the next recv or accept keeps fileno() readable."""
+        if self._mirror is not None:
+            self._mirror.hold(bool(self._unread or self._late_errno or self._accepted))
 
     def _after_posts(self) -> None:
         """Before a call that changes what the peer gets (send, shutdown, close, setsockopt):
@@ -247,10 +307,16 @@ class socket:
 
     def accept(self) -> tuple["socket", tuple[str, int]]:
         if self._accepted and not self._closed:
-            (child, peer), self._accepted = self._accepted[0], self._accepted[1:]
+            accepted, self._accepted = self._accepted[0], self._accepted[1:]
+            self._hold_readable()
         else:
-            (child, peer), _ = self._blocking_call("accept")
-        return socket._adopt(child), (peer[0], peer[1])
+            accepted, _ = self._blocking_call("accept")
+        child, peer = accepted[0], accepted[1]
+        sock = socket._adopt(child)
+        if len(accepted) == 3 and self._mirror is not None:      # tcpd watches it for us already
+            sock._mirror = _readiness.notifier(self._stack).watch(child)
+            sock._mirror.apply(*accepted[2])
+        return sock, (peer[0], peer[1])
 
     def connect(self, address) -> None:
         err = self.connect_ex(address, raising=True)
@@ -322,10 +388,12 @@ class socket:
         """What an interrupted recv took, first (its bytes came before any still in tcpd)."""
         if not self._unread:
             err, self._late_errno = self._late_errno, 0
+            self._hold_readable()
             raise OSError(err, os.strerror(err))
         data = self._unread[:bufsize]
         if not flags & MSG_PEEK:
             self._unread = self._unread[len(data):]
+            self._hold_readable()
         return data
 
     def _recv_all(self, bufsize: int, flags: int) -> bytes:
@@ -396,16 +464,23 @@ class socket:
         return host, port
 
     def fileno(self) -> int:
-        """A real descriptor, so that code which registers it with a selector works.
-
-        It is /dev/null, always ready: selectors then call the blocking method,
-        which waits in tcpd as usual.  -1 once closed, as in CPython.
-        """
+        """A real descriptor whose readability and writability follow the socket, for
+        select, poll, epoll, selectors and asyncio (see _readiness.py).  Made on the first
+        call: tcpd tells this process of the socket's readiness from then on.  -1 once
+        closed, as in CPython."""
         if self._closed:
             return -1
-        if self._fd < 0:
-            self._fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        return self._fd
+        if self._mirror is None:
+            if self._born is not None and self._stack.after_posts(self._sid, self._born):
+                self._born = None
+            notifier = _readiness.notifier(self._stack)
+            self._mirror = notifier.watch(self._sid)
+            try:        # its answer carries the socket's state, shown before fileno() returns
+                self._stack.call("watch", self._sid, [notifier.identity], 0)
+            except OSError:
+                self._mirror.force(True, True)      # the next call will tell what is wrong
+            self._hold_readable()
+        return self._mirror.fd
 
     def close(self) -> None:
         if self._closed:
@@ -417,9 +492,8 @@ class socket:
 
     def _really_close(self) -> None:
         self._closed = True
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._mirror is not None:
+            self._mirror.close()
         if self._sid is None:
             return
         try:

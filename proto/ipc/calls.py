@@ -66,7 +66,8 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
     CallSpec("bind", (ADDR, PORT)),
     CallSpec("listen", (_int("backlog", None, None),)),
     CallSpec("connect", (ADDR, PORT), answers="None once connected; EINPROGRESS, EALREADY, or the error"),
-    CallSpec("accept", answers="[[incarnation, child sid], [addr, port]]"),
+    CallSpec("accept", answers="[[incarnation, child sid], [addr, port]] (+ the child's [version, mask] "
+                               "when the caller watches the listener: it then watches the child too)"),
     CallSpec("send", (_int("flags"),), answers="bytes taken", posted="may", data=True),
     CallSpec("recv", (_int("size", 0, MAX_INT), _int("flags")), answers="length, and a data frame"),
     CallSpec("shutdown", (_int("how"),)),
@@ -79,6 +80,8 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
     CallSpec("sync", answers="None, once everything the channel posted has been handled"),
     CallSpec("fence", (Arg("channel", (bytes,)), _int("count", 0, MAX_INT)),
              answers="None, once `count` posted calls of `channel` have been handled"),
+    CallSpec("watch", (Arg("channel", (bytes,)),),
+             answers="None; the reply's `ready` and later Readiness messages to `channel` give the poll mask"),
     CallSpec("cancel", (_int("call_id", 0, MAX_INT),), posted="only"),
     CallSpec("fork", (Arg("sids", (list,)),), posted="only"),
 )}

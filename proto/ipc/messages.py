@@ -132,11 +132,13 @@ NAMED_SOCKET_IDS = 1 << 40
 
 @dataclass(frozen=True, slots=True)
 class Reply(Message):
-    """tcpd -> libsock: `[1, "reply", id, errno, value, incarnation, credit]` (+ a data frame for recv).
+    """tcpd -> libsock: `[1, "reply", id, errno, value, incarnation, credit, ready]` (+ a data frame for recv).
 
     errno 0 means success and `value` is the result.  `credit` is how many bytes
     libsock may now send on the call's socket without waiting for an answer
-    (posted sends, see Call); 0 when every send must ask.
+    (posted sends, see Call); 0 when every send must ask.  `ready` is
+    `[version, poll mask]` of the call's socket when the calling process watches
+    its readiness (see Readiness), else None.
     """
     OP: ClassVar[str] = "reply"
     id: int
@@ -144,6 +146,23 @@ class Reply(Message):
     value: Any
     incarnation: str
     credit: int
+    ready: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness(Message):
+    """tcpd -> libsock's readiness channel: `[1, "ready", [[socket id, version, poll mask], ...]]`.
+
+    A process that watches a socket (a posted Call "watch" with args `[channel]`, sent
+    the first time the program asks for its fileno()) is told its Linux poll mask on
+    that channel once at the watch and then whenever the mask gains a bit the process
+    was not told of (data, EOF, a connection to accept, room to send, an error): one
+    message per tcpd wake-up, never one per segment.  Lost bits travel only in the
+    `ready` of the socket's next Reply.  Each process's versions of one socket count
+    up; libsock applies a mask only if it is newer than the one it holds.
+    """
+    OP: ClassVar[str] = "ready"
+    entries: list
 
 
 # --- the netstack command <-> any service -----------------------------------
@@ -168,5 +187,5 @@ class ControlReply(Message):
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     Hello, DeviceReceived, DeviceTransmit, SegmentsReceived, SegmentsTransmit,
-    TimerSet, TimerFired, Call, Reply, Control, ControlReply,
+    TimerSet, TimerFired, Call, Reply, Readiness, Control, ControlReply,
 )

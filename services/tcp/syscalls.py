@@ -17,6 +17,7 @@ from proto.ipc.messages import Call, Reply
 from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, TcpEngine, TcpError
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
+from services.tcp.readiness import Readiness
 from services.tcp.sleepers import ParkedCall, Sleepers
 
 # errors after which a blocked call is retried when its socket wakes
@@ -30,6 +31,7 @@ class Syscalls:
     sleepers: Sleepers
     owners: Owners
     fences: Fences
+    readiness: Readiness
     incarnation: str
     count: Callable
     reply: Callable
@@ -104,7 +106,10 @@ class Syscalls:
         credit = self.engine.send_credit(sid[1]) if not err and isinstance(sid, list) and len(sid) == 2 else 0
         if call.op == "connect" and value is None and isinstance(sid, list):
             value = self.engine.sock_state(sid[1])       # the engine owns SS_*; libsock keeps what it is told
-        self.reply(identity, Reply(call.id, err, value, self.incarnation, credit,
+        ready = None        # the socket's readiness, when the caller watches it (readiness.py)
+        if self.readiness and isinstance(sid, list) and len(sid) == 2 and sid[1] in self.readiness:
+            ready = self.readiness.stamp(sid[1], self.owners.pid_of(identity), self.engine.poll)
+        self.reply(identity, Reply(call.id, err, value, self.incarnation, credit, ready,
                                    payload=(data,) if data is not None else ()))
 
     def _answer_parked(self, parked: ParkedCall, err: int, value=None, data: bytes | None = None) -> None:
@@ -156,7 +161,21 @@ class Syscalls:
     def call_accept(self, now: float, parked: ParkedCall):
         child, (addr, port) = self.engine.accept(now, parked.sid)
         self.owners.note(now, child, parked.identity)
+        ready = self._watch_child(parked.sid, child, parked.identity) if self.readiness else None
+        if ready is not None:
+            return ([[self.incarnation, child], [addr, port], ready],)
         return ([[self.incarnation, child], [addr, port]],)
+
+    def _watch_child(self, listener: int, child: int, identity: bytes) -> list | None:
+        """A process that watches a listener watches what it accepts (an event loop registers
+        the connection next): the child's first `ready` travels in the accept's answer,
+        saving the watch call's round trip."""
+        pid = self.owners.pid_of(identity)
+        channel = self.readiness.channel(listener, pid)
+        if channel is None:
+            return None
+        self.readiness.watch(child, pid, channel, 0)
+        return self.readiness.stamp(child, pid, self.engine.poll)
 
     def call_connect(self, now: float, parked: ParkedCall):
         """Start the handshake, then wait for its end as the caller would.
@@ -248,6 +267,20 @@ class Syscalls:
         self.fences.wait(parked.sid)
         return None
 
+    def call_watch(self, now: float, parked: ParkedCall):
+        """The calling process watches the socket's readiness through the channel named in
+        args (readiness.py); the answer's `ready` gives the first state, later gains go to
+        the channel."""
+        channel, = parked.call.args
+        pid = self.owners.pid_of(parked.identity)
+        if pid is None:
+            raise TcpError(errno.EINVAL)
+        if parked.sid not in self.engine.conns:
+            raise TcpError(errno.EBADF)
+        self.count("watches")
+        self.readiness.watch(parked.sid, pid, channel, 0)
+        return (None,)
+
     def call_cancel(self, now: float, parked: ParkedCall):     # posted only: check() refuses a call
         raise TcpError(errno.EINVAL)
 
@@ -263,6 +296,7 @@ class Syscalls:
 
     def _close_socket(self, now: float, sid: int) -> None:
         self.owners.forget(sid)
+        self.readiness.forget(sid)
         self.engine.close(now, sid)
         for waiting in self.sleepers.take(sid):
             self._answer_parked(waiting, errno.EBADF)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from proto.ipc.messages import SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
+from proto.ipc.messages import Readiness, SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
 from proto.tcp.config import TcpConfig
 from proto.tcp.engine import TcpEngine
 from proto.wire.ipv4 import addr_to_str, str_to_addr
@@ -19,6 +19,7 @@ from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
+from services.tcp.readiness import Readiness as ReadinessWatches
 from services.tcp.sleepers import Sleepers
 from services.tcp.syscalls import Syscalls
 from services.tcp.timerbatch import TimerBatch
@@ -41,6 +42,7 @@ class Tcpd(Service, Syscalls):
         self.sleepers = Sleepers()
         self.owners = Owners()          # which processes hold each socket
         self.trace = TraceRing()        # for netstack trace: transitions, and segments while leased
+        self.readiness = ReadinessWatches()     # whose fileno() follows which socket (readiness.py)
         self._addr_bytes: dict[str, bytes] = {}
         self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
         self.calls = self.call_table()
@@ -111,10 +113,14 @@ class Tcpd(Service, Syscalls):
                 for src, dst, segment in effects.segments:
                     self.trace.segment(now, "out", src, dst, segment)
             woken = [sid for sid in effects.woken if sid in self.sleepers]
-            if not woken:
-                return
             for sid in woken:
                 self._retry(now, sid)
+            # after the retries: a woken call's answer carries the state, and what it told
+            # needs no message of its own (a blocking recv that waited for the data)
+            if self.readiness and effects.woken:
+                self._tell_readiness(effects.woken)
+            if not woken:
+                return
 
     # -- timers -----------------------------------------------------------------
 
@@ -161,11 +167,18 @@ class Tcpd(Service, Syscalls):
             self.flush(now)
         self.expire(now)
 
+    def _tell_readiness(self, woken) -> None:
+        """What the engine woke, to the processes that watch it (readiness.py): gains only."""
+        for channel, entries in self.readiness.gained(woken, self.engine.poll).items():
+            self.counters["readiness_sent"] = self.counters.get("readiness_sent", 0) + 1
+            self.reply(channel, Readiness(entries))
+
     # -- control ----------------------------------------------------------------
 
     def control_stats(self) -> dict:
         return {**self.counters, **self.engine.counters, "parked_calls": len(self.sleepers),
-                "held_sockets": len(self.owners), "timer_requests_saved": self.timers.dropped}
+                "held_sockets": len(self.owners), "timer_requests_saved": self.timers.dropped,
+                "watched_sockets": len(self.readiness)}
 
     def control_ss(self) -> list:
         return self.engine.listing(time.monotonic())

@@ -50,9 +50,14 @@ def test_a_libsock_client_reaches_a_libsock_server_on_the_same_stack(shared_stac
 
 
 def test_socketpair_is_two_connected_sockets_over_loopback(shared_stack):
-    """libsock has no AF_UNIX: socketpair() gives what CPython gives where AF_UNIX is missing,
-    two TCP sockets joined through 127.0.0.1."""
-    a, b = libsock.socketpair()
+    """socketpair(AF_INET) gives what CPython gives where AF_UNIX is missing, two TCP sockets
+    joined through 127.0.0.1; the default, AF_UNIX, is the kernel's (asyncio's self-pipe)."""
+    k1, k2 = libsock.socketpair()
+    with k1, k2:
+        assert k1.family == libsock.AF_UNIX and not isinstance(k1, libsock.socket)
+        k1.sendall(b"local")
+        assert k2.recv(10) == b"local"
+    a, b = libsock.socketpair(libsock.AF_INET)
     chunk = PAYLOAD[:1 << 16]               # one thread: what a buffers and b's window can hold
     with a, b:
         a.sendall(chunk)

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from proto.ipc import codec
 from proto.ipc.codec import MessageError
 from proto.ipc.messages import (ALL_MESSAGES, VERSION, Call, Control, ControlReply, DeviceReceived,
-                                DeviceTransmit, Hello, Reply, SegmentsReceived, SegmentsTransmit, TimerFired,
+                                DeviceTransmit, Hello, Readiness, Reply, SegmentsReceived, SegmentsTransmit, TimerFired,
                                 TimerSet)
 
 SAMPLES = [
@@ -21,6 +21,8 @@ SAMPLES = [
     TimerFired([[[3, "retransmit"], 12.5]]),
     Call(7, "send", ["ab12cd34", 3], [0], None, payload=(b"data",)),
     Reply(7, 0, 4, "ab12cd34", 65536),
+    Reply(8, 11, None, "ab12cd34", 0, [3, 0x4]),
+    Readiness([[3, 2, 0x1 | 0x4]]),
     Control(1, "stats", {}),
     ControlReply(1, True, {"in_receives": 3}),
 ]

@@ -1,0 +1,97 @@
+"""Which processes watch which sockets' readiness, and what each was last told.
+
+A program that asks a libsock socket for its fileno() gets a real descriptor that
+libsock keeps readable and writable as the socket is (libsock/_readiness.py).  For
+that, tcpd tells the process the socket's poll mask (Linux's tcp_poll, computed by
+the engine):
+
+- once when the process starts watching (a posted "watch" naming its readiness
+  channel), on that channel;
+- in every Reply to the process's calls on the socket (`ready`), which is how a
+  bit goes away (a recv that emptied the queue, a send that filled the buffer);
+- on the readiness channel when the engine wakes the socket and its mask now has
+  a bit the process was not told of.  Only gains travel unasked, and only once:
+  a bulk transfer into a socket nobody reads sends one message, not one per
+  segment (gVisor's waiter queues and Linux's wake-ups notify per event; the
+  mirror only needs the edges).
+
+Each (socket, process) pair stamps what it tells with a version that counts up;
+libsock applies a mask only if it is newer than the one it holds, so a Reply and
+a notification that cross on different channels never leave a stale state.
+
+Pure bookkeeping: tcpd's shell computes masks, sends, and knows the pids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# the bits a watcher's descriptor shows (select's read set: IN|HUP|ERR; write set: OUT|ERR)
+POLLIN, POLLOUT, POLLERR, POLLHUP, POLLRDHUP = 0x1, 0x4, 0x8, 0x10, 0x2000
+SHOWN = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP
+
+
+@dataclass(slots=True)
+class Watch:
+    channel: bytes      # the process's readiness channel (a ZeroMQ routing id)
+    told: int = 0       # the mask it was last told (in a Reply or a notification)
+    version: int = 0
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self._watches: dict[int, dict[int, Watch]] = {}     # socket id -> pid -> Watch
+
+    def __contains__(self, sid: int) -> bool:
+        return sid in self._watches
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def watch(self, sid: int, pid: int, channel: bytes, mask: int) -> list:
+        """Process `pid` watches `sid` through `channel`: the entry to send it now."""
+        watch = self._watches.setdefault(sid, {}).get(pid)
+        if watch is None:
+            watch = self._watches[sid][pid] = Watch(channel)
+        watch.channel = channel
+        return self._tell(sid, watch, mask)
+
+    def channel(self, sid: int, pid: int | None) -> bytes | None:
+        """The readiness channel through which `pid` watches `sid`, if it does."""
+        watch = self._watches.get(sid, {}).get(pid)
+        return watch.channel if watch is not None else None
+
+    def stamp(self, sid: int, pid: int | None, mask_of) -> list | None:
+        """A Reply to `pid` on `sid` is leaving: `[version, mask]` for it, or None when the
+        process does not watch the socket.  `mask_of(sid)` is computed only when needed."""
+        watches = self._watches.get(sid)
+        if watches is None or pid is None:
+            return None
+        watch = watches.get(pid)
+        if watch is None:
+            return None
+        _, version, mask = self._tell(sid, watch, mask_of(sid))
+        return [version, mask]
+
+    def gained(self, sids, mask_of) -> dict[bytes, list]:
+        """After the engine woke `sids`: per readiness channel, the entries to send (only
+        for sockets whose mask now shows a bit their watcher was not told of)."""
+        out: dict[bytes, list] = {}
+        watches_of = self._watches
+        for sid in sids:
+            watches = watches_of.get(sid)
+            if watches is None:
+                continue
+            mask = mask_of(sid) & SHOWN
+            for watch in watches.values():
+                if mask & ~watch.told:
+                    out.setdefault(watch.channel, []).append(self._tell(sid, watch, mask))
+        return out
+
+    def forget(self, sid: int) -> None:
+        self._watches.pop(sid, None)
+
+    @staticmethod
+    def _tell(sid: int, watch: Watch, mask: int) -> list:
+        watch.version += 1
+        watch.told = mask & SHOWN
+        return [sid, watch.version, watch.told]

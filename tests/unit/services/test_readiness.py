@@ -1,0 +1,132 @@
+"""tcpd's readiness bookkeeping (services/tcp/readiness.py) and libsock's mirror descriptor
+(libsock/_readiness.py): what is told, when, and what the descriptor then shows."""
+from __future__ import annotations
+
+import select
+
+from libsock._readiness import Mirror
+from services.tcp.readiness import POLLERR, POLLHUP, POLLIN, POLLOUT, Readiness
+
+masks: dict[int, int] = {}
+
+
+def mask_of(sid: int) -> int:
+    return masks[sid]
+
+
+def test_a_reply_stamps_only_for_a_watching_process():
+    r = Readiness()
+    masks[1] = POLLOUT
+    assert r.stamp(1, 100, mask_of) is None                 # nobody watches
+    r.watch(1, 100, b"n100.x", 0)
+    assert r.stamp(1, 200, mask_of) is None                 # another process does not
+    assert r.stamp(1, 100, mask_of) == [2, POLLOUT]
+    assert r.stamp(1, 100, mask_of) == [3, POLLOUT]         # versions count up per (socket, process)
+
+
+def test_only_gains_travel_and_only_once():
+    r = Readiness()
+    masks[1] = POLLOUT
+    r.watch(1, 100, b"chan", 0)
+    r.stamp(1, 100, mask_of)                                 # told: writable
+    assert r.gained([1], mask_of) == {}                      # nothing new
+    masks[1] = POLLOUT | POLLIN                              # data arrived
+    assert r.gained([1], mask_of) == {b"chan": [[1, 3, POLLOUT | POLLIN]]}
+    assert r.gained([1], mask_of) == {}                      # more segments: no message each
+    masks[1] = POLLOUT                                       # a loss is not told unasked...
+    assert r.gained([1], mask_of) == {}
+    assert r.stamp(1, 100, mask_of) == [4, POLLOUT]          # ...but by the next reply
+    masks[1] = POLLOUT | POLLIN
+    assert r.gained([1], mask_of) == {b"chan": [[1, 5, POLLOUT | POLLIN]]}
+
+
+def test_gains_are_grouped_per_channel_and_forgotten_with_the_socket():
+    r = Readiness()
+    for sid in (1, 2, 3):
+        masks[sid] = 0
+        r.watch(sid, 100 if sid < 3 else 200, b"a" if sid < 3 else b"b", 0)
+        masks[sid] = POLLIN
+    out = r.gained([1, 2, 3, 4], mask_of)
+    assert sorted(out) == [b"a", b"b"] and len(out[b"a"]) == 2 and len(out[b"b"]) == 1
+    r.forget(1)
+    masks[1] = POLLIN | POLLOUT
+    assert 1 not in r and r.gained([1], mask_of) == {}
+
+
+def _shown(fd: int) -> tuple[bool, bool]:
+    readable, writable, _ = select.select([fd], [fd], [], 0)
+    return bool(readable), bool(writable)
+
+
+def test_mirror_shows_all_four_states_and_hup_err_as_select_does():
+    m = Mirror("inc")
+    try:
+        assert _shown(m.fd) == (False, False)                # a connecting socket: neither
+        m.apply(1, POLLOUT)
+        assert _shown(m.fd) == (False, True)
+        m.apply(2, POLLIN | POLLOUT)
+        assert _shown(m.fd) == (True, True)
+        m.apply(3, POLLIN)
+        assert _shown(m.fd) == (True, False)
+        m.apply(4, POLLERR)                                  # select's read and write sets
+        assert _shown(m.fd) == (True, True)
+        m.apply(5, POLLHUP)                                  # select's read set
+        assert _shown(m.fd) == (True, False)
+        m.apply(6, 0)
+        assert _shown(m.fd) == (False, False)
+    finally:
+        m.close()
+
+
+def test_mirror_ignores_an_older_version():
+    m = Mirror("inc")
+    try:
+        m.apply(5, POLLIN)
+        m.apply(4, POLLOUT)                                  # crossed on the other channel: stale
+        assert _shown(m.fd) == (True, False)
+    finally:
+        m.close()
+
+
+def test_mirror_edges_reach_edge_triggered_epoll():
+    m = Mirror("inc")
+    ep = select.epoll()
+    try:
+        ep.register(m.fd, select.EPOLLIN | select.EPOLLOUT | select.EPOLLET)
+        assert ep.poll(0) == []
+        m.apply(1, POLLIN)
+        assert ep.poll(0) == [(m.fd, select.EPOLLIN)]
+        assert ep.poll(0) == []                              # one edge
+        m.apply(2, 0)
+        m.apply(3, POLLOUT)
+        assert ep.poll(0) == [(m.fd, select.EPOLLOUT)]
+    finally:
+        ep.close()
+        m.close()
+
+
+def test_what_libsock_holds_keeps_the_mirror_readable():
+    m = Mirror("inc")
+    try:
+        m.apply(1, POLLOUT)
+        m.hold(True)                                         # an interrupted recv's bytes
+        assert _shown(m.fd) == (True, True)
+        m.apply(2, POLLOUT)                                  # tcpd has nothing: still readable
+        assert _shown(m.fd) == (True, True)
+        m.hold(False)
+        assert _shown(m.fd) == (False, True)
+    finally:
+        m.close()
+
+
+def test_eof_and_both_ways_shut_show_rdhup_and_hup_for_good():
+    m = Mirror("inc")
+    poller = select.poll()
+    poller.register(m.fd, select.POLLIN | select.POLLOUT | select.POLLRDHUP)
+    try:
+        m.apply(1, POLLOUT | POLLIN | 0x2000)                # the peer's FIN
+        assert poller.poll(0)[0][1] == select.POLLIN | select.POLLOUT | select.POLLRDHUP
+        m.apply(2, POLLOUT | POLLIN | 0x2000 | POLLHUP)      # and ours
+        assert poller.poll(0)[0][1] & select.POLLHUP
+    finally:
+        m.close()
