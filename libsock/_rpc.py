@@ -128,7 +128,7 @@ class Stack:
         request_id = next(self._ids)
         posted = channel.posts
         frames = codec.encode(Call(request_id, op, sid, args, timeout, payload=(data,) if data is not None else ()))
-        send_frames(sock, frames)
+        self._send_whole(channel, frames)
         while True:
             try:
                 ready = sock.poll(LIVENESS_CHECK_MS)   # takes nothing: a signal here leaves the answer
@@ -202,7 +202,7 @@ class Stack:
         """
         channel = self._channel()
         frames = codec.encode(Call(0, op, sid, args, None, payload=(data,) if data is not None else ()))
-        send_frames(channel.sock, frames)
+        self._send_whole(channel, frames)
         channel.posts += 1
         return Posted(weakref.ref(channel), channel.identity, channel.posts)
 
@@ -232,6 +232,20 @@ class Stack:
             self.call("sync", [tcpd[0], 0], [], 0)
         except OSError:
             pass
+
+    def _send_whole(self, channel: "_Channel", frames: list) -> None:
+        """A message's frames, all or none: a signal handler that raises between two frames
+        (send_frames is a Python loop) leaves the message unfinished in the socket, and the
+        next message would be appended to it.  The channel is dropped then: ZeroMQ delivers
+        only whole messages and rolls the unfinished one back when its socket closes, while
+        the whole ones queued before it still leave (linger).  Costs nothing on the way."""
+        try:
+            send_frames(channel.sock, frames)
+        except BaseException:
+            if getattr(self._local, "channel", None) is channel:
+                self._local.channel = None
+            channel.sock.close(POSTED_LINGER_MS)
+            raise
 
     def _abandon(self) -> None:
         """Drop this thread's socket: a new one will not receive the dead call's answer."""

@@ -1,0 +1,69 @@
+"""A signal handler that raises between a message's frames must not leave half a message on the
+channel (issue 19): the channel is dropped, ZeroMQ rolls the unfinished message back, the whole
+messages sent before it still arrive, and the next message goes out whole on a new channel."""
+from __future__ import annotations
+
+import zmq
+
+from libsock import _rpc
+
+
+class Interrupted(Exception):
+    pass
+
+
+class FlakySocket(zmq.Socket):
+    """Raises (as a signal handler would) when the frame numbered `fail_at` is about to go."""
+    fail_at = -1
+    sent = 0
+
+    def send(self, data, flags=0, copy=True, track=False, **kwargs):
+        type(self).sent += 1
+        if type(self).sent == type(self).fail_at:
+            raise Interrupted()
+        return super().send(data, flags, copy=copy, track=track, **kwargs)
+
+
+class FlakyContext(zmq.Context):
+    _socket_class = FlakySocket
+
+
+def test_a_torn_send_drops_the_channel_and_nothing_half_arrives(tmp_path):
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    endpoint = f"ipc://{tmp_path / 'r.sock'}"
+    router.bind(endpoint)
+    stack = _rpc.Stack(str(tmp_path))
+    make = FlakyContext()
+
+    def new_channel():
+        sock = make.socket(zmq.DEALER)
+        sock.connect(endpoint)
+        channel = _rpc._Channel(stack, sock, b"test")
+        stack._local.channel = channel
+        return channel
+
+    try:
+        first = new_channel()
+        stack._send_whole(first, [b"A-header", b"A-data"])           # whole
+        FlakySocket.fail_at = FlakySocket.sent + 2                   # the second frame of the next
+        try:
+            stack._send_whole(first, [b"B-header", b"B-data"])
+        except Interrupted:
+            pass
+        else:
+            raise AssertionError("the interruption did not reach the caller")
+        assert stack._local.channel is None and first.sock.closed   # the torn channel is gone
+        second = new_channel()
+        stack._send_whole(second, [b"C-header", b"C-data"])
+        got = []
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        while len(got) < 2 and poller.poll(2000):
+            got.append(router.recv_multipart()[1:])
+        assert got == [[b"A-header", b"A-data"], [b"C-header", b"C-data"]]
+        assert not poller.poll(100)                                   # and no half of B, ever
+    finally:
+        router.close(0)
+        make.destroy(0)
+        ctx.destroy(0)
