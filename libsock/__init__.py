@@ -107,10 +107,16 @@ def socketpair(family=None, type=SOCK_STREAM, proto=0):
         a = socket(family, type, proto)
         try:
             a.connect(listener.getsockname())
-            b, _ = listener.accept()
+            b, peer = listener.accept()
         except BaseException:
             a.close()
             raise
+        # as CPython's fallback: the connection accepted must be the one made, not another
+        # program's that connected to the listener first
+        if peer != a.getsockname() or a.getpeername() != listener.getsockname():
+            a.close()
+            b.close()
+            raise ConnectionError("Unexpected peer connection")
     return a, b
 
 

@@ -362,6 +362,8 @@ class socket:
 
     def sendall(self, data, flags: int = 0) -> None:
         """As CPython's: the timeout bounds the whole call, not each send within it."""
+        if self._closed:                         # also with nothing to send, as CPython's
+            raise OSError(errno.EBADF, "Bad file descriptor")
         view = memoryview(data).cast("B")
         total = len(view)
         offset = 0

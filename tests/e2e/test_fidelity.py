@@ -139,7 +139,10 @@ def sc_echo_peek_waitall(sm, server, local):
 def sc_closed_socket(sm, server, local):
     s = sm.socket()
     s.close()
-    return [outcome(lambda: s.bind((local, 0))), outcome(lambda: s.fileno())]
+    r = [outcome(lambda: s.bind((local, 0))), outcome(lambda: s.fileno())]
+    c = sm.create_connection(server, timeout=5)
+    c.close()                                        # nothing to send is no excuse (issue 19)
+    return r + [outcome(lambda: c.sendall(b"")), outcome(lambda: c.send(b"")), outcome(lambda: c.sendall(b"x"))]
 
 
 def sc_makefile_lines(sm, server, local):
