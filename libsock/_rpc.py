@@ -100,17 +100,20 @@ class Stack:
     def _channel(self) -> "_Channel":
         channel = getattr(self._local, "channel", None)
         if channel is None or channel.pid != os.getpid():      # a forked child needs its own
-            sock = zmq.Context.instance().socket(zmq.DEALER)
-            # a thread that posts a close and ends drops its channel: what is queued still leaves
-            sock.setsockopt(zmq.LINGER, POSTED_LINGER_MS)
-            # tcpd reads the pid from it, and closes what this process holds once it dies
-            identity = f"p{os.getpid()}.{secrets.token_hex(6)}".encode()
-            sock.setsockopt(zmq.ROUTING_ID, identity)
-            sock.connect(self.endpoint)
-            channel = self._local.channel = _Channel(self, sock, identity)
+            channel = self._local.channel = self._new_channel()
             with _channels_lock:
                 _channels.add(channel)
         return channel
+
+    def _new_channel(self) -> "_Channel":
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        # a thread that posts a close and ends drops its channel: what is queued still leaves
+        sock.setsockopt(zmq.LINGER, POSTED_LINGER_MS)
+        # tcpd reads the pid from it, and closes what this process holds once it dies
+        identity = f"p{os.getpid()}.{secrets.token_hex(6)}".encode()
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+        sock.connect(self.endpoint)
+        return _Channel(self, sock, identity)
 
     def call(self, op: str, sid, args: list, timeout: float | None, data: bytes | None = None,
              keep: Callable[[Reply], None] | None = None):
@@ -124,6 +127,22 @@ class Stack:
         else:
             incarnation = sid[0]
         channel = self._channel()
+        if channel.waiting:
+            # a signal handler's call while a call of this thread waits for its answer: on a
+            # channel of its own, so that neither takes the other's answer
+            channel = self._new_channel()
+            try:
+                return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
+            finally:
+                channel.sock.close(POSTED_LINGER_MS)
+        channel.waiting = True
+        try:
+            return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
+        finally:
+            channel.waiting = False
+
+    def _call_on(self, channel: "_Channel", incarnation: str, op: str, sid, args: list, timeout,
+                 data: bytes | None, keep: Callable[[Reply], None] | None):
         sock = channel.sock
         request_id = next(self._ids)
         posted = channel.posts
@@ -141,7 +160,7 @@ class Stack:
                 except codec.MessageError:
                     continue
                 except BaseException:            # a signal as the answer was taken: it may be half read
-                    self._abandon()              # (a new channel; this answer is lost, as before)
+                    self._abandon(channel)              # (a new channel; this answer is lost, as before)
                     raise
                 if not isinstance(reply, Reply) or reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
@@ -155,7 +174,7 @@ class Stack:
                 return reply.value, (reply.payload[0] if reply.payload else None), reply.credit
             tcpd = self._read_tcpd()
             if tcpd is None or tcpd[0] != incarnation:
-                self._abandon()
+                self._abandon(channel)
                 if sid is None and tcpd is None:
                     raise self.down_error()
                 raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
@@ -166,7 +185,7 @@ class Stack:
         still sleeps there, else its answer is already on the way and goes to `keep`.
         A second signal meanwhile gives up: the channel is dropped (the answer with it)."""
         if sid is None:
-            self._abandon()                      # no socket to name: a new channel drops the answer
+            self._abandon(channel)                      # no socket to name: a new channel drops the answer
             return
         sock = channel.sock
         try:
@@ -176,7 +195,7 @@ class Stack:
                 if not sock.poll(LIVENESS_CHECK_MS):
                     tcpd = self._read_tcpd()
                     if tcpd is None or tcpd[0] != sid[0]:
-                        self._abandon()
+                        self._abandon(channel)
                         return
                     continue
                 try:
@@ -189,7 +208,7 @@ class Stack:
                         keep(reply)
                     return
         except BaseException:
-            self._abandon()
+            self._abandon(channel)
             raise
 
     def post(self, op: str, sid, args: list, data: bytes | None = None) -> "Posted":
@@ -247,11 +266,10 @@ class Stack:
             channel.sock.close(POSTED_LINGER_MS)
             raise
 
-    def _abandon(self) -> None:
-        """Drop this thread's socket: a new one will not receive the dead call's answer."""
-        channel = getattr(self._local, "channel", None)
-        if channel is not None:
-            channel.sock.close(0)
+    def _abandon(self, channel: "_Channel") -> None:
+        """Drop a channel: a new one will not receive the dead call's answer."""
+        channel.sock.close(0)
+        if getattr(self._local, "channel", None) is channel:
             self._local.channel = None
 
 
@@ -262,6 +280,7 @@ class _Channel:
         self.stack, self.sock, self.pid, self.identity = stack, sock, os.getpid(), identity
         self.thread = threading.current_thread()
         self.posts = 0           # calls posted on it
+        self.waiting = False     # a call on it waits for its answer
         self.handled = 0         # of those, how many tcpd had when it last answered on this channel
 
     @property

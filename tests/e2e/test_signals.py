@@ -87,3 +87,37 @@ def test_an_interrupted_accept_leaves_the_connection_to_the_next(shared_stack, a
         finally:
             go.set()
             peer.kill()
+
+
+def test_a_call_made_in_a_signal_handler_takes_no_answer_of_the_call_it_interrupted(shared_stack):
+    """The handler's own call waits on a channel of its own (issue 19): the answer that arrives
+    meanwhile for the interrupted recv (the data the handler asked the peer for) stays with it."""
+    stack = shared_stack
+    go = multiprocessing.get_context("fork").Event()
+    peer = ns.KernelProcess(stack.netns, send_when_told, stack.host, 5603, go)
+    other = ns.KernelProcess(stack.netns, send_when_told, stack.host, 5604,
+                             multiprocessing.get_context("fork").Event())      # silent
+    handled = []
+
+    def handler(signum, frame):
+        go.set()                                   # the peer sends now, for the recv below ...
+        try:
+            quiet.recv(10)                         # ... while this call waits out its timeout
+        except TimeoutError:
+            handled.append("timed out")
+    previous = signal.signal(signal.SIGALRM, handler)
+    try:
+        sock = wait_for(lambda: connect_or_none((stack.host, 5603)), 10, 0.05, "the kernel server")
+        quiet = wait_for(lambda: connect_or_none((stack.host, 5604)), 10, 0.05, "the other server")
+        quiet.settimeout(0.5)
+        with sock, quiet:
+            signal.setitimer(signal.ITIMER_REAL, 0.2)
+            sock.settimeout(10)
+            assert sock.recv(100) == b"hello"      # the interrupted recv still gets its data
+            assert handled == ["timed out"]
+            sock.sendall(b"bye")
+        assert peer.result(10) == b"bye"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        other.kill()
