@@ -35,6 +35,8 @@ LIVENESS_CHECK_MS = int(LIVENESS_CHECK * 1000)
 STARTUP_WAIT = 5.0       # a new socket waits this long for a restarting tcpd
 POSTED_LINGER_MS = 1000  # how long a dropped channel keeps sending what was posted on it
 FENCE_WAIT = 2.0         # longest wait for another channel's posted calls (beyond the linger: lost)
+BACKSTOP_MARGIN = 1.0    # a call with a timeout still unanswered this long after it is asked about
+BACKSTOP_EVERY = 5.0     # a blocking call is asked about this often
 
 
 def _error(code: int, message: str | None = None) -> OSError:
@@ -50,6 +52,7 @@ class Stack:
         self._local = threading.local()
         self._ids = itertools.count(1)
         self._tcpd: tuple[str, int] | None = None     # (incarnation, pid) last seen
+        self.lost_calls = 0      # calls tcpd dropped unanswered, found by the backstop
 
     # -- tcpd liveness ------------------------------------------------------------
 
@@ -144,10 +147,14 @@ class Stack:
     def _call_on(self, channel: "_Channel", incarnation: str, op: str, sid, args: list, timeout,
                  data: bytes | None, keep: Callable[[Reply], None] | None):
         sock = channel.sock
-        request_id = next(self._ids)
         posted = channel.posts
-        frames = codec.encode(Call(request_id, op, sid, args, timeout, payload=(data,) if data is not None else ()))
-        self._send_whole(channel, frames)
+        payload = (data,) if data is not None else ()
+        request_id = next(self._ids)
+        self._send_whole(channel, codec.encode(Call(request_id, op, sid, args, timeout, payload=payload)))
+        # the backstop: a call still unanswered this long is asked about (tcpd may have lost it)
+        ask_at = time.monotonic() + (BACKSTOP_EVERY if timeout is None else timeout + BACKSTOP_MARGIN)
+        probe_id = None
+        reissued = False
         while True:
             try:
                 ready = sock.poll(LIVENESS_CHECK_MS)   # takes nothing: a signal here leaves the answer
@@ -162,7 +169,24 @@ class Stack:
                 except BaseException:            # a signal as the answer was taken: it may be half read
                     self._abandon(channel)              # (a new channel; this answer is lost, as before)
                     raise
-                if not isinstance(reply, Reply) or reply.id != request_id:
+                if not isinstance(reply, Reply):
+                    continue
+                if reply.id == probe_id:
+                    probe_id = None
+                    if reply.errno or reply.value:       # (it sleeps in tcpd: wait on)
+                        continue
+                    # tcpd holds no such call and had not answered it (an answer would have come
+                    # first on this channel): it was lost.  Once, it goes again; then, EIO
+                    self.lost_calls += 1
+                    if reissued:
+                        raise _error(errno.EIO, f"the stack lost the call {op} twice")
+                    reissued = True
+                    request_id = next(self._ids)
+                    self._send_whole(channel, codec.encode(Call(request_id, op, sid, args, timeout,
+                                                                payload=payload)))
+                    ask_at = time.monotonic() + (BACKSTOP_EVERY if timeout is None else timeout + BACKSTOP_MARGIN)
+                    continue
+                if reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
                 channel.handled = posted         # everything posted before this call has reached tcpd
                 if reply.ready is not None:      # the socket's readiness, for its fileno() (_readiness.py)
@@ -178,6 +202,10 @@ class Stack:
                 if sid is None and tcpd is None:
                     raise self.down_error()
                 raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
+            if sid is not None and probe_id is None and time.monotonic() >= ask_at:
+                probe_id = next(self._ids)
+                self._send_whole(channel, codec.encode(Call(probe_id, "probe", sid, [request_id], 0)))
+                ask_at = time.monotonic() + BACKSTOP_EVERY
 
     def _withdraw(self, channel: "_Channel", request_id: int, sid, posted: int,
                   keep: Callable[[Reply], None] | None) -> None:

@@ -83,6 +83,8 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
     CallSpec("watch", (Arg("channel", (bytes,)),),
              answers="None; the reply's `ready` and later Readiness messages to `channel` give the poll mask"),
     CallSpec("cancel", (_int("call_id", 0, MAX_INT),), posted="only"),
+    CallSpec("probe", (_int("call_id", 0, MAX_INT),),
+             answers="whether call_id of this channel sleeps on the socket in tcpd (libsock's backstop)"),
     CallSpec("fork", (Arg("sids", (list,)),), posted="only"),
 )}
 

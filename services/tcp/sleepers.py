@@ -52,6 +52,10 @@ class Sleepers:
         """Every call asleep on `sid`, removed (park again those that must keep waiting)."""
         return self._by_socket.pop(sid, [])
 
+    def holds(self, sid: int, identity: bytes, call_id: int) -> bool:
+        """Is the call `call_id` of channel `identity` asleep on `sid`?"""
+        return any(p.call.id == call_id and p.identity == identity for p in self._by_socket.get(sid, ()))
+
     def withdraw(self, sid: int, identity: bytes, call_id: int) -> ParkedCall | None:
         """The call `call_id` of channel `identity` asleep on `sid`, removed; None if not asleep."""
         calls = self._by_socket.get(sid, ())

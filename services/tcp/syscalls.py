@@ -33,6 +33,7 @@ class Syscalls:
     fences: Fences
     readiness: Readiness
     incarnation: str
+    drop_calls = 0          # debug (control_drop_calls): drop this many calls unanswered
     count: Callable
     reply: Callable
     flush: Callable
@@ -62,6 +63,10 @@ class Syscalls:
             if self.fences.posted(identity, sid[1]):
                 self._retry(now, sid[1])
             self.flush(now)
+            return
+        if self.drop_calls and call.op != "probe":
+            self.drop_calls -= 1                   # `netstack` debug control: a bug, on purpose
+            self.count("calls_dropped_on_purpose")
             return
         timeout = call.timeout
         parked = ParkedCall(identity, call, None if timeout is None else now + timeout)
@@ -280,6 +285,11 @@ class Syscalls:
         self.count("watches")
         self.readiness.watch(parked.sid, pid, channel, 0)
         return (None,)
+
+    def call_probe(self, now: float, parked: ParkedCall):
+        """libsock's backstop: does a call it waits for still sleep here?"""
+        call_id, = parked.call.args
+        return (self.sleepers.holds(parked.sid, parked.identity, call_id),)
 
     def call_cancel(self, now: float, parked: ParkedCall):     # posted only: check() refuses a call
         raise TcpError(errno.EINVAL)

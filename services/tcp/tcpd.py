@@ -180,6 +180,12 @@ class Tcpd(Service, Syscalls):
                 "held_sockets": len(self.owners), "timer_requests_saved": self.timers.dropped,
                 "watched_sockets": len(self.readiness)}
 
+    def control_drop_calls(self, count: int = 1) -> dict:
+        """Debug, off unless asked: drop the next `count` calls without running or answering
+        them, as a bug in tcpd would (what libsock's backstop is for)."""
+        self.drop_calls = max(0, int(count))
+        return {"dropping": self.drop_calls}
+
     def control_ss(self) -> list:
         return self.engine.listing(time.monotonic())
 

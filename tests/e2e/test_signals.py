@@ -121,3 +121,33 @@ def test_a_call_made_in_a_signal_handler_takes_no_answer_of_the_call_it_interrup
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         other.kill()
+
+
+def test_a_call_tcpd_drops_is_found_and_made_again(shared_stack):
+    """The backstop (issue 19): tcpd is told to drop the next call unanswered, as a bug would;
+    libsock asks about the call once its timeout and a margin have passed, learns that tcpd
+    holds no such call, and makes it again, so the caller gets its answer (and the loss is
+    counted on both sides)."""
+    from deploy import control as ctl
+    from libsock import _rpc
+
+    stack = shared_stack
+    go = multiprocessing.get_context("fork").Event()
+    peer = ns.KernelProcess(stack.netns, send_when_told, stack.host, 5605, go)
+    sock = wait_for(lambda: connect_or_none((stack.host, 5605)), 10, 0.05, "the kernel server")
+    with sock:
+        go.set()
+        wait_for(lambda: libsock_readable(sock), 10, 0.02, "the data")
+        lost_before = _rpc.stack().lost_calls
+        assert ctl.control(stack.run_dir, "tcpd", "drop_calls", count=1) == {"dropping": 1}
+        sock.settimeout(0.5)
+        assert sock.recv(100) == b"hello"              # the recv was dropped, found and made again
+        assert _rpc.stack().lost_calls == lost_before + 1
+        sock.sendall(b"bye")
+    assert peer.result(10) == b"bye"
+    assert stack.stats()["tcpd"]["calls_dropped_on_purpose"] == 1
+
+
+def libsock_readable(sock) -> bool:
+    import select
+    return bool(select.select([sock], [], [], 0)[0])

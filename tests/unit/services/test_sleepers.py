@@ -55,3 +55,11 @@ def test_withdraw_takes_one_channels_call_by_its_id_and_nothing_else():
     assert s.withdraw(1, b"app", 7) is None
     assert s.take(1) == [other_channel]
     assert s.withdraw(1, b"other", 7) is None and 1 not in s
+
+
+def test_holds_answers_for_one_channels_call_without_taking_it():
+    s = Sleepers()
+    mine = ParkedCall(b"app", Call(7, "recv", ["inc", 1], [], None), None)
+    s.park(mine)
+    assert s.holds(1, b"app", 7) and not s.holds(1, b"app", 8) and not s.holds(1, b"other", 7)
+    assert not s.holds(2, b"app", 7) and s.take(1) == [mine]
