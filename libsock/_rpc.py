@@ -130,9 +130,10 @@ class Stack:
         else:
             incarnation = sid[0]
         channel = self._channel()
-        if channel.waiting:
-            # a signal handler's call while a call of this thread waits for its answer: on a
-            # channel of its own, so that neither takes the other's answer
+        if channel.waiting or channel.sending:
+            # a signal handler's call while a call of this thread waits for its answer, or
+            # while a message of this thread is half sent: on a channel of its own, so that
+            # neither takes the other's answer nor goes inside the other's message
             channel = self._new_channel()
             try:
                 return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
@@ -248,6 +249,11 @@ class Stack:
         mark, for `after_posts`.
         """
         channel = self._channel()
+        if channel.sending:
+            # a signal handler's post while a message of this thread is half sent: made as a
+            # call on a channel of its own (call() takes one), done when it returns
+            self.call(op, sid, args, None, data)
+            return Posted(weakref.ref(channel), channel.identity, channel.posts)
         frames = codec.encode(Call(0, op, sid, args, None, payload=(data,) if data is not None else ()))
         self._send_whole(channel, frames)
         channel.posts += 1
@@ -286,6 +292,7 @@ class Stack:
         next message would be appended to it.  The channel is dropped then: ZeroMQ delivers
         only whole messages and rolls the unfinished one back when its socket closes, while
         the whole ones queued before it still leave (linger).  Costs nothing on the way."""
+        channel.sending = True
         try:
             send_frames(channel.sock, frames)
         except BaseException:
@@ -293,6 +300,8 @@ class Stack:
                 self._local.channel = None
             channel.sock.close(POSTED_LINGER_MS)
             raise
+        finally:
+            channel.sending = False
 
     def _abandon(self, channel: "_Channel") -> None:
         """Drop a channel: a new one will not receive the dead call's answer."""
@@ -309,6 +318,7 @@ class _Channel:
         self.thread = threading.current_thread()
         self.posts = 0           # calls posted on it
         self.waiting = False     # a call on it waits for its answer
+        self.sending = False     # a message is going out on it, frame by frame
         self.handled = 0         # of those, how many tcpd had when it last answered on this channel
 
     @property

@@ -1,0 +1,165 @@
+"""Signals landing every 1-3 ms on a program that sends, with handlers that raise and handlers
+that call the socket module themselves (issue 19): every message the kernel side receives is
+whole and in order (no torn channel, nothing half-sent), the calls that were not interrupted
+all completed, nothing hangs, and the socket still works afterwards.  The same code runs on
+Python's socket as the reference (the client in the namespace) and on libsock."""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import socket as std_socket
+import struct
+import threading
+import traceback
+import zlib
+
+import pytest
+
+from tests.e2e import netns as ns
+
+FRAME = struct.Struct("!II48sI")          # magic, sequence number, payload, crc32 of the rest
+MAGIC = 0x6E657473
+PORT = 5620
+SIGNALS = 600                              # a second or so of signals (tests/faults: more)
+
+
+def frame(seq: int) -> bytes:
+    payload = seq.to_bytes(4, "big") * 12
+    head = struct.pack("!II48s", MAGIC, seq, payload)
+    return head + struct.pack("!I", zlib.crc32(head))
+
+
+def check_stream(host: str, port: int) -> dict:
+    """Kernel side: read frames to EOF; every one whole, sequence numbers increasing; then 'done'."""
+    with std_socket.create_server((host, port)) as listener:
+        conn, _ = listener.accept()
+        with conn:
+            data = bytearray()
+            while chunk := conn.recv(1 << 16):
+                data += chunk
+            frames, last, whole, increasing = 0, -1, len(data) % FRAME.size == 0, True
+            for offset in range(0, len(data) - len(data) % FRAME.size, FRAME.size):
+                magic, seq, payload, crc = FRAME.unpack_from(data, offset)
+                whole &= magic == MAGIC and crc == zlib.crc32(data[offset:offset + 56])
+                whole &= payload == seq.to_bytes(4, "big") * 12
+                increasing &= seq > last
+                last, frames = seq, frames + 1
+            conn.sendall(b"done")
+            return {"frames": frames, "whole": whole, "increasing": increasing, "last": last}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stressed_client(module: str, host: str, port: int) -> dict:
+    """Sends frames while SIGALRM lands every 1-3 ms (SIGNALS of them): odd signals raise, even ones
+    make a call of their own; a second thread makes calls all along."""
+    sm = __import__(module)
+    sock = connect_retry(sm, (host, port))
+    other = connect_retry(sm, (host, port + 1))
+    counts = {"signals": 0, "interrupted": 0, "sent": 0, "handler_calls": 0, "thread_calls": 0}
+    armed = [False]                                    # raise only while the program is in send()
+
+    def handler(signum, _frame):
+        counts["signals"] += 1
+        if counts["signals"] % 2:
+            if armed[0]:
+                raise Interrupted()
+            return
+        other.getsockname()                            # a call from within the handler
+        counts["handler_calls"] += 1
+
+    stop = threading.Event()
+
+    def worker():
+        while not stop.is_set():
+            other.getpeername()
+            counts["thread_calls"] += 1
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, 0.001, 0.002)
+    try:
+        seq = 0
+        while counts["signals"] < SIGNALS:
+            seq += 1
+            message = frame(seq)
+            try:
+                armed[0] = True
+                sent = sock.send(message)
+                armed[0] = False
+                if sent != FRAME.size:
+                    raise AssertionError("a partial send of a 60-byte message")
+                counts["sent"] += 1
+            except Interrupted:
+                armed[0] = False
+                counts["interrupted"] += 1            # the message went whole or not at all
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        stop.set()
+        thread.join(30)
+    sock.shutdown(sm.SHUT_WR)
+    sock.settimeout(30)
+    counts["after"] = sock.recv(10)                      # the socket still works
+    sock.close()
+    other.close()
+    return counts
+
+
+def connect_retry(sm, address):
+    """A connection once the kernel side listens (each listener takes one: no probing)."""
+    import time
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return sm.create_connection(address, timeout=30)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def idle_server(host: str, port: int) -> None:
+    with std_socket.create_server((host, port)) as listener:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(1)
+
+
+def _run_client(queue, module, host, port, netns):
+    try:
+        if netns:
+            ns.enter_netns(netns)
+        queue.put(("ok", stressed_client(module, host, port)))
+    except BaseException as exc:
+        queue.put(("error", traceback.format_exc()))
+
+
+@pytest.mark.parametrize("module", ["socket", "libsock"])
+def test_signals_every_few_milliseconds_tear_nothing(shared_stack, module):
+    stack = shared_stack
+    port = PORT + (10 if module == "libsock" else 0)
+    checker = ns.KernelProcess(stack.netns, check_stream, stack.host, port)
+    idle = ns.KernelProcess(stack.netns, idle_server, stack.host, port + 1)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    client = ctx.Process(target=_run_client, daemon=True,
+                         args=(queue, module, stack.host, port, stack.netns if module == "socket" else None))
+    try:
+        client.start()
+        status, counts = queue.get(timeout=120)          # nothing hangs
+        assert status == "ok", counts
+        report = checker.result(30)
+    finally:
+        client.join(5)
+        if client.is_alive():
+            client.kill()
+        checker.kill()
+        idle.kill()
+    assert counts["signals"] >= 200 and counts["handler_calls"] > 0 and counts["thread_calls"] > 0, counts
+    assert report["whole"] and report["increasing"], report          # no torn or reordered message
+    assert counts["sent"] <= report["frames"] <= counts["sent"] + counts["interrupted"], (counts, report)
+    assert counts["after"] == b"done"
