@@ -31,6 +31,9 @@ from deploy import control as ctl
 from deploy import instance as inst
 
 MiB = 1 << 20
+# what a run creates is named after it: two benches at once (a test suite beside a user's run)
+# took each other's namespaces and instance down ("tcpd restarted", connects that timed out)
+RUN_TAG = f"bench{os.getpid() % 100000}"
 PORT = 9000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -247,7 +250,7 @@ class Veth(Target):
     name = "veth"
 
     def __init__(self, mtu: int):
-        self.a, self.b = "netstack-bench-va", "netstack-bench-vb"
+        self.a, self.b = f"netstack-{RUN_TAG}-va", f"netstack-{RUN_TAG}-vb"
         for ns in (self.a, self.b):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             _ip("netns", "add", ns)
@@ -292,7 +295,7 @@ class TunRelay(Target):
     name = "tun-relay"
 
     def __init__(self, mtu: int):
-        self.a, self.b = "netstack-bench-ta", "netstack-bench-tb"
+        self.a, self.b = f"netstack-{RUN_TAG}-ta", f"netstack-{RUN_TAG}-tb"
         for ns, addr in ((self.a, "198.18.2.1"), (self.b, "198.18.2.2")):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             _ip("netns", "add", ns)
@@ -321,8 +324,9 @@ class Netstack(Target):
     offload = False
 
     def __init__(self, mtu: int):
-        inst.down("bench", quiet=True)
-        self.instance = inst.up("bench", None, "tun0", "198.18.0.2/24", "198.18.0.1", mtu, None, [],
+        self.name_ = RUN_TAG
+        inst.down(self.name_, quiet=True)
+        self.instance = inst.up(self.name_, None, "tun0", "198.18.0.2/24", "198.18.0.1", mtu, None, [],
                                 offload=self.offload)
 
     def sides(self):
@@ -331,10 +335,10 @@ class Netstack(Target):
                 Side(self.instance.netns, "socket", self.instance.host_addr))
 
     def service_pids(self) -> dict[str, int]:
-        return {row["service"]: row["pid"] for row in inst.status("bench")}
+        return {row["service"]: row["pid"] for row in inst.status(self.name_)}
 
     def close(self):
-        inst.down("bench")
+        inst.down(self.name_)
 
 
 class NetstackOffload(Netstack):
