@@ -20,6 +20,7 @@ __all__ = list(_std.__all__)
 from libsock.socket import *          # noqa: F401,F403,E402  (the constants and the socket class)
 from libsock.socket import (AF_INET, IPPROTO_TCP, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR,  # noqa: E402
                             _hosts_name, _resolve, socket, timeout)
+from libsock.udp import IPPROTO_UDP, MSG_TRUNC, SO_BROADCAST, SOCK_DGRAM, DatagramSocket  # noqa: F401,E402
 
 SocketType = socket
 _GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT

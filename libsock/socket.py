@@ -176,6 +176,10 @@ class socket:
         self-pipe, a supervisor's inherited listener); everything else is the stack's."""
         if family == _std.AF_UNIX or (fileno is not None and cls is socket and not _readiness.is_mirror(fileno)):
             return _std.socket(family, type, proto, fileno)
+        if cls is socket and family in (-1, AF_INET) and isinstance(type, int) and type != -1 \
+                and type & 0xF == _std.SOCK_DGRAM:
+            from libsock.udp import DatagramSocket      # UDP: udpd's socket (libsock/udp.py)
+            return DatagramSocket(AF_INET, type, 0 if proto == -1 else proto, fileno)
         return super().__new__(cls)
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno=None):
