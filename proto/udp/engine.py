@@ -350,7 +350,7 @@ class UdpEngine:
             if broadcast:
                 counters["drop_broadcast_no_port"] += 1   # RFC 1122 3.2.2: no ICMP error about a broadcast
             elif looped:                                  # over loopback the error comes straight back
-                self.icmp_error_in(ICMP_DEST_UNREACHABLE, ICMP_PORT_UNREACHABLE, dst, src, dst_port, src_port)
+                self.icmp_error_in(ICMP_DEST_UNREACHABLE, ICMP_PORT_UNREACHABLE, src, dst, src_port, dst_port)
             else:
                 self.effects.unreachable.append(bytes(ip_header) + bytes(data[:8]))
             return

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 
 from proto.config import parse_port_range
+from proto.ipc.calls import CallError
+from proto.ipc.udp_calls import check
 from proto.ipc.messages import (DatagramCall, DatagramReply, DatagramsReceived, DatagramsTransmit,
                                 IcmpErrorsReceived, PortUnreachable)
 from proto.udp.engine import UdpConfig, UdpEngine, UdpError
@@ -108,11 +110,13 @@ class Udpd(Service):
     # -- from libsock -------------------------------------------------------------
 
     def on_call(self, identity: bytes, msg: DatagramCall) -> None:
-        handler = self.calls.get(msg.op)
-        if handler is None or not isinstance(msg.args, list):
+        try:
+            check(msg)
+        except CallError as exc:
             self.counters["bad_calls"] += 1
-            self._reply(identity, msg.id, errno.EINVAL)
+            self._reply(identity, msg.id, exc.errno)
             return
+        handler = self.calls[msg.op]
         pid = _pid_of(identity)
         if pid and msg.op != "close":
             self.owners.setdefault(msg.sid, set()).add(pid)
@@ -136,30 +140,26 @@ class Udpd(Service):
 
     def _bind(self, identity: bytes, msg: DatagramCall) -> None:
         host, port = msg.args
-        self._reply(identity, msg.id, value=self.engine.bind(msg.sid, str_to_addr(host), _port(port)))
+        self._reply(identity, msg.id, value=self.engine.bind(msg.sid, str_to_addr(host), port))
 
     def _connect(self, identity: bytes, msg: DatagramCall) -> None:
         host, port = msg.args
         addr = None if host is None else str_to_addr(host)
-        self._reply(identity, msg.id, value=self.engine.connect(msg.sid, addr, _port(port)))
+        self._reply(identity, msg.id, value=self.engine.connect(msg.sid, addr, port))
 
     def _sendto(self, identity: bytes, msg: DatagramCall) -> None:
         host, port = msg.args
-        if len(msg.payload) != 1:
-            raise ValueError("sendto carries one data frame")
         addr = None if host is None else str_to_addr(host)
-        sent, state = self.engine.sendto(msg.sid, addr, _port(port), msg.payload[0])
+        sent, state = self.engine.sendto(msg.sid, addr, port, msg.payload[0])
         self._reply(identity, msg.id, value=[sent, state])
 
     def _recv(self, identity: bytes, msg: DatagramCall) -> None:
         bufsize, peek = msg.args
-        if not isinstance(bufsize, int) or bufsize < 0:
-            raise ValueError("bufsize")
         if msg.sid not in self.engine.sockets:
             raise UdpError(errno.ESTALE)
         timeout = msg.timeout
         deadline = None if timeout is None else time.monotonic() + float(timeout)
-        parked = Parked(identity, msg.id, msg.sid, [bufsize, bool(peek)], deadline)
+        parked = Parked(identity, msg.id, msg.sid, [bufsize, peek], deadline)
         if self.engine.readable(msg.sid) or timeout == 0:
             self._answer_recv(parked)
             return
@@ -184,7 +184,7 @@ class Udpd(Service):
 
     def _setsockopt(self, identity: bytes, msg: DatagramCall) -> None:
         level, name, value = msg.args
-        self._reply(identity, msg.id, value=self.engine.setsockopt(msg.sid, level, name, int(value)))
+        self._reply(identity, msg.id, value=self.engine.setsockopt(msg.sid, level, name, value))
 
     def _getsockopt(self, identity: bytes, msg: DatagramCall) -> None:
         level, name = msg.args
@@ -242,12 +242,6 @@ class Udpd(Service):
 
     def control_ss(self) -> list:
         return self.engine.listing()
-
-
-def _port(port) -> int:
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ValueError("port")
-    return port
 
 
 def _pid_of(identity: bytes) -> int:
