@@ -101,8 +101,14 @@ def _coerce(section: str, key: str, value: Any) -> Any:
 
 def _coerce_list(section: str, key: str, value: Any) -> list[str]:
     """A list of strings: a TOML array, or on the command line a comma-separated string
-    (`--set dns.servers=198.18.0.1,198.18.0.3`; an empty string is the empty list)."""
-    if isinstance(value, str):
+    (`--set dns.servers=198.18.0.1,198.18.0.3`; an empty string is the empty list) or array
+    (`--set 'dns.servers=["198.18.0.1"]'`)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = tomllib.loads(f"value = {value}")["value"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(f"{section}.{key}: {value!r} is not a list") from None
+    elif isinstance(value, str):
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         raise ConfigError(f"{section}.{key}: {value!r} is not a list of strings")
