@@ -95,9 +95,9 @@ def _hosts_name(address: str) -> str | None:
 
 
 def _resolve(address, call: str) -> tuple[str, int]:
-    """A numeric (host, port) pair, as CPython reads one for `call`: "" is INADDR_ANY, the
-    forms inet_aton takes ("127.1") are addresses, and names resolve through /etc/hosts
-    (localhost always); other names raise gaierror, as when DNS has no answer."""
+    """A numeric (host, port) pair, as CPython reads one for `call`: "" is INADDR_ANY, and the
+    forms inet_aton takes ("127.1") are addresses; a host name resolves through /etc/hosts, then
+    DNS over the stack (libsock/names.py): its first address."""
     if not isinstance(address, tuple) or len(address) != 2:
         raise TypeError("AF_INET address must be a tuple (host, port)")
     host, port = address
@@ -117,12 +117,8 @@ def _resolve(address, call: str) -> tuple[str, int]:
         return _std.inet_ntoa(_std.inet_aton(host)), port
     except (OSError, ValueError):   # (ValueError: an embedded NUL)
         pass
-    if isinstance(host, str) and ":" not in host:
-        found = _hosts()[0].get(host.lower().rstrip("."))
-        if found is not None:
-            return found, port
-    raise _std.gaierror(_std.EAI_NONAME, "Name or service not known (libsock resolves /etc/hosts "
-                        "and numeric addresses only)")
+    from libsock import names
+    return names.lookup(host).addresses[0], port
 
 
 _owned: "weakref.WeakSet[socket]" = weakref.WeakSet()     # sockets this process opened
