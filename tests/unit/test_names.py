@@ -103,7 +103,7 @@ def test_answers_are_cached_for_their_ttl_and_nxdomain_for_the_soa_minimum():
 
 def test_search_list_order_follows_ndots_1():
     r, fakes, _ = resolver(search=["corp", "test"])
-    assert r.resolve("web").addresses[0] == "198.18.0.1"          # no dot: the search list first
+    assert "198.18.0.1" in r.resolve("web").addresses          # no dot: the search list first
     assert [q for _, _, q in fakes.asked] == ["web.corp.", "web.test."]
     fakes.asked.clear()
     with pytest.raises(NameNotFound):
@@ -124,7 +124,7 @@ def test_silent_servers_are_retried_per_attempt_then_eai_again():
 
 def test_a_refusing_server_moves_on_to_the_next():
     r, fakes, _ = resolver(servers=["198.18.0.7", "198.18.0.1"], refusing={"198.18.0.7"})
-    assert r.resolve("web.test").addresses[0] == "198.18.0.1"
+    assert "198.18.0.1" in r.resolve("web.test").addresses
     assert [s for _, s, _ in fakes.asked] == ["198.18.0.7", "198.18.0.1"]
 
 
