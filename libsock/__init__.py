@@ -29,6 +29,7 @@ _GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT
 AddressFamily, SocketKind = _std.AddressFamily, _std.SocketKind
 AI_PASSIVE, AI_NUMERICHOST, AI_NUMERICSERV = _std.AI_PASSIVE, _std.AI_NUMERICHOST, _std.AI_NUMERICSERV
 AF_UNSPEC = _std.AF_UNSPEC
+AF_INET6 = _std.AF_INET6          # the name exists (libraries read it); socket(AF_INET6) is EAFNOSUPPORT
 AI_CANONNAME = _std.AI_CANONNAME
 EAI_NONAME, EAI_AGAIN, EAI_SERVICE, EAI_FAMILY = _std.EAI_NONAME, _std.EAI_AGAIN, _std.EAI_SERVICE, _std.EAI_FAMILY
 EAI_NODATA = getattr(_std, "EAI_NODATA", -5)
