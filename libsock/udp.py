@@ -26,7 +26,7 @@ import zmq
 from libsock import _rpc
 from proto.ipc import codec
 from proto.ipc.messages import NAMED_SOCKET_IDS, DatagramCall, DatagramReply
-from services.frames import send_frames
+from channel.frames import send_frames
 
 AF_INET, AF_UNSPEC, SOCK_DGRAM = _std.AF_INET, _std.AF_UNSPEC, _std.SOCK_DGRAM
 IPPROTO_UDP, SOL_SOCKET = _std.IPPROTO_UDP, _std.SOL_SOCKET
