@@ -33,6 +33,7 @@ IPPROTO_UDP, SOL_SOCKET = _std.IPPROTO_UDP, _std.SOL_SOCKET
 SO_BROADCAST, SO_ERROR, SO_TYPE = _std.SO_BROADCAST, _std.SO_ERROR, _std.SO_TYPE
 MSG_PEEK, MSG_DONTWAIT, MSG_TRUNC = _std.MSG_PEEK, _std.MSG_DONTWAIT, _std.MSG_TRUNC
 SOCK_NONBLOCK = _std.SOCK_NONBLOCK
+MAX_PAYLOAD = 65507
 
 LIVENESS_CHECK_MS = 200
 STARTUP_WAIT = 5.0           # a call waits this long for a restarting udpd
@@ -55,6 +56,7 @@ class DatagramStack:
         self.endpoint = f"ipc://{self.run_dir / 'udpd.sock'}"
         self._local = threading.local()
         self._ids = itertools.count(1)
+        self.answered_by: str | None = None     # the udpd incarnation of the last answer
 
     def incarnation(self) -> str | None:
         """udpd's newest incarnation, if it is alive."""
@@ -99,8 +101,9 @@ class DatagramStack:
             channel.close(0)
             self._local.channel = None
 
-    def post(self, op: str, sid: int, args: list) -> None:
-        send_frames(self._channel(), codec.encode(DatagramCall(0, op, sid, args, None)))
+    def post(self, op: str, sid: int, args: list, data=None) -> None:
+        send_frames(self._channel(), codec.encode(DatagramCall(0, op, sid, args, None,
+                                                               payload=(data,) if data is not None else ())))
 
     def call(self, op: str, sid: int, args: list, timeout: float | None, data=None, keep=None):
         """One call; (value, data frame or None).  OSError with udpd's errno, _Restarted when
@@ -129,6 +132,7 @@ class DatagramStack:
                     continue                 # the answer to a call abandoned earlier
                 if reply.errno == errno.ESTALE:
                     raise _Restarted()
+                self.answered_by = reply.incarnation
                 if reply.errno:
                     raise _error(reply.errno)
                 return reply.value, (reply.payload[0] if reply.payload else None)
@@ -197,6 +201,7 @@ class DatagramSocket:
         self._timeout = 0.0 if type & SOCK_NONBLOCK else _std.getdefaulttimeout()
         self._closed = False
         self._fd = -1
+        self._incarnation = None  # the udpd that holds it (known from its answers)
         self._state = None        # udpd's last word on it: [local, port, peer, peer port, locks, options]
         self._pending: list = []  # what a receive took after its caller was interrupted
         self._lock = threading.Lock()
@@ -224,7 +229,9 @@ class DatagramSocket:
         deadline = None if not timeout else time.monotonic() + timeout
         for _ in range(5):
             try:
-                return self._stack.call(op, self._sid, list(args), timeout, data, keep)
+                answer = self._stack.call(op, self._sid, list(args), timeout, data, keep)
+                self._incarnation = self._stack.answered_by
+                return answer
             except _Restarted:
                 self._restore()
                 if deadline is not None:
@@ -314,11 +321,31 @@ class DatagramSocket:
 
     def _send(self, data, flags: int, host: str | None, port: int) -> int:
         data = bytes(data) if not isinstance(data, bytes) else data
+        if self._may_post(host, port, len(data)):
+            # udpd would take it (bound, a valid destination, the same udpd): posted, as Linux
+            # hands the datagram to IP and returns; a pending error goes to the next call
+            self._stack.post("sendto", self._sid, [host, port], data)
+            return len(data)
         # a datagram leaves whole or not at all: udpd answers at once (no send buffer to wait for)
         (sent, state), _ = self._call("sendto", host, port, data=data)
         if state is not None:
             self._state = state       # bound just now (an ephemeral port)
         return sent
+
+    def _may_post(self, host: str | None, port: int, size: int) -> bool:
+        """Whether udpd's answer to this send is known to be its length: the socket is bound, the
+        destination is no broadcast (SO_BROADCAST decides) and fits a loopback-bound source, the
+        datagram fits, and the udpd that last answered still runs (else the call restores)."""
+        state = self._state
+        if state is None or not state[1] or size > MAX_PAYLOAD or self._closed:
+            return False
+        if host is None:
+            if state[2] is None:
+                return False                              # EDESTADDRREQ, from udpd
+        elif port == 0 or host.endswith(".255") or (state[0][0] == 127 and not host.startswith("127.")):
+            return False
+        incarnation = self._incarnation
+        return incarnation is not None and incarnation == self._stack.incarnation()
 
     def _keep(self, reply) -> None:
         self._pending.append((reply.value, reply.payload[0] if reply.payload else b""))

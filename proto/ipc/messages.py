@@ -237,7 +237,8 @@ class DatagramCall(Message):
     """libsock -> udpd: `[1, "udp_call", id, op, sid, args, timeout]` (+ a data frame for sendto).
 
     sid is the socket's id, named by libsock; timeout is the longest the call may
-    block (None: forever, 0: non-blocking).  id 0 is posted (not answered).  A sid
+    block (None: forever, 0: non-blocking).  id 0 is posted (not answered: a sendto libsock
+    knows will succeed, a close; a posted sendto leaves a pending error for the next call).  A sid
     udpd does not know answers ESTALE: udpd restarted, and libsock re-creates the
     socket from the state udpd last returned ("socket" with args `[state]`).
     """

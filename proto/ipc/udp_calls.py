@@ -22,7 +22,7 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
     CallSpec("bind", (_HOST, _PORT), answers="state"),
     CallSpec("connect", (_HOST_OR_NONE, _PORT), answers="state (addr None: dissolve)"),
     CallSpec("sendto", (_HOST_OR_NONE, _PORT), answers="[bytes sent, state if bound just now, else None]",
-             data=True),
+             data=True, posted="may"),
     CallSpec("recv", (Arg("size", (int,), 0, MAX_INT), Arg("peek", (bool,))),
              answers="[addr, port, datagram length], and a data frame"),
     CallSpec("setsockopt", (_LEVEL, _OPTNAME, Arg("value", (int,), -(1 << 31), (1 << 31) - 1)),

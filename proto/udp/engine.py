@@ -238,10 +238,12 @@ class UdpEngine:
         sock.error = 0
         return sock.state()
 
-    def sendto(self, sid: int, addr: bytes | None, port: int, data: bytes | memoryview) -> tuple[int, list | None]:
-        """Send one datagram; (bytes sent, the socket's new state if it was bound just now)."""
+    def sendto(self, sid: int, addr: bytes | None, port: int, data: bytes | memoryview,
+               posted: bool = False) -> tuple[int, list | None]:
+        """Send one datagram; (bytes sent, the socket's new state if it was bound just now).
+        A posted send (nobody waits for its answer) leaves a pending error for the next call."""
         sock = self._get(sid)
-        if sock.error:
+        if sock.error and not posted:
             code, sock.error = sock.error, 0
             raise UdpError(code)
         if addr is None:

@@ -150,6 +150,12 @@ class Udpd(Service):
     def _sendto(self, identity: bytes, msg: DatagramCall) -> None:
         host, port = msg.args
         addr = None if host is None else str_to_addr(host)
+        if msg.id == 0:      # posted: its errors are counted (the datagram is lost, as UDP may lose it)
+            try:
+                self.engine.sendto(msg.sid, addr, port, msg.payload[0], posted=True)
+            except UdpError:
+                self.count("posted_send_errors")
+            return
         sent, state = self.engine.sendto(msg.sid, addr, port, msg.payload[0])
         self._reply(identity, msg.id, value=[sent, state])
 

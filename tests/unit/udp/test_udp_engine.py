@@ -281,3 +281,12 @@ def test_a_socket_is_rebuilt_from_its_state():
     expect(errno.ESTALE, fresh.recv, 2, 10)                 # a socket it never knew
     fresh.open(2)
     expect(errno.EADDRINUSE, fresh.open, 3, [US, 4000, None, 0, 3, [0, 0, 0, 212992, 212992]])
+
+
+def test_a_posted_send_leaves_the_pending_error_for_the_next_call():
+    e = engine()
+    sock(e, 1)
+    e.connect(1, PEER, 9)
+    e.icmp_error_in(3, 3, US, PEER, e.sockets[1].local_port, 9)
+    e.sendto(1, None, 0, b"posted", posted=True)          # nobody waits for its answer
+    expect(errno.ECONNREFUSED, e.recv, 1, 10)
