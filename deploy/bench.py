@@ -135,13 +135,18 @@ def w_echo_server(sm, host, port, connections):
 def w_request_response(sm, host, port, count):
     sock = _connect_retry(sm, host, port)
     sock.setsockopt(sm.IPPROTO_TCP, sm.TCP_NODELAY, 1)
-    samples = []
     with sock:
-        for _ in range(count):
-            t = time.perf_counter()
-            sock.send(b"x")
-            sock.recv(1)
-            samples.append(time.perf_counter() - t)
+        return _round_trips(sock, count)
+
+
+def _round_trips(sock, count: int) -> tuple[float, float]:
+    """p50 and p99 (us) of `count` one-byte exchanges on a connected socket."""
+    samples = []
+    for _ in range(count):
+        t = time.perf_counter()
+        sock.send(b"x")
+        sock.recv(1)
+        samples.append(time.perf_counter() - t)
     return _p50_p99_us(samples)
 
 
@@ -279,16 +284,10 @@ def w_udp_echo(sm, host, port, count, ready):
 
 def w_udp_request_response(sm, host, port, count, ready):
     ready.wait(30)
-    samples = []
     with sm.socket(sm.AF_INET, sm.SOCK_DGRAM) as sock:
         sock.connect((host, port))
         sock.settimeout(5)
-        for _ in range(count):
-            t = time.perf_counter()
-            sock.send(b"x")
-            sock.recv(1)
-            samples.append(time.perf_counter() - t)
-    return _p50_p99_us(samples)
+        return _round_trips(sock, count)
 
 
 # -- targets --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 import zmq
 
 from libsock import _rpc
+from libsock.socket import socket as _stream
 from proto.ipc import codec
 from proto.ipc.messages import NAMED_SOCKET_IDS, DatagramCall, DatagramReply
 from channel.frames import send_frames
@@ -261,25 +262,10 @@ class DatagramSocket:
         from libsock.socket import _resolve
         return _resolve(address, call)
 
-    # -- blocking mode ----------------------------------------------------------
+    # -- blocking mode: as the TCP socket's (the same functions, on _timeout and _closed) ---
 
-    def settimeout(self, value: float | None) -> None:
-        if self._closed:
-            raise OSError(errno.EBADF, "Bad file descriptor")
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
-
-    def gettimeout(self) -> float | None:
-        return self._timeout
-
-    def setblocking(self, flag: bool) -> None:
-        self.settimeout(None if flag else 0.0)
-
-    def getblocking(self) -> bool:
-        return self._timeout != 0.0
+    settimeout, gettimeout = _stream.settimeout, _stream.gettimeout
+    setblocking, getblocking = _stream.setblocking, _stream.getblocking
 
     # -- the calls ----------------------------------------------------------------
 

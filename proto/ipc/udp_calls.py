@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 
-from proto.ipc.calls import MAX_INT, Arg, CallError, CallSpec
+from proto.ipc.calls import MAX_INT, Arg, CallError, CallSpec, check_args
 from proto.ipc.messages import DatagramCall
 
 _PORT = Arg("port", (int,), 0, 65535)
@@ -43,15 +43,5 @@ def check(call: DatagramCall) -> CallSpec:
         raise CallError(errno.EINVAL, f"{call.op} {'cannot' if posted else 'must'} be posted")
     if isinstance(call.sid, bool) or not isinstance(call.sid, int):
         raise CallError(errno.EBADF, "sid is not an int")
-    args = call.args
-    if not isinstance(args, list) or len(args) != len(spec.args):
-        raise CallError(errno.EINVAL, f"{call.op} takes {len(spec.args)} arguments")
-    for arg, value in zip(spec.args, args):
-        if not arg.fits(value):
-            raise CallError(errno.EINVAL, f"{call.op}: bad {arg.name}")
-    if spec.data != bool(call.payload) or len(call.payload) > 1:
-        raise CallError(errno.EINVAL, f"{call.op}: {'one data frame' if spec.data else 'no data frame'}")
-    if call.timeout is not None and (isinstance(call.timeout, bool) or not isinstance(call.timeout, (int, float))
-                                     or call.timeout < 0):
-        raise CallError(errno.EINVAL, f"{call.op}: bad timeout")
+    check_args(spec, call)         # the arguments, data frame and timeout: as tcpd's calls
     return spec

@@ -58,30 +58,25 @@ class Ipd(Service):
         self.flush(out, trusted, udp_trusted)
 
     def on_segments_transmit(self, identity: bytes, msg: SegmentsTransmit) -> None:
+        self._transmit(msg, PROTO_TCP, True, "tcp")
+
+    def on_datagrams_transmit(self, identity: bytes, msg: DatagramsTransmit) -> None:
+        # DF clear: a datagram above the MTU leaves in fragments (up to 65,507 bytes)
+        self._transmit(msg, PROTO_UDP, False, "udp")
+
+    def _transmit(self, msg: SegmentsTransmit | DatagramsTransmit, protocol: int, df: bool, name: str) -> None:
+        """A transport's segments or datagrams out through the IP layer (header, fragments, loopback)."""
         if len(msg.addresses) != len(msg.payload):
-            self.count("ipc_bad_segment_count")
+            self.count(f"ipc_bad_{'segment' if protocol == PROTO_TCP else 'datagram'}_count")
             return
         out = IpOutput([], [])
         now = time.monotonic()
         send = self.layer.send
-        for (src, dst), segment in zip(msg.addresses, msg.payload):
+        for (src, dst), payload in zip(msg.addresses, msg.payload):
             try:
-                send(now, src, dst, PROTO_TCP, segment, out)
-            except ValueError:          # a malformed address or an oversized segment from tcpd
-                self.count("drop_bad_tcp_tx")
-        self.flush(out, out.looped)
-
-    def on_datagrams_transmit(self, identity: bytes, msg: DatagramsTransmit) -> None:
-        if len(msg.addresses) != len(msg.payload):
-            self.count("ipc_bad_datagram_count")
-            return
-        out = IpOutput([], [])
-        now = time.monotonic()
-        for (src, dst), datagram in zip(msg.addresses, msg.payload):
-            try:     # DF clear: a datagram above the MTU leaves in fragments (up to 65,507 bytes)
-                self.layer.send(now, src, dst, PROTO_UDP, datagram, out, df=False)
-            except ValueError:
-                self.count("drop_bad_udp_tx")
+                send(now, src, dst, protocol, payload, out, df)
+            except ValueError:          # a malformed address or an oversized payload from the transport
+                self.count(f"drop_bad_{name}_tx")
         self.flush(out, out.looped)
 
     def on_port_unreachable(self, identity: bytes, msg: PortUnreachable) -> None:
