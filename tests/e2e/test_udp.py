@@ -3,7 +3,10 @@ module on the kernel's side), over loopback inside the stack, and across a udpd 
 from __future__ import annotations
 
 import errno
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -298,3 +301,20 @@ def _stream(stack_addr: str, port: int) -> None:
             except ConnectionRefusedError:       # (a port unreachable from the gap of the restart)
                 pass
             time.sleep(0.005)
+
+
+def test_a_dead_processs_socket_is_closed_and_its_port_freed(shared_stack):
+    program = ("import libsock, os, signal; s = libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM); "
+               "s.bind(('0.0.0.0', 7004)); print('bound', flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    died = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "NETSTACK_RUN": shared_stack.run_dir})
+    assert died.stdout == "bound\n" and died.returncode == -9
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock:
+        def bind() -> bool:
+            try:
+                sock.bind(("0.0.0.0", 7004))
+                return True
+            except OSError as exc:
+                assert exc.errno == errno.EADDRINUSE
+                return False
+        wait_for(bind, 3, 0.05, "udpd to close the dead process's socket")
