@@ -3,6 +3,7 @@ module on the kernel's side), over loopback inside the stack, and across a udpd 
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -265,6 +266,9 @@ def test_a_full_receive_buffer_drops_and_counts(shared_stack):
             pass
         assert 2 <= kept < 50
         assert shared_stack.stats()["udpd"]["rcvbuf_errors"] - before == 50 - kept
+        [row] = [r for r in json.loads(shared_stack.cli("ss", "-u", "-a", "--json").stdout)
+                 if r["local"] == ["127.0.0.1", sink.getsockname()[1]]]
+        assert row["drops"] == 50 - kept and row["state"] == "UNCONN"
 
 
 def test_udpd_killed_during_a_stream_the_socket_receives_again(stack):
