@@ -57,43 +57,6 @@ _POLLIN, _POLLOUT = 0x1, 0x4
 _OWN_TIMEOUT = object()           # a call waits as long as its socket's timeout says
 
 
-_hosts_cache: list = [None, None]      # [mtime, (name -> address, address -> name)] of /etc/hosts
-HOSTS = "/etc/hosts"
-
-
-def _hosts() -> tuple[dict, dict]:
-    """/etc/hosts' IPv4 entries, as the C library's files source reads them (first wins)."""
-    try:
-        mtime = os.stat(HOSTS).st_mtime
-    except OSError:
-        return {}, {}
-    if _hosts_cache[0] != mtime:
-        by_name, by_addr = {}, {}
-        try:
-            with open(HOSTS, encoding="utf-8", errors="replace") as lines:
-                for line in lines:
-                    fields = line.split("#", 1)[0].split()
-                    if len(fields) < 2:
-                        continue
-                    try:
-                        address = _std.inet_ntoa(_std.inet_aton(fields[0]))
-                    except OSError:
-                        continue            # IPv6 and malformed lines
-                    if address != fields[0]:
-                        continue            # only dotted quads, as glibc's parser
-                    by_addr.setdefault(address, fields[1])
-                    for name in fields[1:]:
-                        by_name.setdefault(name.lower(), address)
-        except OSError:
-            pass
-        _hosts_cache[:] = [mtime, (by_name, by_addr)]
-    return _hosts_cache[1]
-
-
-def _hosts_name(address: str) -> str | None:
-    return _hosts()[1].get(address)
-
-
 def _resolve(address, call: str) -> tuple[str, int]:
     """A numeric (host, port) pair, as CPython reads one for `call`: "" is INADDR_ANY, and the
     forms inet_aton takes ("127.1") are addresses; a host name resolves through /etc/hosts, then
