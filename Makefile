@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST := $(PY) -m pytest
 # command:package pairs, installed with apt only when the command is missing
-DEBS   := ip:iproute2 ping:iputils-ping curl:curl tcpdump:tcpdump iptables:iptables openssl:openssl redis-server:redis-server mosquitto:mosquitto
+DEBS   := ip:iproute2 ping:iputils-ping curl:curl tcpdump:tcpdump iptables:iptables openssl:openssl redis-server:redis-server mosquitto:mosquitto dnsmasq:dnsmasq
 
 .PHONY: demo test unit e2e faults bench install debs clean
 

@@ -138,13 +138,18 @@ def w_echo_server(sm, host, port, connections):
 def w_request_response(sm, host, port, count):
     sock = _connect_retry(sm, host, port)
     sock.setsockopt(sm.IPPROTO_TCP, sm.TCP_NODELAY, 1)
-    samples = []
     with sock:
-        for _ in range(count):
-            t = time.perf_counter()
-            sock.send(b"x")
-            sock.recv(1)
-            samples.append(time.perf_counter() - t)
+        return _round_trips(sock, count)
+
+
+def _round_trips(sock, count: int) -> tuple[float, float]:
+    """p50 and p99 (us) of `count` one-byte exchanges on a connected socket."""
+    samples = []
+    for _ in range(count):
+        t = time.perf_counter()
+        sock.send(b"x")
+        sock.recv(1)
+        samples.append(time.perf_counter() - t)
     return _p50_p99_us(samples)
 
 
@@ -224,6 +229,68 @@ def w_connection_rate(sm, host, port, count):
     first = block / (marks[0] - start)
     last = block / (marks[-1] - marks[-2]) if len(marks) > 1 else first
     return first, last
+
+
+# -- UDP: datagrams one way (rate and loss), and a 1-byte request/response -------------------
+
+UDP_END = b"END"
+
+
+def w_udp_sink(sm, host, port, ready):
+    """Count datagrams until END (or 2 s of silence after the first); (count, seconds first -> last)."""
+    with sm.socket(sm.AF_INET, sm.SOCK_DGRAM) as sock:
+        sock.setsockopt(sm.SOL_SOCKET, sm.SO_RCVBUF, 1 << 22)       # clamped to rmem_max, as the kernel does
+        sock.bind((host, port))
+        ready.set()
+        sock.settimeout(60)
+        count, first, last = 0, None, None
+        try:
+            while (data := sock.recv(2048)) != UDP_END:
+                last = time.perf_counter()
+                if first is None:
+                    first = last
+                    sock.settimeout(2)
+                count += 1
+        except TimeoutError:
+            pass
+    return count, (last - first) if count > 1 else 0.0
+
+
+def w_udp_blast(sm, host, port, size, count, ready):
+    """Send `count` datagrams of `size` bytes as fast as sendto() returns; the seconds it took."""
+    ready.wait(30)
+    payload = bytes(size)
+    with sm.socket(sm.AF_INET, sm.SOCK_DGRAM) as sock:
+        start = time.perf_counter()
+        for _ in range(count):
+            try:
+                sock.sendto(payload, (host, port))
+            except OSError:        # ENOBUFS from a full device queue: counted as lost
+                pass
+        elapsed = time.perf_counter() - start
+        for _ in range(20):        # END may be lost like any datagram: the sink also stops on silence
+            sock.sendto(UDP_END, (host, port))
+            time.sleep(0.01)
+    return elapsed
+
+
+def w_udp_echo(sm, host, port, count, ready):
+    with sm.socket(sm.AF_INET, sm.SOCK_DGRAM) as sock:
+        sock.bind((host, port))
+        ready.set()
+        sock.settimeout(30)
+        for _ in range(count):
+            data, peer = sock.recvfrom(2048)
+            sock.sendto(data, peer)
+    return True
+
+
+def w_udp_request_response(sm, host, port, count, ready):
+    ready.wait(30)
+    with sm.socket(sm.AF_INET, sm.SOCK_DGRAM) as sock:
+        sock.connect((host, port))
+        sock.settimeout(5)
+        return _round_trips(sock, count)
 
 
 # -- targets --------------------------------------------------------------------------------
@@ -523,6 +590,42 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
     result["conn_rate_first_per_s"] = _trials(trials, rate)
     result["conn_rate_last_per_s"] = _spread(rates_last)
     result["asyncio_server_conn_per_s"] = _trials(trials, async_accept_rate)
+    result.update(measure_udp(ours, peer, quick, trials, next_port))
+    return result
+
+
+def measure_udp(ours: Side, peer: Side, quick: bool, trials: int, next_port) -> dict:
+    """Datagrams per second delivered one way (the side under test sending, then receiving) at
+    64 and 1,472 bytes, with the share lost; a 1-byte UDP request/response."""
+    count = 2000 if quick else 20000
+    ctx = multiprocessing.get_context("fork")
+    losses: dict[str, list] = {}
+
+    def one_way(sender: Side, receiver: Side, size: int, key: str) -> float:
+        p, ready = next_port(), ctx.Event()
+        rx = receiver.start(w_udp_sink, receiver.addr, p, ready)
+        seconds = _finish(sender.start(w_udp_blast, receiver.addr, p, size, count, ready))
+        received, _ = _finish(rx)
+        losses.setdefault(key, []).append(100.0 * (count - received) / count)
+        return received / seconds
+
+    def rr() -> float:
+        p, ready = next_port(), ctx.Event()
+        rounds = 2000 if quick else 20000
+        srv = peer.start(w_udp_echo, peer.addr, p, rounds, ready)
+        p50, p99 = _finish(ours.start(w_udp_request_response, peer.addr, p, rounds, ready))
+        _finish(srv)
+        losses.setdefault("rr_p99", []).append(p99)
+        return p50
+
+    result = {}
+    for size in (64, 1472):
+        result[f"udp_out_{size}_dps"] = _trials(trials, lambda: one_way(ours, peer, size, f"out_{size}"))
+        result[f"udp_in_{size}_dps"] = _trials(trials, lambda: one_way(peer, ours, size, f"in_{size}"))
+    result["udp_rr_p50_us"] = _trials(trials, rr)
+    result["udp_rr_p99_us"] = _spread(losses.pop("rr_p99"))
+    for key, values in losses.items():
+        result[f"udp_{key}_loss_pct"] = _spread(values)
     return result
 
 
@@ -632,16 +735,22 @@ def format_table(results: dict) -> str:
             ("asyncio server conn/s", "asyncio_server_conn_per_s"),
             ("bulk in, fileno() watched", "bulk_in_watched_MBps"),
             ("bulk out, fileno() watched", "bulk_out_watched_MBps"),
-            ("conn/s, first 1000", "conn_rate_first_per_s"), ("conn/s, last 1000", "conn_rate_last_per_s")]
+            ("conn/s, first 1000", "conn_rate_first_per_s"), ("conn/s, last 1000", "conn_rate_last_per_s"),
+            ("UDP 64 B side->kernel (dgram/s)", "udp_out_64_dps"), ("  lost (%)", "udp_out_64_loss_pct"),
+            ("UDP 64 B kernel->side (dgram/s)", "udp_in_64_dps"), ("  lost (%)", "udp_in_64_loss_pct"),
+            ("UDP 1472 B side->kernel (dgram/s)", "udp_out_1472_dps"), ("  lost (%)", "udp_out_1472_loss_pct"),
+            ("UDP 1472 B kernel->side (dgram/s)", "udp_in_1472_dps"), ("  lost (%)", "udp_in_1472_loss_pct"),
+            ("UDP 1-byte req/resp p50 (us)", "udp_rr_p50_us"), ("UDP 1-byte req/resp p99 (us)", "udp_rr_p99_us")]
     targets = list(results["targets"])
     lines = [f"netstack bench (MTU {results['mtu']}, {results['trials']} trial(s) each, median [min-max])",
-             f"{'figure':28}" + "".join(f"{t:>24}" for t in targets)]
+             f"{'figure':34}" + "".join(f"{t:>24}" for t in targets)]
     for label, key in rows:
         cells = []
         for t in targets:
             v = results["targets"][t].get(key)
-            cells.append(f"{v['median']:.0f} [{v['min']:.0f}-{v['max']:.0f}]" if v else "-")
-        lines.append(f"{label:28}" + "".join(f"{c:>24}" for c in cells))
+            digits = 1 if key.endswith("_pct") else 0
+            cells.append(f"{v['median']:.{digits}f} [{v['min']:.{digits}f}-{v['max']:.{digits}f}]" if v else "-")
+        lines.append(f"{label:34}" + "".join(f"{c:>24}" for c in cells))
     scale = results.get("scale")
     if scale:
         cpu = ", ".join(f"{k} {v}%" for k, v in scale["idle_cpu_percent"].items())

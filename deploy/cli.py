@@ -80,6 +80,8 @@ def cmd_stats(args) -> int:
 
 def cmd_ss(args) -> int:
     run_dir = _run_dir(args.name)
+    if args.udp:
+        return _udp_ss(run_dir, args)
     sockets = ctl.control(run_dir, "tcpd", "ss")
     if not args.all:
         sockets = [s for s in sockets if s.get("state") not in ("LISTEN", "CLOSED")]
@@ -103,6 +105,21 @@ def cmd_ss(args) -> int:
             details.append("timers:(" + ",".join(f"{k},{v:.3f}s" for k, v in sorted(timers.items())) + ")")
         if details:
             print("\t " + " ".join(details))
+    return 0
+
+
+def _udp_ss(run_dir, args) -> int:
+    """`ss -u`: udpd's sockets (unconnected ones with -a, as ss shows them), with their drops."""
+    sockets = ctl.control(run_dir, "udpd", "ss")
+    if not args.all:
+        sockets = [s for s in sockets if s["state"] != "UNCONN"]
+    if args.json:
+        print(json.dumps(sockets, indent=1, sort_keys=True))
+        return 0
+    print(f"{'State':12} {'Recv-Q':>7} {'Local Address:Port':24} {'Peer Address:Port':24} Drops")
+    for s in sockets:
+        local, remote = ":".join(map(str, s["local"])), ":".join(map(str, s["remote"]))
+        print(f"{s['state']:12} {s['recv_q']:>7} {local:24} {remote:24} {s['drops']}")
     return 0
 
 
@@ -168,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = command("ss", cmd_ss, "list sockets")
     p.add_argument("-a", "--all", action="store_true", help="listening and closed sockets too")
+    p.add_argument("-u", "--udp", action="store_true", help="UDP sockets (udpd's) instead of TCP")
     p.add_argument("--json", action="store_true")
     p = command("bench", cmd_bench, "throughput, latency and connection rate beside the kernel's")
     p.add_argument("--json", action="store_true")

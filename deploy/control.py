@@ -12,7 +12,7 @@ import zmq
 from proto.ipc import codec
 from proto.ipc.messages import Control, ControlReply
 
-SERVICES = ("nicd", "ipd", "tcpd", "timerd")
+SERVICES = ("nicd", "ipd", "tcpd", "timerd", "udpd")
 _ids = itertools.count(1)
 
 

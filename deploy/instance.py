@@ -164,7 +164,7 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
         # overflow when hundreds of connections burst at once
         _ip("-n", instance.netns, "link", "set", dev, "mtu", str(mtu), "txqueuelen", str(TX_QUEUE_LEN), "up")
         config["instance"] = {"name": name, "dev": dev, "addr": address, "mtu": mtu, "netns": instance.netns,
-                              "offload": instance.offload}
+                              "offload": instance.offload, "prefix": prefix}
         (run_dir / "config.json").write_text(json.dumps(config, indent=1))
         common = "\n".join([
             "autostart=true", "autorestart=true", "startsecs=0", "startretries=1000000",

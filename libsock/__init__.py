@@ -1,4 +1,4 @@
-"""libsock: Python's `socket` module, for AF_INET / SOCK_STREAM, on netstack.
+"""libsock: Python's `socket` module, for AF_INET (SOCK_STREAM and SOCK_DGRAM), on netstack.
 
     import libsock as socket
 
@@ -19,37 +19,22 @@ __all__ = list(_std.__all__)
 
 from libsock.socket import *          # noqa: F401,F403,E402  (the constants and the socket class)
 from libsock.socket import (AF_INET, IPPROTO_TCP, SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR,  # noqa: E402
-                            _hosts_name, _resolve, socket, timeout)
+                            socket, timeout)
+from libsock.udp import IPPROTO_UDP, MSG_TRUNC, SO_BROADCAST, SOCK_DGRAM, DatagramSocket  # noqa: F401,E402
+from libsock.names import (gethostbyaddr, gethostbyname, gethostbyname_ex, getaddrinfo,  # noqa: F401,E402
+                           getnameinfo)
 
 SocketType = socket
 _GLOBAL_DEFAULT_TIMEOUT = _std._GLOBAL_DEFAULT_TIMEOUT
 AddressFamily, SocketKind = _std.AddressFamily, _std.SocketKind
 AI_PASSIVE, AI_NUMERICHOST, AI_NUMERICSERV = _std.AI_PASSIVE, _std.AI_NUMERICHOST, _std.AI_NUMERICSERV
 AF_UNSPEC = _std.AF_UNSPEC
-EAI_NONAME = _std.EAI_NONAME
-
-
-def getaddrinfo(host, port, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0):
-    """Numeric addresses only (and localhost): [(AF_INET, SOCK_STREAM, IPPROTO_TCP, '', (host, port))]."""
-    if family not in (0, AF_INET):
-        raise _std.gaierror(_std.EAI_FAMILY, "ai_family not supported")
-    if type not in (0, SOCK_STREAM):
-        raise _std.gaierror(_std.EAI_SOCKTYPE, "ai_socktype not supported")
-    if host is None and port is None:
-        raise _std.gaierror(_std.EAI_NONAME, "Name or service not known")
-    if isinstance(port, bytes):
-        port = port.decode()
-    if isinstance(port, str):
-        try:        # a service name from /etc/services, as the C library looks it up
-            port = int(port) if port.isdigit() else _std.getservbyname(port, "tcp")
-        except OSError:
-            raise _std.gaierror(_std.EAI_SERVICE, "Servname not supported for ai_socktype") from None
-    if port is None:
-        port = 0
-    if host is None:
-        host = "0.0.0.0" if flags & AI_PASSIVE else "127.0.0.1"
-    host, port = _resolve((host, port), "getaddrinfo")
-    return [(AddressFamily.AF_INET, SocketKind.SOCK_STREAM, IPPROTO_TCP, "", (host, port))]
+AF_INET6 = _std.AF_INET6          # the name exists (libraries read it); socket(AF_INET6) is EAFNOSUPPORT
+AI_CANONNAME = _std.AI_CANONNAME
+EAI_NONAME, EAI_AGAIN, EAI_SERVICE, EAI_FAMILY = _std.EAI_NONAME, _std.EAI_AGAIN, _std.EAI_SERVICE, _std.EAI_FAMILY
+EAI_NODATA = getattr(_std, "EAI_NODATA", -5)
+NI_NUMERICHOST, NI_NUMERICSERV, NI_NAMEREQD, NI_NOFQDN, NI_DGRAM = (
+    _std.NI_NUMERICHOST, _std.NI_NUMERICSERV, _std.NI_NAMEREQD, _std.NI_NOFQDN, _std.NI_DGRAM)
 
 
 def create_connection(address, timeout=_GLOBAL_DEFAULT_TIMEOUT, source_address=None, *, all_errors=False):
@@ -118,46 +103,6 @@ def socketpair(family=None, type=SOCK_STREAM, proto=0):
             b.close()
             raise ConnectionError("Unexpected peer connection")
     return a, b
-
-
-def gethostbyname(hostname: str) -> str:
-    """A numeric address (any form inet_aton takes), localhost, or a name of /etc/hosts."""
-    return _resolve((hostname, 0), "gethostbyname")[0]
-
-
-def gethostbyname_ex(hostname: str):
-    address = gethostbyname(hostname)
-    return (hostname, [], [address])
-
-
-def gethostbyaddr(address: str):
-    """The /etc/hosts name of an address; herror as CPython's when none is known."""
-    numeric = _resolve((address, 0), "gethostbyaddr")[0]
-    name = _hosts_name(numeric)
-    if name is None:
-        raise _std.herror(1, "Unknown host")
-    return (name, [], [numeric])
-
-
-def getnameinfo(sockaddr, flags: int) -> tuple[str, str]:
-    """As CPython's for AF_INET: the host numeric (NI_NUMERICHOST) or its /etc/hosts name,
-    the port as a number (NI_NUMERICSERV) or its /etc/services name."""
-    if not isinstance(sockaddr, tuple) or len(sockaddr) not in (2, 4):
-        raise TypeError("getnameinfo() argument 1 must be a tuple")
-    host, port = _resolve(sockaddr[:2], "getnameinfo")
-    if not flags & _std.NI_NUMERICHOST:
-        name = _hosts_name(host)
-        if name is None and flags & _std.NI_NAMEREQD:
-            raise _std.gaierror(_std.EAI_NONAME, "Name or service not known")
-        host = name or host
-    if flags & _std.NI_NUMERICSERV:
-        service = str(port)
-    else:
-        try:
-            service = _std.getservbyport(port, "udp" if flags & _std.NI_DGRAM else "tcp")
-        except OSError:
-            service = str(port)
-    return host, service
 
 
 def fromfd(fd: int, family: int, type: int, proto: int = 0):

@@ -57,47 +57,10 @@ _POLLIN, _POLLOUT = 0x1, 0x4
 _OWN_TIMEOUT = object()           # a call waits as long as its socket's timeout says
 
 
-_hosts_cache: list = [None, None]      # [mtime, (name -> address, address -> name)] of /etc/hosts
-HOSTS = "/etc/hosts"
-
-
-def _hosts() -> tuple[dict, dict]:
-    """/etc/hosts' IPv4 entries, as the C library's files source reads them (first wins)."""
-    try:
-        mtime = os.stat(HOSTS).st_mtime
-    except OSError:
-        return {}, {}
-    if _hosts_cache[0] != mtime:
-        by_name, by_addr = {}, {}
-        try:
-            with open(HOSTS, encoding="utf-8", errors="replace") as lines:
-                for line in lines:
-                    fields = line.split("#", 1)[0].split()
-                    if len(fields) < 2:
-                        continue
-                    try:
-                        address = _std.inet_ntoa(_std.inet_aton(fields[0]))
-                    except OSError:
-                        continue            # IPv6 and malformed lines
-                    if address != fields[0]:
-                        continue            # only dotted quads, as glibc's parser
-                    by_addr.setdefault(address, fields[1])
-                    for name in fields[1:]:
-                        by_name.setdefault(name.lower(), address)
-        except OSError:
-            pass
-        _hosts_cache[:] = [mtime, (by_name, by_addr)]
-    return _hosts_cache[1]
-
-
-def _hosts_name(address: str) -> str | None:
-    return _hosts()[1].get(address)
-
-
 def _resolve(address, call: str) -> tuple[str, int]:
-    """A numeric (host, port) pair, as CPython reads one for `call`: "" is INADDR_ANY, the
-    forms inet_aton takes ("127.1") are addresses, and names resolve through /etc/hosts
-    (localhost always); other names raise gaierror, as when DNS has no answer."""
+    """A numeric (host, port) pair, as CPython reads one for `call`: "" is INADDR_ANY, and the
+    forms inet_aton takes ("127.1") are addresses; a host name resolves through /etc/hosts, then
+    DNS over the stack (libsock/names.py): its first address."""
     if not isinstance(address, tuple) or len(address) != 2:
         raise TypeError("AF_INET address must be a tuple (host, port)")
     host, port = address
@@ -117,12 +80,8 @@ def _resolve(address, call: str) -> tuple[str, int]:
         return _std.inet_ntoa(_std.inet_aton(host)), port
     except (OSError, ValueError):   # (ValueError: an embedded NUL)
         pass
-    if isinstance(host, str) and ":" not in host:
-        found = _hosts()[0].get(host.lower().rstrip("."))
-        if found is not None:
-            return found, port
-    raise _std.gaierror(_std.EAI_NONAME, "Name or service not known (libsock resolves /etc/hosts "
-                        "and numeric addresses only)")
+    from libsock import names
+    return names.lookup(host).addresses[0], port
 
 
 _owned: "weakref.WeakSet[socket]" = weakref.WeakSet()     # sockets this process opened
@@ -176,6 +135,10 @@ class socket:
         self-pipe, a supervisor's inherited listener); everything else is the stack's."""
         if family == _std.AF_UNIX or (fileno is not None and cls is socket and not _readiness.is_mirror(fileno)):
             return _std.socket(family, type, proto, fileno)
+        if cls is socket and family in (-1, AF_INET) and isinstance(type, int) and type != -1 \
+                and type & 0xF == _std.SOCK_DGRAM:
+            from libsock.udp import DatagramSocket      # UDP: udpd's socket (libsock/udp.py)
+            return DatagramSocket(AF_INET, type, 0 if proto == -1 else proto, fileno)
         return super().__new__(cls)
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno=None):

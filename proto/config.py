@@ -37,6 +37,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "reassembly_max_bytes": 4194304,
         "gro": 1,
     },
+    "dns": {
+        "servers": [],          # DNS servers reached over the stack, e.g. ["198.18.0.1"]
+        "search": [],           # domains tried for a name without a dot, as resolv.conf's search
+        "timeout": 5.0,         # seconds per query (resolv.conf's options timeout)
+        "attempts": 2,          # rounds over the servers (options attempts)
+    },
 }
 
 
@@ -55,6 +61,8 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "timer_slack"): (0, 1),
     ("tcp", "quickacks"): (0, 16),
     ("tcp", "timestamps"): (0, 1),
+    ("dns", "timeout"): (0.001, 30),
+    ("dns", "attempts"): (1, 5),
 }
 
 
@@ -66,6 +74,8 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     if section not in DEFAULTS or key not in DEFAULTS[section]:
         raise ConfigError(f"unknown configuration key {section}.{key}")
     default = DEFAULTS[section][key]
+    if isinstance(default, list):
+        return _coerce_list(section, key, value)
     try:
         if isinstance(default, float):
             value = float(value)
@@ -89,6 +99,27 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     return value
 
 
+def _coerce_list(section: str, key: str, value: Any) -> list[str]:
+    """A list of strings: a TOML array, or on the command line a comma-separated string
+    (`--set dns.servers=198.18.0.1,198.18.0.3`; an empty string is the empty list) or array
+    (`--set 'dns.servers=["198.18.0.1"]'`)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = tomllib.loads(f"value = {value}")["value"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(f"{section}.{key}: {value!r} is not a list") from None
+    elif isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{section}.{key}: {value!r} is not a list of strings")
+    if key == "servers":
+        for item in value:
+            parts = item.split(".")
+            if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+                raise ConfigError(f"{section}.{key}: {item!r} is not an IPv4 address")
+    return value
+
+
 def parse_port_range(text: str) -> tuple[int, int]:
     try:
         low, high = (int(part) for part in text.split("-"))
@@ -101,7 +132,8 @@ def parse_port_range(text: str) -> tuple[int, int]:
 
 def build_config(toml_text: str | None = None, overrides: list[str] = ()) -> dict[str, dict[str, Any]]:
     """Defaults, then the TOML file, then each `section.key=value`; later wins."""
-    config = {section: dict(values) for section, values in DEFAULTS.items()}
+    config = {section: {k: list(v) if isinstance(v, list) else v for k, v in values.items()}
+              for section, values in DEFAULTS.items()}
     if toml_text:
         try:
             data = tomllib.loads(toml_text)

@@ -21,10 +21,10 @@ from proto.ip.fragment import REASSEMBLY_COUNTERS, Reassembler, fragment
 from proto.wire.checksum import ones_complement_sum
 from proto.wire.icmp import (
     IcmpParseError, IcmpType, TimeExceededCode, UnreachableCode, build_dest_unreachable,
-    build_echo_reply, build_time_exceeded, is_error_type, parse_icmp,
+    build_echo_reply, build_time_exceeded, is_error_type, parse_icmp, parse_quoted_datagram,
 )
 from proto.wire.ipv4 import (
-    MAX_TOTAL_LENGTH, MIN_HEADER_LENGTH, PROTO_ICMP, PROTO_TCP, Ipv4Flags, Ipv4Header,
+    MAX_TOTAL_LENGTH, MIN_HEADER_LENGTH, PROTO_ICMP, PROTO_TCP, PROTO_UDP, Ipv4Flags, Ipv4Header,
     Ipv4ParseError, build_ipv4, build_ipv4_header, is_unicast_source, parse_ipv4,
 )
 
@@ -56,6 +56,7 @@ COUNTER_NAMES = (
     *REASSEMBLY_COUNTERS[3:],   # drop_reasm_*
     "drop_frag_needed_df", "drop_icmp_malformed", "drop_unknown_protocol",
     "not_ipv4", "icmp_ratelimited", "loopback_packets", "drop_loopback_protocol",
+    "udp_icmp_errors", "drop_bad_unreachable_quote",
 )
 
 
@@ -68,6 +69,7 @@ class IpConfig:
     reassembly_timeout: float = 30.0
     reassembly_max_bytes: int = 4 * 1024 * 1024
     icmp_error_rate: float = 100.0  # ICMP errors per second (token bucket, burst 50), like net.ipv4.icmp_ratelimit
+    broadcasts: tuple = ()          # broadcast addresses UDP datagrams may come to (255.255.255.255, the subnet's)
 
     def __post_init__(self) -> None:
         if len(self.address) != 4:
@@ -86,6 +88,11 @@ class IpOutput:
     to_device: list[bytes] = field(default_factory=list)                               # whole IP packets for nicd
     to_tcp: list[tuple[bytes, bytes, bytes | memoryview]] = field(default_factory=list)  # (src, dst, segment) for tcpd
     looped: list[int] = field(default_factory=list)     # which of to_tcp came back by loopback (never on a wire)
+    # UDP: (src, dst, IP header as received or b"" when looped, datagram) for udpd; which came back by
+    # loopback; ICMP errors about UDP datagrams we sent, (type, code, quote) for udpd
+    to_udp: list = field(default_factory=list)
+    udp_looped: list[int] = field(default_factory=list)
+    udp_errors: list = field(default_factory=list)
 
 
 @dataclass
@@ -172,7 +179,7 @@ class IpLayer:
         if header.ttl == 0:
             counters["drop_ttl_zero"] += 1  # RFC 1122 section 3.2.1.7: no host sends TTL 0
             return
-        if header.dst != self.address:
+        if header.dst != self.address and not (header.protocol == PROTO_UDP and header.dst in self.config.broadcasts):
             counters["drop_not_for_us"] += 1  # also broadcast and multicast: we join no group
             return
         if not is_unicast_source(header.src) or header.src == self.address:
@@ -186,15 +193,21 @@ class IpLayer:
             if datagram is None:
                 return
             header, payload = datagram
-        self._deliver(now, header, payload, out)
+            raw_header = None
+        else:
+            raw_header = bytes(packet[:header.header_length])
+        self._deliver(now, header, payload, out, raw_header)
 
     def _deliver(self, now: float, header: Ipv4Header, payload: bytes | memoryview,
-                 out: IpOutput) -> None:
+                 out: IpOutput, raw_header: bytes | None = None) -> None:
         """Hand a whole datagram to its protocol (Linux `ip_local_deliver_finish`)."""
         protocol = header.protocol
         if protocol == PROTO_TCP:
             self.counters["in_delivers"] += 1
             out.to_tcp.append((header.src, header.dst, payload))
+        elif protocol == PROTO_UDP:
+            self.counters["in_delivers"] += 1
+            out.to_udp.append((header.src, header.dst, raw_header or build_ipv4_header(header), payload))
         elif protocol == PROTO_ICMP:
             self._icmp_in(now, header, payload, out)
         else:
@@ -219,10 +232,27 @@ class IpLayer:
             # A reply to a large (reassembled) request may itself need fragmenting.
             if self._output(now, self.address, header.src, PROTO_ICMP, reply, out, df=False):
                 counters["echo_replies"] += 1
+        elif message.is_error and _quotes_protocol(message.body, PROTO_UDP):
+            # an error about a datagram UDP sent goes to UDP (RFC 1122 section 3.2.2, 4.1.3.3)
+            counters["udp_icmp_errors"] += 1
+            out.udp_errors.append((message.type, message.code, message.body))
         else:
-            # Errors would go to the transport layer (RFC 1122 section 3.2.2); this
+            # Errors about TCP would go to the transport layer (RFC 1122 section 3.2.2); this
             # IpOutput has no path for them yet, so they are counted and dropped.
             counters["icmp_ignored"] += 1
+
+    def port_unreachable(self, now: float, quote: bytes, out: IpOutput) -> None:
+        """UDP found no socket for a datagram (quote: its IP header and first 8 bytes): ICMP
+        port unreachable to its source, under the rules and rate limit of every ICMP error."""
+        try:
+            quoted = parse_quoted_datagram(quote)
+        except IcmpParseError:
+            self.counters["drop_bad_unreachable_quote"] += 1
+            return
+        offset = ((quote[6] << 8 | quote[7]) & 0x1FFF) * 8
+        header = Ipv4Header(tos=0, total_length=0, ident=0, flags=Ipv4Flags(0), frag_offset=offset, ttl=0,
+                            protocol=quoted.protocol, checksum=0, src=quoted.src, dst=quoted.dst)
+        self._send_icmp_error(now, header, quote, IcmpType.DEST_UNREACHABLE, UnreachableCode.PORT, out)
 
     # ---- ICMP errors -----------------------------------------------------------
 
@@ -298,8 +328,13 @@ class IpLayer:
                    out: IpOutput) -> bool:
         """To our own address or 127.0.0.0/8: back in at once, as through Linux's loopback
         device (no MTU to fit, no checksum to check: the bytes never left memory)."""
+        if protocol == PROTO_UDP:
+            self.counters["loopback_packets"] += 1
+            out.udp_looped.append(len(out.to_udp))
+            out.to_udp.append((src, dst, b"", payload))
+            return True
         if protocol != PROTO_TCP:
-            self.counters["drop_loopback_protocol"] += 1     # only TCP is sent to ourselves
+            self.counters["drop_loopback_protocol"] += 1     # only TCP and UDP are sent to ourselves
             return False
         self.counters["loopback_packets"] += 1
         out.looped.append(len(out.to_tcp))
@@ -318,3 +353,11 @@ class IpLayer:
     def next_deadline(self) -> float | None:
         """When `expire` should next be called, or None."""
         return self.reassembler.next_deadline()
+
+
+def _quotes_protocol(body: bytes, protocol: int) -> bool:
+    """Whether an ICMP error's body quotes a datagram of `protocol`."""
+    try:
+        return parse_quoted_datagram(body).protocol == protocol
+    except IcmpParseError:
+        return False

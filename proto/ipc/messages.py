@@ -189,3 +189,76 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     Hello, DeviceReceived, DeviceTransmit, SegmentsReceived, SegmentsTransmit,
     TimerSet, TimerFired, Call, Reply, Readiness, Control, ControlReply,
 )
+
+
+# --- ipd <-> udpd: UDP datagrams, and the ICMP errors about them ------------
+
+@dataclass(frozen=True, slots=True)
+class DatagramsReceived(Message):
+    """ipd -> udpd: `[1, "udp_rx", [[src, dst, ip_header], ...], trusted, looped]` + one frame per datagram.
+
+    ip_header is the datagram's IP header as it arrived (b"" for a looped one), for the quote of
+    an ICMP port unreachable; `trusted` lists datagrams whose checksum the device vouched for,
+    `looped` those that came back by loopback (never on a wire).
+    """
+    OP: ClassVar[str] = "udp_rx"
+    addresses: list
+    trusted: list = field(default_factory=list)
+    looped: list = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramsTransmit(Message):
+    """udpd -> ipd: `[1, "udp_tx", [[src, dst], ...]]` + one frame per UDP datagram (checksummed)."""
+    OP: ClassVar[str] = "udp_tx"
+    addresses: list
+
+
+@dataclass(frozen=True, slots=True)
+class PortUnreachable(Message):
+    """udpd -> ipd: `[1, "udp_unreach", [quote, ...]]`: send ICMP port unreachable about each
+    datagram (quote: its IP header and first 8 bytes), under ipd's rules and rate limit."""
+    OP: ClassVar[str] = "udp_unreach"
+    quotes: list
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpErrorsReceived(Message):
+    """ipd -> udpd: `[1, "udp_icmp", [[type, code, quote], ...]]`: ICMP errors about datagrams
+    udpd sent (quote: the error's body, the offending IP header and 8 bytes)."""
+    OP: ClassVar[str] = "udp_icmp"
+    errors: list
+
+
+# --- libsock <-> udpd: the system calls of a SOCK_DGRAM socket ---------------
+
+@dataclass(frozen=True, slots=True)
+class DatagramCall(Message):
+    """libsock -> udpd: `[1, "udp_call", id, op, sid, args, timeout]` (+ a data frame for sendto).
+
+    sid is the socket's id, named by libsock; timeout is the longest the call may
+    block (None: forever, 0: non-blocking).  id 0 is posted (not answered: a sendto libsock
+    knows will succeed, a close; a posted sendto leaves a pending error for the next call).  A sid
+    udpd does not know answers ESTALE: udpd restarted, and libsock re-creates the
+    socket from the state udpd last returned ("socket" with args `[state]`).
+    """
+    OP: ClassVar[str] = "udp_call"
+    id: int
+    op: str
+    sid: int
+    args: list
+    timeout: Any
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramReply(Message):
+    """udpd -> libsock: `[1, "udp_reply", id, errno, value, incarnation]` (+ a data frame for recv)."""
+    OP: ClassVar[str] = "udp_reply"
+    id: int
+    errno: int
+    value: Any
+    incarnation: str
+
+
+ALL_MESSAGES += (DatagramsReceived, DatagramsTransmit, PortUnreachable, IcmpErrorsReceived,
+                 DatagramCall, DatagramReply)

@@ -9,7 +9,10 @@ import os
 from tests.e2e.conftest import netstack
 
 FIGURES = {"bulk_in_MBps", "bulk_out_MBps", "rr_p50_us", "rr_p99_us", "conn_rate_first_per_s",
-           "conn_rate_last_per_s", "asyncio_rr_p50_us", "asyncio_rr_p99_us", "asyncio_server_conn_per_s"}
+           "conn_rate_last_per_s", "asyncio_rr_p50_us", "asyncio_rr_p99_us", "asyncio_server_conn_per_s",
+           "udp_rr_p50_us", "udp_rr_p99_us",
+           *(f"udp_{way}_{size}_{what}" for way in ("in", "out") for size in (64, 1472)
+             for what in ("dps", "loss_pct"))}
 WATCHED = {"bulk_in_watched_MBps", "bulk_out_watched_MBps"}      # the stack's readiness tracking's cost
 
 
@@ -25,13 +28,17 @@ def test_bench_quick_json_beside_a_kernel_baseline():
     for target, figures in report["targets"].items():
         assert set(figures) == FIGURES | (WATCHED if target == "netstack" else set()), target
         for figure, spread in figures.items():
-            assert 0 < spread["min"] <= spread["median"] <= spread["max"], (target, figure, spread)
+            low = 0 <= spread["min"] if figure.endswith("loss_pct") else 0 < spread["min"]    # nothing lost: 0
+            assert low and spread["min"] <= spread["median"] <= spread["max"], (target, figure, spread)
+            if figure.endswith("loss_pct"):
+                assert spread["max"] <= 100, (target, figure, spread)
         assert figures["rr_p50_us"]["median"] <= figures["rr_p99_us"]["median"]
         assert figures["asyncio_rr_p50_us"]["median"] <= figures["asyncio_rr_p99_us"]["median"]
+        assert figures["udp_rr_p50_us"]["median"] <= figures["udp_rr_p99_us"]["median"]
     scale = report["scale"]
     assert scale["connections_held"] == scale["concurrent_connections"] == 1000
     assert 0 < scale["tcpd_kib_per_connection"] < 64
-    assert set(scale["idle_cpu_percent"]) == {"nicd", "ipd", "tcpd", "timerd"}
+    assert set(scale["idle_cpu_percent"]) == {"nicd", "ipd", "tcpd", "timerd", "udpd"}
 
 
 def test_bench_prints_a_table_with_the_transport_floor():
@@ -46,10 +53,10 @@ def test_bench_prints_a_table_with_the_transport_floor():
               "1-byte req/resp p99 (us)", "asyncio req/resp p50 (us)", "asyncio req/resp p99 (us)",
               "asyncio server conn/s", "bulk in, fileno() watched", "bulk out, fileno() watched", "conn/s, first 1000", "conn/s, last 1000"]
     rows = lines[header + 1:header + 1 + len(labels)]
-    assert [row[:28].strip() for row in rows] == labels
+    assert [row[:34].strip() for row in rows] == labels
     chain = [row.split()[-1] for row in rows]       # the last column: "-" or "[min-max]"
     assert {chain[i] for i in (0, 1, 4, 5, 6, 7, 8, 9, 10)} == {"-"}
-    p50 = int(rows[2][28:].split()[-2])
+    p50 = int(rows[2][34:].split()[-2])
     assert p50 > 0 and rows[3].split()[-1] != "-"
 
 

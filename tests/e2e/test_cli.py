@@ -52,10 +52,10 @@ def test_commands_on_an_instance_that_is_not_running():
     assert "not running" in down.stdout
 
 
-def test_a_name_in_use_is_refused_and_status_says_when_all_four_run(shared_stack):
+def test_a_name_in_use_is_refused_and_status_says_when_all_five_run(shared_stack):
     assert "already running" in _refused("up", "--name", shared_stack.name)
-    status = netstack("status", "--name", shared_stack.name, "--json")          # exit 0: all four run
-    assert {row["service"] for row in json.loads(status.stdout)} == {"nicd", "ipd", "tcpd", "timerd"}
+    status = netstack("status", "--name", shared_stack.name, "--json")          # exit 0: all five run
+    assert {row["service"] for row in json.loads(status.stdout)} == {"nicd", "ipd", "tcpd", "timerd", "udpd"}
 
 
 def _peer_of_one_connection(host: str, port: int) -> tuple[str, int]:

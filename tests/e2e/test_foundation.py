@@ -143,14 +143,14 @@ def test_malformed_packet_storm(stack):
     for reason in ("drop_bad_checksum", "drop_bad_option", "drop_bad_data_offset"):
         assert tcpd[reason] > 0, reason
     after = stack.status()
-    for service in ("nicd", "ipd", "tcpd", "timerd"):
+    for service in ("nicd", "ipd", "tcpd", "timerd", "udpd"):
         assert after[service]["state"] == "RUNNING"
         assert after[service]["incarnation"] == before[service]["incarnation"], f"{service} restarted"
     result = ping(stack, "-c", "5", "-i", "0.05", "-W", "1")
     assert loss_percent(result.stdout) == 0.0
 
 
-@pytest.mark.parametrize("service", ["nicd", "ipd", "tcpd", "timerd"])
+@pytest.mark.parametrize("service", ["nicd", "ipd", "tcpd", "timerd", "udpd"])
 def test_kill_service_recovers(shared_stack, service):
     before = shared_stack.status()[service]
     pinger = ns.popen(shared_stack.netns, "ping", "-n", "-i", "0.01", shared_stack.addr,

@@ -10,7 +10,7 @@ import pytest
 
 import libsock
 
-libsock_socket_module = sys.modules["libsock.socket"]     # (libsock.socket is the class)
+libsock_names = sys.modules["libsock.names"]
 
 
 def test_every_name_of_cpythons_socket_module_exists():
@@ -25,7 +25,7 @@ def test_every_name_of_cpythons_socket_module_exists():
 @pytest.mark.parametrize("family, kind, err", [
     (kernel.AF_INET6, kernel.SOCK_STREAM, errno.EAFNOSUPPORT),
     (kernel.AF_PACKET, kernel.SOCK_RAW, errno.EAFNOSUPPORT),
-    (kernel.AF_INET, kernel.SOCK_DGRAM, errno.EPROTONOSUPPORT),
+    (kernel.AF_INET, kernel.SOCK_RAW, errno.EPROTONOSUPPORT),        # (SOCK_DGRAM is udpd's)
 ])
 def test_what_the_stack_cannot_do_is_an_errno(family, kind, err):
     with pytest.raises(OSError) as exc:
@@ -47,8 +47,7 @@ def test_names_resolve_through_etc_hosts(tmp_path, monkeypatch):
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n198.18.0.1 kernel-side kside.example  # the peer\n"
                      "::1 ip6-localhost\n")
-    monkeypatch.setattr(libsock_socket_module, "HOSTS", str(hosts))
-    monkeypatch.setattr(libsock_socket_module, "_hosts_cache", [None, None])
+    monkeypatch.setattr(libsock_names, "_hosts", libsock_names.HostsFile(str(hosts)))
     assert libsock.gethostbyname("kernel-side") == "198.18.0.1"
     assert libsock.gethostbyname("KSIDE.example.") == "198.18.0.1"
     assert libsock.getaddrinfo("kside.example", 80)[0][4] == ("198.18.0.1", 80)

@@ -18,6 +18,7 @@ def no_stack(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("call", [
     lambda: libsock.socket(),
+    lambda: libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM),
     lambda: libsock.create_connection(("198.18.0.1", 80)),
     lambda: libsock.create_server(("0.0.0.0", 8080)),
 ])
@@ -73,7 +74,8 @@ def test_the_names_standard_servers_use():
 
 
 @pytest.mark.parametrize("args, code", [((libsock.AF_INET + 8,), errno.EAFNOSUPPORT),
-                                        ((libsock.AF_INET, 2), errno.EPROTONOSUPPORT),      # SOCK_DGRAM
+                                        ((libsock.AF_INET, 3), errno.EPROTONOSUPPORT),      # SOCK_RAW
+                                        ((libsock.AF_INET, libsock.SOCK_DGRAM, 6), errno.EPROTONOSUPPORT),
                                         ((libsock.AF_INET, libsock.SOCK_STREAM, 17), errno.EPROTONOSUPPORT)])
 def test_families_and_types_libsock_lacks_are_refused_with_their_errno(no_stack, args, code):
     with pytest.raises(OSError) as caught:

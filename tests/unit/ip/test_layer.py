@@ -20,6 +20,9 @@ PEER = str_to_addr("198.18.0.1")
 SEGMENT = bytes(range(40))
 
 
+PROTO_SCTP = 132          # a protocol the stack does not speak
+
+
 def make_layer(**overrides) -> IpLayer:
     return IpLayer(IpConfig(address=US, **overrides))
 
@@ -259,9 +262,9 @@ def test_other_icmp_is_ignored_gracefully(message):
 
 # ---- ICMP errors ---------------------------------------------------------------------------
 
-def test_udp_gets_protocol_unreachable():
+def test_sctp_gets_protocol_unreachable():
     layer = make_layer()
-    udp = build_ipv4(PEER, US, PROTO_UDP, b"\x04\xd2\x00\x35\x00\x10\x00\x00" + b"dns?" * 4)
+    udp = build_ipv4(PEER, US, PROTO_SCTP, b"\x04\xd2\x00\x35\x00\x10\x00\x00" + b"dns?" * 4)
     out = receive(layer, udp)
     [packet] = out.to_device
     header, payload = parse_ipv4(packet)
@@ -281,7 +284,7 @@ def test_any_unknown_protocol_gets_protocol_unreachable():
 
 def test_protocol_unreachable_for_a_reassembled_datagram_quotes_its_first_bytes():
     layer = make_layer()
-    udp = build_ipv4(PEER, US, PROTO_UDP, bytes(range(256)) * 8, df=False, ident=5)
+    udp = build_ipv4(PEER, US, PROTO_SCTP, bytes(range(256)) * 8, df=False, ident=5)
     out = receive(layer, *split_packet(udp, 576))
     [packet] = out.to_device
     quote = parse_icmp(parse_ipv4(packet)[1]).body
@@ -292,7 +295,7 @@ def test_protocol_unreachable_for_a_reassembled_datagram_quotes_its_first_bytes(
 
 def test_protocol_unreachable_is_rate_limited():
     layer = make_layer(icmp_error_rate=100.0)                   # burst of 50, then 100 a second
-    udp = build_ipv4(PEER, US, PROTO_UDP, b"x" * 8)
+    udp = build_ipv4(PEER, US, PROTO_SCTP, b"x" * 8)
     assert len(receive(layer, *[udp] * 60, now=10.0).to_device) == 50
     assert layer.counters["icmp_ratelimited"] == 10
     assert layer.counters["drop_unknown_protocol"] == 60
@@ -305,7 +308,7 @@ def test_protocol_unreachable_is_rate_limited():
 
 def test_a_clock_going_backwards_gives_no_tokens():
     layer = make_layer(icmp_error_rate=100.0)
-    udp = build_ipv4(PEER, US, PROTO_UDP, b"x" * 8)
+    udp = build_ipv4(PEER, US, PROTO_SCTP, b"x" * 8)
     receive(layer, *[udp] * 50, now=10.0)
     assert len(receive(layer, udp, now=5.0).to_device) == 0
     assert len(receive(layer, udp, now=10.02).to_device) == 1
@@ -483,11 +486,76 @@ def test_datagrams_to_ourselves_loop_back_whole_and_vouched_for():
     assert layer.counters["loopback_packets"] == 2 and layer.counters["out_packets"] == 1
 
 
-def test_only_tcp_loops_back():
+def test_only_tcp_and_udp_loop_back():
     layer = make_layer()
     out = IpOutput()
-    layer.send(0.0, US, US, PROTO_UDP, b"12345678", out)
+    layer.send(0.0, US, US, PROTO_SCTP, b"12345678", out)
     assert out.to_tcp == [] and out.to_device == [] and layer.counters["drop_loopback_protocol"] == 1
+    layer.send(0.0, US, US, PROTO_UDP, b"12345678", out)
+    assert out.to_udp == [(US, US, b"", b"12345678")] and out.udp_looped == [0]
+
+
+# ---- UDP: datagrams to udpd, ICMP errors both ways ---------------------------------------------
+
+def test_udp_goes_to_udp_with_its_header_for_a_quote():
+    layer = make_layer()
+    udp = build_ipv4(PEER, US, PROTO_UDP, b"\x04\xd2\x00\x35\x00\x0c\x00\x00dns?")
+    out = receive(layer, udp)
+    [(src, dst, header, datagram)] = out.to_udp
+    assert (src, dst, header, bytes(datagram)) == (PEER, US, udp[:20], udp[20:])
+    assert out.to_device == [] and layer.counters["drop_unknown_protocol"] == 0
+
+
+def test_a_fragmented_udp_datagram_is_reassembled_for_udp():
+    layer = make_layer()
+    udp = build_ipv4(PEER, US, PROTO_UDP, bytes(range(256)) * 40, df=False, ident=7)
+    out = receive(layer, *split_packet(udp, 1500))
+    [(_, _, header, datagram)] = out.to_udp
+    assert bytes(datagram) == udp[20:] and header[9] == PROTO_UDP and header[12:20] == PEER + US
+
+
+def test_large_udp_leaves_in_fragments():
+    layer = make_layer()
+    out = IpOutput()
+    layer.send(0.0, US, PEER, PROTO_UDP, bytes(65515), out, df=False)
+    assert len(out.to_device) == 45 and all(len(p) <= 1500 for p in out.to_device)
+
+
+def test_udp_to_a_broadcast_address_is_taken_only_when_configured():
+    broadcast = str_to_addr("198.18.0.255")
+    udp = build_ipv4(PEER, broadcast, PROTO_UDP, b"x" * 8)
+    assert receive(make_layer(), udp).to_udp == []
+    assert len(receive(make_layer(broadcasts=(broadcast,)), udp).to_udp) == 1
+
+
+def test_port_unreachable_quotes_the_datagram_and_is_rate_limited():
+    layer = make_layer(icmp_error_rate=100.0)
+    udp = build_ipv4(PEER, US, PROTO_UDP, b"\x04\xd2\x00\x35\x00\x10\x00\x00" + b"dns?" * 2)
+    out = IpOutput()
+    for _ in range(60):
+        layer.port_unreachable(10.0, udp[:28], out)
+    assert len(out.to_device) == 50 and layer.counters["icmp_ratelimited"] == 10
+    message = parse_icmp(parse_ipv4(out.to_device[0])[1])
+    assert (message.type, message.code, message.body) == (IcmpType.DEST_UNREACHABLE, UnreachableCode.PORT,
+                                                          udp[:28])
+
+
+def test_no_port_unreachable_about_a_later_fragment_or_a_bad_quote():
+    layer = make_layer()
+    out = IpOutput()
+    later = build_ipv4(PEER, US, PROTO_UDP, b"x" * 8, df=False, frag_offset=1480)
+    layer.port_unreachable(0.0, later[:28], out)
+    layer.port_unreachable(0.0, b"junk", out)
+    assert out.to_device == [] and layer.counters["drop_bad_unreachable_quote"] == 1
+
+
+def test_icmp_errors_about_udp_go_to_udp():
+    layer = make_layer()
+    sent = build_ipv4(US, PEER, PROTO_UDP, b"\x80\x00\x00\x35\x00\x10\x00\x00" + b"q" * 8)
+    error = build_ipv4(PEER, US, PROTO_ICMP, build_dest_unreachable(UnreachableCode.PORT, sent))
+    out = receive(layer, error)
+    assert out.udp_errors == [(IcmpType.DEST_UNREACHABLE, UnreachableCode.PORT, sent[:28])]
+    assert layer.counters["udp_icmp_errors"] == 1 and layer.counters["icmp_ignored"] == 0
 
 
 # ---- nothing a peer sends raises ------------------------------------------------------------------

@@ -10,6 +10,8 @@ from proto.ipc.codec import MessageError
 from proto.ipc.messages import (ALL_MESSAGES, VERSION, Call, Control, ControlReply, DeviceReceived,
                                 DeviceTransmit, Hello, Readiness, Reply, SegmentsReceived, SegmentsTransmit, TimerFired,
                                 TimerSet)
+from proto.ipc.messages import (DatagramCall, DatagramReply, DatagramsReceived, DatagramsTransmit,
+                                IcmpErrorsReceived, PortUnreachable)
 
 SAMPLES = [
     Hello("ipd", "ab12cd34", 4242),
@@ -25,6 +27,14 @@ SAMPLES = [
     Readiness([[3, 2, 0x1 | 0x4]]),
     Control(1, "stats", {}),
     ControlReply(1, True, {"in_receives": 3}),
+]
+SAMPLES += [       # UDP
+    DatagramsReceived([[b"\xc6\x12\x00\x01", b"\xc6\x12\x00\x02", b"\x45" * 20]], [0], [], payload=(b"dgram",)),
+    DatagramsTransmit([[b"\xc6\x12\x00\x02", b"\xc6\x12\x00\x01"]], payload=(b"dgram",)),
+    PortUnreachable([b"\x45" * 28]),
+    IcmpErrorsReceived([[3, 3, b"\x45" * 28]]),
+    DatagramCall(7, "sendto", 1 << 40, ["198.18.0.1", 53, 0], None, payload=(b"query",)),
+    DatagramReply(7, 0, [5, None], "ab12cd34"),
 ]
 
 

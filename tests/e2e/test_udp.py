@@ -1,0 +1,324 @@
+"""UDP through udpd against the kernel's UDP in the instance's namespace (Python's socket
+module on the kernel's side), over loopback inside the stack, and across a udpd restart."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import libsock
+from proto.wire.icmp import parse_icmp
+from proto.wire.ipv4 import PROTO_ICMP, parse_ipv4
+from proto.wire.pcap import ip_packets
+from tests.e2e.conftest import interrupt, start_cli, wait_for
+from tests.e2e.netns import KernelProcess
+from tests.e2e.peers import pattern as _pattern
+
+HOST = "198.18.0.1"
+COUNT = 5_000                     # each way: 10,000 datagrams in all
+PROBE = b"probe"                  # (no datagram of the exchange has these bytes)
+WINDOW_BYTES = 96 * 1024          # in flight at once, under the kernel's 208 KiB receive buffer
+
+
+_BLOCKS: dict[int, bytes] = {}
+
+
+def pattern(size: int, seed: int) -> bytes:
+    """peers.pattern, its 64 KiB blocks made once per seed (making one costs milliseconds)."""
+    block = _BLOCKS.get(seed & 0xFF)
+    if block is None:
+        block = _BLOCKS[seed & 0xFF] = _pattern(65536, seed & 0xFF)
+    return block[:size]
+
+
+def sizes(count: int = COUNT) -> list[int]:
+    """0..1,472 bytes (one packet at MTU 1500), and every 50th from 1,473 up to 65,507 (fragmented)."""
+    large = [1473 + (65507 - 1473) * k // (count // 50 - 1) for k in range(count // 50)]
+    return [large[i // 50] if i % 50 == 49 else (i * 37) % 1473 for i in range(count)]
+
+
+def kernel_echo(port: int) -> int:
+    """Echo datagrams back to where they came from until STOP; how many."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        sock.bind((HOST, port))
+        sock.settimeout(30)
+        count = 0
+        while (datagram := sock.recvfrom(65535))[0] != b"STOP":
+            sock.sendto(*datagram)
+            count += 1
+    return count
+
+
+def exchange(sock, peer, lengths: list[int]) -> int:
+    """Send each datagram (the pattern, seeded by its index) and check its echo, a window at a time."""
+    checked, i = 0, 0
+    while i < len(lengths):
+        window, size = [], 0
+        while i < len(lengths) and (not window or size + lengths[i] <= WINDOW_BYTES):
+            window.append(i)
+            size += lengths[i]
+            i += 1
+        for k in window:
+            sock.sendto(k.to_bytes(4, "big") + pattern(lengths[k] - 4, k) if lengths[k] >= 4 else bytes(lengths[k]),
+                        peer)
+        got = {}
+        while sum(map(len, got.values())) < len(window):
+            data, source = sock.recvfrom(65535)
+            assert source == peer
+            if data != PROBE:                  # (the late echo of a probe)
+                got.setdefault(len(data), []).append(data)
+        for k in window:
+            data = got[lengths[k]].pop()
+            if lengths[k] >= 4:
+                index = int.from_bytes(data[:4], "big")
+                assert data == index.to_bytes(4, "big") + pattern(lengths[k] - 4, index)
+            checked += 1
+    return checked
+
+
+def test_echo_libsock_to_kernel_sizes_0_to_65507(shared_stack):
+    lengths = sizes()
+    peer = KernelProcess(shared_stack.netns, kernel_echo, 7001)
+    try:
+        with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock:
+            probes = wait_for(lambda: _answers(sock, (HOST, 7001)), 10, 0, "the kernel's echo server")
+            sock.settimeout(10)
+            assert exchange(sock, (HOST, 7001), lengths) == len(lengths)
+            sock.sendto(b"STOP", (HOST, 7001))
+        assert peer.result(30) >= len(lengths) + 1 and probes
+    finally:
+        peer.kill()
+
+
+def _answers(sock, peer) -> bool:
+    """A probe comes back (the echo of an earlier one may come later: exchange skips it)."""
+    sock.settimeout(0.3)
+    sock.sendto(PROBE, peer)
+    try:
+        return sock.recvfrom(10) == (PROBE, peer)
+    except TimeoutError:
+        return False
+
+
+def kernel_client(stack_addr: str, port: int, lengths: list[int]) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        sock.settimeout(10)
+        return exchange(sock, (stack_addr, port), lengths)
+
+
+def test_echo_kernel_to_libsock_sizes_0_to_65507(shared_stack):
+    lengths = sizes()
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as server:
+        server.bind(("0.0.0.0", 7002))
+        server.setsockopt(libsock.SOL_SOCKET, libsock.SO_RCVBUF, 1 << 22)
+        server.settimeout(30)
+
+        def serve():
+            for _ in lengths:
+                data, peer = server.recvfrom(65535)
+                server.sendto(data, peer)
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        client = KernelProcess(shared_stack.netns, kernel_client, shared_stack.addr, 7002, lengths)
+        try:
+            assert client.result(120) == len(lengths)
+        finally:
+            client.kill()
+        thread.join(10)
+    counters = shared_stack.stats()["udpd"]
+    assert counters["in_csum_errors"] == 0 and counters["rcvbuf_errors"] == 0
+
+
+def kernel_connected_send_twice(stack_addr: str, port: int) -> str:
+    """A kernel socket connected to a port nobody holds on the stack: the second send is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((stack_addr, port))
+        sock.send(b"anyone?")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                sock.send(b"anyone?")
+            except ConnectionRefusedError:
+                return "refused"
+            time.sleep(0.05)
+    return "never refused"
+
+
+def test_port_unreachable_both_ways_as_econnrefused_and_in_a_capture(shared_stack, tmp_path):
+    capture = tmp_path / "unreach.pcap"
+    pcap = start_cli(shared_stack, "pcap", str(capture))
+    try:
+        # the stack refuses: the kernel's connected socket hears our ICMP port unreachable
+        assert KernelProcess(shared_stack.netns, kernel_connected_send_twice, shared_stack.addr, 9).result(10) \
+            == "refused"
+        # the kernel refuses: libsock's connected socket reports it on its next call, as Linux
+        with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock:
+            sock.connect((HOST, 9))
+            sock.send(b"anyone?")
+            with pytest.raises(ConnectionRefusedError):
+                sock.settimeout(5)
+                sock.recv(100)
+            sock.send(b"reported once")          # the error went with the call that reported it
+    finally:
+        interrupt(pcap)
+    unreachable = []
+    for _, packet in ip_packets(capture.read_bytes()):
+        header, payload = parse_ipv4(packet)
+        if header.protocol == PROTO_ICMP:
+            message = parse_icmp(payload)
+            if (message.type, message.code) == (3, 3):
+                unreachable.append((".".join(map(str, header.src)), message.body[9]))
+    assert (shared_stack.addr, 17) in unreachable and (HOST, 17) in unreachable
+    assert shared_stack.stats()["ipd"]["icmp_errors_sent"] >= 1
+
+
+def test_loopback_inside_the_stack(shared_stack):
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as a, \
+            libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("0.0.0.0", 0))
+        a.settimeout(5)
+        b.settimeout(5)
+        big = pattern(65507, 3)
+        a.sendto(big, ("127.0.0.1", b.getsockname()[1]))
+        data, source = b.recvfrom(65535)
+        assert data == big and source == a.getsockname()
+        b.sendto(b"pong", (shared_stack.addr, a.getsockname()[1]))     # a holds 127.0.0.1 only
+        a.sendto(b"ping", (shared_stack.addr, b.getsockname()[1]))
+        assert b.recvfrom(10) == (b"ping", ("127.0.0.1", a.getsockname()[1]))
+        a.connect(("127.0.0.1", 9))                 # nobody: refused over loopback too
+        a.send(b"x")
+        with pytest.raises(ConnectionRefusedError):
+            a.recv(10)
+
+
+def test_socket_calls_answer_as_cpythons(shared_stack):
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock:
+        assert sock.type == libsock.SOCK_DGRAM and sock.getsockname() == ("0.0.0.0", 0)
+        with pytest.raises(OSError) as caught:
+            sock.send(b"x")
+        assert caught.value.errno == errno.EDESTADDRREQ
+        with pytest.raises(PermissionError):
+            sock.sendto(b"x", ("255.255.255.255", 9))
+        sock.setsockopt(libsock.SOL_SOCKET, libsock.SO_BROADCAST, 1)
+        sock.sendto(b"x", ("255.255.255.255", 9))
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recvfrom(10)
+        sock.setblocking(True)
+        with pytest.raises(BlockingIOError):
+            sock.recv(10, libsock.MSG_DONTWAIT)
+        sock.settimeout(0.2)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+        assert time.monotonic() - started >= 0.2
+        with pytest.raises(OSError) as caught:
+            sock.sendto(bytes(65508), (HOST, 9))
+        assert caught.value.errno == errno.EMSGSIZE
+        port = sock.getsockname()[1]
+        sock.sendto(b"peeked", ("127.0.0.1", port))
+        assert sock.recvfrom(100, libsock.MSG_PEEK) == (b"peeked", ("127.0.0.1", port))
+        buffer = bytearray(4)
+        assert sock.recvfrom_into(buffer) == (4, ("127.0.0.1", port)) and buffer == b"peek"
+        with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as other:
+            with pytest.raises(OSError) as caught:
+                other.bind(("0.0.0.0", port))
+            assert caught.value.errno == errno.EADDRINUSE
+        sock.connect((HOST, 9))
+        assert sock.getpeername() == (HOST, 9) and sock.getsockname() == (shared_stack.addr, port)
+        sock.connect(libsock.AF_UNSPEC)             # dissolved: the implicit binding goes too, as on Linux
+        with pytest.raises(OSError) as caught:
+            sock.getpeername()
+        assert caught.value.errno == errno.ENOTCONN
+        assert sock.getsockname() == ("0.0.0.0", 0)
+
+
+def test_a_full_receive_buffer_drops_and_counts(shared_stack):
+    before = shared_stack.stats()["udpd"]["rcvbuf_errors"]
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sink, \
+            libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as source:
+        sink.setsockopt(libsock.SOL_SOCKET, libsock.SO_RCVBUF, 4096)
+        assert sink.getsockopt(libsock.SOL_SOCKET, libsock.SO_RCVBUF) == 8192
+        sink.bind(("127.0.0.1", 0))
+        for _ in range(50):
+            source.sendto(bytes(1000), sink.getsockname())
+        sink.settimeout(2)
+        kept = 0
+        sink.recv(2000)
+        kept += 1
+        sink.settimeout(0.3)
+        try:
+            while True:
+                sink.recv(2000)
+                kept += 1
+        except TimeoutError:
+            pass
+        assert 2 <= kept < 50
+        assert shared_stack.stats()["udpd"]["rcvbuf_errors"] - before == 50 - kept
+        [row] = [r for r in json.loads(shared_stack.cli("ss", "-u", "-a", "--json").stdout)
+                 if r["local"] == ["127.0.0.1", sink.getsockname()[1]]]
+        assert row["drops"] == 50 - kept and row["state"] == "UNCONN"
+
+
+def test_udpd_killed_during_a_stream_the_socket_receives_again(stack):
+    """UDP promises nothing for datagrams in flight; the bound socket must stay bound and
+    receive again within a second of the kill (libsock re-creates it in the new udpd)."""
+    record = Path(stack.run_dir) / "incarnations" / "udpd"
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock:
+        sock.bind(("0.0.0.0", 7003))
+        sock.settimeout(10)
+        sender = KernelProcess(stack.netns, _stream, stack.addr, 7003)
+        try:
+            assert sock.recv(10)                         # the stream flows
+            old = record.read_text()
+            stack.cli("kill", "udpd")
+            killed = time.monotonic()
+            while True:                                  # until a datagram came through the new udpd
+                sock.recv(10)
+                if record.read_text() != old:
+                    break
+            took = time.monotonic() - killed
+            assert took < 1.0, took
+            assert sock.getsockname() == ("0.0.0.0", 7003)
+            assert len(record.read_text().splitlines()) == 2
+        finally:
+            sender.kill()
+
+
+def _stream(stack_addr: str, port: int) -> None:
+    """A datagram every 5 ms, for up to a minute (the test kills it sooner)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+        for n in range(12_000):
+            try:
+                out.sendto(n.to_bytes(4, "big"), (stack_addr, port))
+            except ConnectionRefusedError:       # (a port unreachable from the gap of the restart)
+                pass
+            time.sleep(0.005)
+
+
+def test_a_dead_processs_socket_is_closed_and_its_port_freed(shared_stack):
+    program = ("import libsock, os, signal; s = libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM); "
+               "s.bind(('0.0.0.0', 7004)); print('bound', flush=True); os.kill(os.getpid(), signal.SIGKILL)")
+    died = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "NETSTACK_RUN": shared_stack.run_dir})
+    assert died.stdout == "bound\n" and died.returncode == -9
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock:
+        def bind() -> bool:
+            try:
+                sock.bind(("0.0.0.0", 7004))
+                return True
+            except OSError as exc:
+                assert exc.errno == errno.EADDRINUSE
+                return False
+        wait_for(bind, 3, 0.05, "udpd to close the dead process's socket")
