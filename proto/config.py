@@ -25,6 +25,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rcvbuf": 262144,
         "sndbuf": 262144,
         "max_backlog": 128,
+        "syncookies": 1,
         "ephemeral_ports": "32768-60999",
         "timer_slack": 0.01,
         "congestion": "cubic",
@@ -55,6 +56,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "timer_slack"): (0, 1),
     ("tcp", "quickacks"): (0, 16),
     ("tcp", "timestamps"): (0, 1),
+    ("tcp", "syncookies"): (0, 2),
 }
 
 
