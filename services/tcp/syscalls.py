@@ -107,13 +107,14 @@ class Syscalls:
     def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
         if not call.id:             # posted: nobody waits for an answer
             return
-        sid = call.sid
-        credit = self.engine.send_credit(sid[1]) if not err and isinstance(sid, list) and len(sid) == 2 else 0
-        if call.op == "connect" and value is None and isinstance(sid, list):
-            value = self.engine.sock_state(sid[1])       # the engine owns SS_*; libsock keeps what it is told
+        sid = call.sid       # may be malformed here: the answer to a call that failed its check
+        sid = sid[1] if isinstance(sid, list) and len(sid) == 2 and isinstance(sid[1], int) else None
+        credit = self.engine.send_credit(sid) if not err and sid is not None else 0
+        if call.op == "connect" and value is None and sid is not None:
+            value = self.engine.sock_state(sid)       # the engine owns SS_*; libsock keeps what it is told
         ready = None        # the socket's readiness, when the caller watches it (readiness.py)
-        if self.readiness and isinstance(sid, list) and len(sid) == 2 and sid[1] in self.readiness:
-            ready = self.readiness.stamp(sid[1], self.owners.pid_of(identity), self.engine.poll)
+        if self.readiness and sid is not None and sid in self.readiness:
+            ready = self.readiness.stamp(sid, self.owners.pid_of(identity), self.engine.poll)
         self.reply(identity, Reply(call.id, err, value, self.incarnation, credit, ready,
                                    payload=(data,) if data is not None else ()))
 
