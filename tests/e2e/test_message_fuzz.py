@@ -24,10 +24,10 @@ from tests.e2e.conftest import connect_or_none, wait_for
 PORT = 7500
 PER_SERVICE = 4000
 SERVICES = ("nicd", "ipd", "tcpd", "timerd")
-OPS = ("hello", "dev_rx", "dev_tx", "tcp_rx", "tcp_tx", "timer_set", "timer_fired", "call", "reply", "ctl",
-       "ctl_reply")
+OPS = ("hello", "dev_rx", "dev_tx", "tcp_rx", "tcp_tx", "timer_set", "timer_fired", "call", "reply", "ready",
+       "ctl", "ctl_reply")
 CALL_OPS = ("socket", "bind", "listen", "connect", "accept", "send", "recv", "shutdown", "close", "setsockopt",
-            "getsockopt", "getsockname", "getpeername", "poll", "sync", "fence", "cancel", "fork", "nosuch")
+            "getsockopt", "getsockname", "getpeername", "poll", "sync", "fence", "cancel", "fork", "watch", "nosuch")
 
 
 def hostile_values(rng: random.Random, depth: int = 0):
@@ -57,7 +57,8 @@ def valid_like(rng: random.Random, op: str, incarnation: str, nframes: int) -> l
         "call": [rng.randrange(1, 1000), rng.choice(CALL_OPS),
                  rng.choice([[rng.choice([incarnation, "x"]), rng.randrange(1 << 20, 1 << 40)], None]),
                  [], rng.choice([None, 0, 0.1])],
-        "reply": [1, 0, None, "x", 0],
+        "reply": [1, 0, None, "x", 0, None],
+        "ready": [[[rng.randrange(1 << 20, 1 << 40), 1, 1]]],
         "ctl": [1, rng.choice(["status", "stats", "ss", "nosuch"]), {}],
         "ctl_reply": [1, True, None],
     }[op]

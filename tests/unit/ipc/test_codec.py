@@ -97,7 +97,9 @@ def _frames(op, *fields, frames=()):
     _frames("dev_rx", [-1], frames=(b"x",)),
     _frames("call", -1, "recv", None, [], None),
     _frames("call", 1 << 63, "recv", None, [], None),
-    _frames("reply", 1, -5, None, "abc", 0),
+    _frames("reply", 1, -5, None, "abc", 0, None),
+    _frames("reply", 1, 0, None, "abc", 0, [1]),
+    _frames("ready", [[1, 2]]),
     _frames("ctl", 1, "stats", {1: 2}),
     _frames("hello", "tcpd", "", 1),
 ])
