@@ -135,8 +135,14 @@ def _check(stack):
         return stats if all(stats[s]["ipc_in"] > 0 for s in SERVICES) else None
     stats = wait_for(settled, 30, 0.2, "every service to answer")
     after = stack.status()
-    tracebacks = {log.name: log.read_text(errors="replace").split("Traceback")[1][:3000]
-                  for log in Path(stack.run_dir).rglob("*.log") if "Traceback" in log.read_text(errors="replace")}
+    tracebacks = {}
+    for log in Path(stack.run_dir).rglob("*.log"):
+        lines = log.read_text(errors="replace").splitlines()
+        # each traceback's last frame and its exception
+        found = [" | ".join(lines[i - 2:i + 1]) for i, line in enumerate(lines)
+                 if i >= 2 and line[:1].isalpha() and "Error" in line.split(":")[0] and lines[i - 1].startswith(" ")]
+        if found:
+            tracebacks[log.name] = sorted(set(found))
     assert not tracebacks, tracebacks
     for service in SERVICES:
         assert after[service]["state"] == "RUNNING"
