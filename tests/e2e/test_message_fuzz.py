@@ -19,7 +19,7 @@ import zmq
 import libsock
 from tests.e2e import netns as ns
 from tests.e2e.peers import echo_server
-from tests.e2e.conftest import connect_or_none, wait_for
+from tests.e2e.conftest import connect_or_none, log_tracebacks, wait_for
 
 PORT = 7500
 PER_SERVICE = 4000
@@ -135,14 +135,7 @@ def _check(stack):
         return stats if all(stats[s]["ipc_in"] > 0 for s in SERVICES) else None
     stats = wait_for(settled, 30, 0.2, "every service to answer")
     after = stack.status()
-    tracebacks = {}
-    for log in Path(stack.run_dir).rglob("*.log"):
-        lines = log.read_text(errors="replace").splitlines()
-        # each traceback's last frame and its exception
-        found = [" | ".join(lines[i - 2:i + 1]) for i, line in enumerate(lines)
-                 if i >= 2 and line[:1].isalpha() and "Error" in line.split(":")[0] and lines[i - 1].startswith(" ")]
-        if found:
-            tracebacks[log.name] = sorted(set(found))
+    tracebacks = log_tracebacks(stack.run_dir)
     assert not tracebacks, tracebacks
     for service in SERVICES:
         assert after[service]["state"] == "RUNNING"
