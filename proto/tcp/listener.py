@@ -10,6 +10,8 @@ the child then.
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from proto.tcp import seqnum, snd, syncookies
 from proto.tcp.congestion import make as make_congestion_control
 from proto.tcp.connection import Connection
@@ -126,8 +128,17 @@ def send_cookie(cx: Context, listener: Connection, now: float, src: str, dst: st
                              o.mss, o.window_scale, o.sack_permitted)
     wscale = choose_wscale(rcvbuf_ceiling(listener)) if o.window_scale is not None else None
     free = listener.so_rcvbuf
+    timestamps = None
+    if cx.config.timestamps and o.timestamps is not None:
+        # the child's clock offset follows from the four-tuple alone (Context.ts_offset), so
+        # the connection the ACK makes goes on with this clock; the ACK's own timestamps say
+        # the peer offered them
+        tuple_only = SimpleNamespace(local_addr=dst, local_port=syn.dst_port, remote_addr=src,
+                                     remote_port=syn.src_port)
+        tuple_only.ts_offset = cx.ts_offset(tuple_only)
+        timestamps = (cx.tsval(tuple_only), o.timestamps[0])
     options = TcpOptions(mss=snd.our_mss(cx, listener), window_scale=wscale,
-                         sack_permitted=o.sack_permitted)
+                         sack_permitted=o.sack_permitted, timestamps=timestamps)
     cx.transmit(dst, src, TcpSegment(syn.dst_port, syn.src_port, cookie, (syn.seq + 1) & MASK,
                                      FLAGS_BY_VALUE[SYN | ACK], 0xFFFF if free > 0xFFFF else free, 0, options))
     listener.cookie_sent_at = now
@@ -145,10 +156,13 @@ def cookie_child(cx: Context, listener: Connection, now: float, src: str, dst: s
     peer_isn = (seg.seq - 1) & MASK
     syn = TcpSegment(seg.src_port, seg.dst_port, peer_isn, 0, FLAGS_BY_VALUE[SYN], seg.window, 0,
                      TcpOptions(mss=said.mss, window_scale=said.window_scale,
-                                sack_permitted=said.sack_permitted))
+                                sack_permitted=said.sack_permitted,
+                                timestamps=None if seg.options.timestamps is None else (seg.options.timestamps[0], 0)))
     child = _child(cx, listener, now, src, dst, syn)
     _start_syn_rcvd(cx, child, now, syn, (seg.ack - 1) & MASK)
     child.rtt.seq = None                  # no RTT sample from a handshake we did not time
+    if child.ts_ok:
+        child.ts_offset = cx.ts_offset(child)       # the clock the cookie's SYN+ACK used
     return child
 
 

@@ -150,3 +150,22 @@ def test_cookie_ack_with_a_full_accept_queue_is_dropped():
     peer.expect_nothing()
     assert eng.counters["listen_overflows"] == 1 and eng.counters["syncookies_recv"] == 2   # both checked
     assert len(eng.listeners[80].accept_queue) == 1
+
+
+def test_timestamps_survive_a_cookie():
+    """A peer that offered timestamps gets them in the cookie's SYN+ACK; its ACK, echoing them,
+    makes a connection that goes on with them and with the same clock."""
+    eng, lsid, peer = listening(syncookies=2, timestamps=1)
+    peer.send(SYN, options=TcpOptions(mss=1460, window_scale=7, sack_permitted=True, timestamps=(500, 0)))
+    synack = peer.take_one()
+    assert synack.options.timestamps is not None and synack.options.timestamps[1] == 500
+    tsval = synack.options.timestamps[0]
+    peer.now += 0.25
+    peer.send(ACK, options=TcpOptions(timestamps=(501, tsval)))
+    sid, _ = peer.call("accept", lsid)
+    conn = eng.conns[sid]
+    assert conn.ts_ok and conn.ts_recent == 501
+    peer.call("send", sid, b"data")
+    seg = peer.take()[-1]
+    assert seg.options.timestamps[1] == 501
+    assert (seg.options.timestamps[0] - tsval) & 0xFFFFFFFF == 250          # the same clock, 250 ms on
