@@ -32,6 +32,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "quickacks": 16,
         "timestamps": 1,
     },
+    "limits": {
+        "sockets_per_process": 1024,     # as RLIMIT_NOFILE's soft default: EMFILE beyond
+    },
     "ip": {
         "ttl": 64,
         "reassembly_timeout": 30.0,
@@ -57,6 +60,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "quickacks"): (0, 16),
     ("tcp", "timestamps"): (0, 1),
     ("tcp", "syncookies"): (0, 2),
+    ("limits", "sockets_per_process"): (1, 1 << 20),
 }
 
 
