@@ -27,7 +27,8 @@ SERVICES = ("nicd", "ipd", "tcpd", "timerd")
 OPS = ("hello", "dev_rx", "dev_tx", "tcp_rx", "tcp_tx", "timer_set", "timer_fired", "call", "reply", "ready",
        "ctl", "ctl_reply")
 CALL_OPS = ("socket", "bind", "listen", "connect", "accept", "send", "recv", "shutdown", "close", "setsockopt",
-            "getsockopt", "getsockname", "getpeername", "poll", "sync", "fence", "cancel", "fork", "watch", "nosuch")
+            "getsockopt", "getsockname", "getpeername", "poll", "sync", "fence", "cancel", "fork", "watch", "probe",
+            "nosuch")
 
 
 def hostile_values(rng: random.Random, depth: int = 0):
