@@ -25,11 +25,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rcvbuf": 262144,
         "sndbuf": 262144,
         "max_backlog": 128,
+        "syncookies": 1,
         "ephemeral_ports": "32768-60999",
         "timer_slack": 0.01,
         "congestion": "cubic",
         "quickacks": 16,
         "timestamps": 1,
+    },
+    "limits": {
+        "sockets_per_process": 1024,     # as RLIMIT_NOFILE's soft default: EMFILE beyond
     },
     "ip": {
         "ttl": 64,
@@ -63,6 +67,8 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "timestamps"): (0, 1),
     ("dns", "timeout"): (0.001, 30),
     ("dns", "attempts"): (1, 5),
+    ("tcp", "syncookies"): (0, 2),
+    ("limits", "sockets_per_process"): (1, 1 << 20),
 }
 
 

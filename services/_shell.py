@@ -153,7 +153,9 @@ class Service:
             if not emptied:
                 timeout = 0.0
             elif deadline is not None:
-                timeout = max(0.0, deadline - time.monotonic())
+                # at most an hour: epoll's timeout overflows for a deadline far away (a timer
+                # armed for 1e9 s), and waking once an hour to look again costs nothing
+                timeout = min(max(0.0, deadline - time.monotonic()), 3600.0)
             news = not emptied
             for fd, _ in self.epoll.poll(timeout):
                 if fd == inbox:

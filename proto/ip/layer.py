@@ -52,7 +52,7 @@ COUNTER_NAMES = (
     *REASSEMBLY_COUNTERS[:3],   # reasm_reqds, reasm_oks, reasm_fails
     "frag_oks", "frag_creates",
     "drop_truncated", "drop_bad_version", "drop_bad_header_length", "drop_bad_total_length",
-    "drop_bad_checksum", "drop_ttl_zero", "drop_not_for_us", "drop_bad_source",
+    "drop_bad_checksum", "drop_not_for_us", "drop_bad_source",
     *REASSEMBLY_COUNTERS[3:],   # drop_reasm_*
     "drop_frag_needed_df", "drop_icmp_malformed", "drop_unknown_protocol",
     "not_ipv4", "icmp_ratelimited", "loopback_packets", "drop_loopback_protocol",
@@ -148,13 +148,12 @@ class IpLayer:
         counters["in_receives"] += 1
         length = len(packet)
         counters["in_bytes"] += length
-        # Fast path: version 4, no options, not a fragment, TCP, TTL not 0, for us,
+        # Fast path: version 4, no options, not a fragment, TCP, for us,
         # total length within the packet, a plausible source, checksum good.
         if length >= MIN_HEADER_LENGTH and packet[0] == 0x45 and packet[9] == PROTO_TCP:
             total_length = (packet[2] << 8) | packet[3]
             if (MIN_HEADER_LENGTH <= total_length <= length
                     and not (packet[6] & 0x3F or packet[7])     # MF clear, offset 0
-                    and packet[8]
                     and packet[16:20] == self.address
                     and 0 < packet[12] < 224 and packet[12] != 127
                     and ones_complement_sum(packet[:MIN_HEADER_LENGTH]) == 0xFFFF):
@@ -176,9 +175,8 @@ class IpLayer:
         except Ipv4ParseError as error:
             counters["drop_" + error.reason] += 1
             return
-        if header.ttl == 0:
-            counters["drop_ttl_zero"] += 1  # RFC 1122 section 3.2.1.7: no host sends TTL 0
-            return
+        # Any TTL, 0 and 1 included: RFC 1122 section 3.2.1.7, a host MUST NOT discard a datagram
+        # addressed to it because of its TTL (Linux and gVisor deliver it; only forwarding checks it).
         if header.dst != self.address and not (header.protocol == PROTO_UDP and header.dst in self.config.broadcasts):
             counters["drop_not_for_us"] += 1  # also broadcast and multicast: we join no group
             return

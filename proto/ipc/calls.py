@@ -128,7 +128,7 @@ def check_args(spec: CallSpec, call: Call) -> None:
     if spec.data != bool(call.payload) or len(call.payload) > 1:
         raise CallError(errno.EINVAL, f"{call.op}: {'one data frame' if spec.data else 'no data frame'}")
     if call.timeout is not None and (isinstance(call.timeout, bool) or not isinstance(call.timeout, (int, float))
-                                     or call.timeout < 0):
+                                     or not 0 <= call.timeout < 1e15):          # NaN and inf too
         raise CallError(errno.EINVAL, f"{call.op}: bad timeout")
 
 

@@ -2,7 +2,9 @@
 
 `encode(msg)` gives the list of frames to send; `decode(frames)` gives the
 message back or raises `MessageError` with a short reason (the name the
-receiving service counts it under).
+receiving service counts it under, as ipc_bad_<reason>).  A decoded message
+has passed its declaration's `problem()` too (nested shapes and ranges:
+"shape"), so no handler meets a field of a shape it does not expect.
 """
 from __future__ import annotations
 
@@ -77,4 +79,8 @@ def decode(frames: list) -> Message:
             continue
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise MessageError("bad_field", f"{header[1]}.{name}: {type(value).__name__}")
-    return cls(*values, payload=tuple(frames[1:]))
+    msg = cls(*values, payload=tuple(frames[1:]))
+    problem = msg.problem()
+    if problem is not None:
+        raise MessageError("shape", f"{header[1]}: {problem}")
+    return msg

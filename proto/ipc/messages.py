@@ -16,16 +16,64 @@ for example, is one header and N frames).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 VERSION = 1
+MAX_INT = (1 << 63) - 1
+MAX_NAME = 64            # service names, incarnations, ops
+MAX_KEY_PARTS = 4        # a timer key: an int, a str, or a flat list of at most this many
+
+
+# ---- the checks every declaration's `problem()` uses (nested shapes and ranges)
+def is_int(value, lo: int = 0, hi: int = MAX_INT) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def is_name(value, longest: int = MAX_NAME) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= longest
+
+
+def is_time(value) -> bool:
+    """A CLOCK_MONOTONIC time or a duration: a finite number, not negative."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and 0 <= value < 1e15)
+
+
+def is_timer_key(key) -> bool:
+    if isinstance(key, list):
+        return 0 < len(key) <= MAX_KEY_PARTS and all(
+            is_int(part, -MAX_INT) or is_name(part) for part in key)
+    return is_int(key, -MAX_INT) or is_name(key)
+
+
+def are_addresses(addresses, frames: int) -> str | None:
+    """[[src, dst], ...]: one pair of 4-byte addresses per payload frame."""
+    if len(addresses) != frames:
+        return f"{len(addresses)} address pairs for {frames} frames"
+    for pair in addresses:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(
+                isinstance(a, bytes) and len(a) == 4 for a in pair)):
+            return "an address pair is not [4 bytes, 4 bytes]"
+    return None
+
+
+def are_indices(indices, frames: int) -> str | None:
+    if len(indices) > frames or not all(is_int(i, 0, frames - 1) for i in indices):
+        return "trusted lists a frame that is not there"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     OP: ClassVar[str] = ""
     payload: tuple = field(default=(), kw_only=True)
+
+    def problem(self) -> str | None:
+        """What is wrong with the fields' nested shapes and ranges (None: nothing).  The codec
+        has checked each field's top-level type; a handler may rely on both."""
+        return None
 
 
 # --- lifecycle ------------------------------------------------------------
@@ -37,6 +85,11 @@ class Hello(Message):
     service: str
     incarnation: str
     pid: int
+
+    def problem(self) -> str | None:
+        if not (is_name(self.service) and is_name(self.incarnation) and is_int(self.pid, 0, 1 << 31)):
+            return "service, incarnation or pid out of range"
+        return None
 
 
 # --- nicd <-> ipd: whole IP packets -----------------------------------------
@@ -50,6 +103,9 @@ class DeviceReceived(Message):
     """
     OP: ClassVar[str] = "dev_rx"
     trusted: list = field(default_factory=list)
+
+    def problem(self) -> str | None:
+        return are_indices(self.trusted, len(self.payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +127,18 @@ class SegmentsReceived(Message):
     addresses: list
     trusted: list = field(default_factory=list)
 
+    def problem(self) -> str | None:
+        return are_addresses(self.addresses, len(self.payload)) or are_indices(self.trusted, len(self.payload))
+
 
 @dataclass(frozen=True, slots=True)
 class SegmentsTransmit(Message):
     """tcpd -> ipd: `[1, "tcp_tx", [[src, dst], ...]]` + one frame per segment (checksummed)."""
     OP: ClassVar[str] = "tcp_tx"
     addresses: list
+
+    def problem(self) -> str | None:
+        return are_addresses(self.addresses, len(self.payload))
 
 
 # --- owners <-> timerd ------------------------------------------------------
@@ -92,12 +154,27 @@ class TimerSet(Message):
     owner: str
     entries: list
 
+    def problem(self) -> str | None:
+        if not is_name(self.owner, 32):
+            return "owner is not a name"
+        for entry in self.entries:
+            if not (isinstance(entry, list) and len(entry) == 2 and is_timer_key(entry[0])
+                    and (entry[1] is None or is_time(entry[1]))):
+                return "an entry is not [key, deadline or None]"
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class TimerFired(Message):
     """timerd -> owner: `[1, "timer_fired", [[key, deadline], ...]]` (expired, in deadline order)."""
     OP: ClassVar[str] = "timer_fired"
     entries: list
+
+    def problem(self) -> str | None:
+        for entry in self.entries:
+            if not (isinstance(entry, list) and len(entry) == 2 and is_timer_key(entry[0]) and is_time(entry[1])):
+                return "an entry is not [key, deadline]"
+        return None
 
 
 # --- libsock <-> tcpd: the system calls -------------------------------------
@@ -125,6 +202,13 @@ class Call(Message):
     args: list
     timeout: Any
 
+    def problem(self) -> str | None:
+        # the rest (sid, args, timeout, data frame) is the call contract's (calls.py): answered
+        # with an errno, which needs an id to answer
+        if not (is_int(self.id) and is_name(self.op)):
+            return "id or op out of range"
+        return None
+
 
 # socket ids a caller names itself (a posted socket() call); tcpd's own ids stay below
 NAMED_SOCKET_IDS = 1 << 40
@@ -148,6 +232,15 @@ class Reply(Message):
     credit: int
     ready: Any = None
 
+    def problem(self) -> str | None:
+        if not (is_int(self.id) and is_int(self.errno, 0, 4095) and is_name(self.incarnation)
+                and is_int(self.credit)):
+            return "id, errno, incarnation or credit out of range"
+        if self.ready is not None and not (isinstance(self.ready, list) and len(self.ready) == 2
+                                           and all(is_int(v) for v in self.ready)):
+            return "ready is not [version, poll mask]"
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Readiness(Message):
@@ -164,6 +257,12 @@ class Readiness(Message):
     OP: ClassVar[str] = "ready"
     entries: list
 
+    def problem(self) -> str | None:
+        for entry in self.entries:
+            if not (isinstance(entry, list) and len(entry) == 3 and all(is_int(v) for v in entry)):
+                return "an entry is not [socket id, version, poll mask]"
+        return None
+
 
 # --- the netstack command <-> any service -----------------------------------
 
@@ -175,6 +274,12 @@ class Control(Message):
     what: str
     args: dict
 
+    def problem(self) -> str | None:
+        if not (is_int(self.id) and is_name(self.what) and self.what.isidentifier()
+                and all(isinstance(k, str) and k.isidentifier() for k in self.args)):
+            return "id, what or an argument's name out of range"
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class ControlReply(Message):
@@ -183,6 +288,9 @@ class ControlReply(Message):
     id: int
     ok: bool
     value: Any
+
+    def problem(self) -> str | None:
+        return None if is_int(self.id) else "id out of range"
 
 
 ALL_MESSAGES: tuple[type[Message], ...] = (

@@ -71,6 +71,7 @@ class Connection:
     syn_queue: set = field(default_factory=set)          # child ids in SYN_RCVD
     parent: int | None = None           # the listener of an unaccepted child
     queued: bool = False                # in the parent's accept queue
+    cookie_sent_at: float | None = None  # a listener's last SYN cookie (Linux tcp_synq_overflow's stamp)
 
     # --- send sequence space (RFC 9293 3.3.1) ---
     iss: int = 0

@@ -19,6 +19,7 @@ EVENTS = (
     "rst_challenged", "sack_lost_retransmits", "sack_recoveries", "sack_retransmits",
     "syn_retransmit_answered", "time_wait_acks", "time_wait_recycled", "tlp_probes",
     "timer_bad_key", "timer_internal_error", "timer_stale", "acks_after_read", "acks_for_waiting_reader",
+    "syncookies_sent", "syncookies_recv", "syncookies_failed",      # Linux SyncookiesSent/Recv/Failed
 )
 # segments dropped, by reason
 DROPS = (

@@ -116,7 +116,9 @@ class TcpEngine(SocketCalls, SocketOptions):
                 return
             listener = cx.listeners.get(seg.dst_port)
             if listener is not None:
-                listen_arrives(cx, listener, now, src, dst, seg)
+                child = listen_arrives(cx, listener, now, src, dst, seg)
+                if child is not None:                 # made from a SYN cookie: its ACK completes it
+                    rcv.segment_arrives(cx, child, now, seg)
                 return
             cx.count("drop_no_socket")
             cx.reply_reset(dst, src, seg)

@@ -26,11 +26,13 @@ def segment_tcp(packet, mtu: int) -> list:
     if len(packet) <= mtu or packet[9] != _PROTO_TCP or packet[0] >> 4 != 4 or packet[6] & 0x3F or packet[7]:
         return [packet]                 # fits, not TCP, or a fragment: as it is
     ip_len = (packet[0] & 0x0F) * 4
+    if ip_len < 20:
+        return [packet]                 # malformed: the device (or the kernel behind it) drops it
     tcp_len = (packet[ip_len + 12] >> 4) * 4
     headers = ip_len + tcp_len
     mss = mtu - headers
     total = (packet[2] << 8) | packet[3]
-    if mss <= 0 or total > len(packet) or total <= headers:
+    if tcp_len < 20 or mss <= 0 or total > len(packet) or total <= headers:
         return [packet]
     view = memoryview(packet)
     ip_header = bytearray(view[:ip_len])

@@ -62,10 +62,14 @@ def to_device(packet: bytes, mtu: int) -> tuple[bytes, bytes]:
     the MTU is a super-segment: the kernel cuts it into segments of MTU -
     headers bytes of payload (gso_size, the MSS that tcpd segmented at).
     """
-    if packet[9] != _PROTO_TCP or len(packet) < 40:
+    if len(packet) < 40 or packet[9] != _PROTO_TCP:
         return PLAIN, packet
     ip_header = (packet[0] & 0x0F) * 4
+    if ip_header < 20 or ip_header + 20 > len(packet):
+        return PLAIN, packet            # malformed (a hostile dev_tx): as it is, the kernel judges it
     if len(packet) <= mtu:
         return HEADER.pack(NEEDS_CSUM, GSO_NONE, 0, 0, ip_header, 16), packet
     headers = ip_header + (packet[ip_header + 12] >> 4) * 4
+    if headers < ip_header + 20 or headers >= min(len(packet), mtu):
+        return PLAIN, packet
     return HEADER.pack(NEEDS_CSUM, GSO_TCPV4, headers, mtu - headers, ip_header, 16), packet

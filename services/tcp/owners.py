@@ -39,6 +39,10 @@ class Owners:
     def __len__(self) -> int:
         return len(self._holders)
 
+    def count(self, pid: int) -> int:
+        """How many sockets the process holds."""
+        return self._sockets_of.get(pid, 0)
+
     def pid_of(self, identity: bytes) -> int | None:
         pid = self._pid_of.get(identity, -1)
         if pid == -1:

@@ -34,6 +34,8 @@ class Syscalls:
     readiness: Readiness
     incarnation: str
     drop_calls = 0          # debug (control_drop_calls): drop this many calls unanswered
+    socket_limit: int                   # limits.sockets_per_process (RLIMIT_NOFILE's 1024 by default)
+    refused_sockets: dict               # posted sockets refused for the limit: their first call is EMFILE
     count: Callable
     reply: Callable
     flush: Callable
@@ -56,6 +58,13 @@ class Syscalls:
             self._answer(identity, call, exc.errno)
             return
         if sid is not None:
+            if sid[1] in self.refused_sockets:       # named over the limit: EMFILE now, as socket() would
+                if call.op == "close":
+                    del self.refused_sockets[sid[1]]
+                    self._answer(identity, call, 0)
+                else:
+                    self._answer(identity, call, errno.EMFILE)
+                return
             if sid[1] in self.engine.conns:
                 self.owners.note(now, sid[1], identity)
         if call.id == 0:
@@ -92,6 +101,10 @@ class Syscalls:
         op = call.op
         try:
             if op == "socket":
+                if self._too_many_sockets(identity):
+                    if len(self.refused_sockets) < 100_000:
+                        self.refused_sockets[sid] = True
+                    return
                 self.owners.note(now, self.engine.socket(now, sid), identity)
             elif op == "send":
                 self.engine.send_posted(now, sid, call.payload[0])
@@ -107,13 +120,14 @@ class Syscalls:
     def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
         if not call.id:             # posted: nobody waits for an answer
             return
-        sid = call.sid
-        credit = self.engine.send_credit(sid[1]) if not err and isinstance(sid, list) and len(sid) == 2 else 0
-        if call.op == "connect" and value is None and isinstance(sid, list):
-            value = self.engine.sock_state(sid[1])       # the engine owns SS_*; libsock keeps what it is told
+        sid = call.sid       # may be malformed here: the answer to a call that failed its check
+        sid = sid[1] if isinstance(sid, list) and len(sid) == 2 and isinstance(sid[1], int) else None
+        credit = self.engine.send_credit(sid) if not err and sid is not None else 0
+        if call.op == "connect" and value is None and sid is not None:
+            value = self.engine.sock_state(sid)       # the engine owns SS_*; libsock keeps what it is told
         ready = None        # the socket's readiness, when the caller watches it (readiness.py)
-        if self.readiness and isinstance(sid, list) and len(sid) == 2 and sid[1] in self.readiness:
-            ready = self.readiness.stamp(sid[1], self.owners.pid_of(identity), self.engine.poll)
+        if self.readiness and sid is not None and sid in self.readiness:
+            ready = self.readiness.stamp(sid, self.owners.pid_of(identity), self.engine.poll)
         self.reply(identity, Reply(call.id, err, value, self.incarnation, credit, ready,
                                    payload=(data,) if data is not None else ()))
 
@@ -150,7 +164,17 @@ class Syscalls:
 
     # -- one handler per call (proto/ipc/calls.py declares their arguments) ----------
 
+    def _too_many_sockets(self, identity: bytes) -> bool:
+        """The caller holds limits.sockets_per_process sockets already (Linux: EMFILE)."""
+        pid = self.owners.pid_of(identity)
+        if pid is not None and self.owners.count(pid) >= self.socket_limit:
+            self.count("emfile")
+            return True
+        return False
+
     def call_socket(self, now: float, parked: ParkedCall):
+        if self._too_many_sockets(parked.identity):
+            raise TcpError(errno.EMFILE)
         sid = self.engine.socket(now)
         self.owners.note(now, sid, parked.identity)
         return ([self.incarnation, sid],)
@@ -164,6 +188,8 @@ class Syscalls:
         return (self.engine.listen(now, parked.sid, backlog),)
 
     def call_accept(self, now: float, parked: ParkedCall):
+        if self._too_many_sockets(parked.identity):
+            raise TcpError(errno.EMFILE)             # the connection stays queued, as Linux's
         child, (addr, port) = self.engine.accept(now, parked.sid)
         self.owners.note(now, child, parked.identity)
         ready = self._watch_child(parked.sid, child, parked.identity) if self.readiness else None

@@ -41,6 +41,8 @@ class Tcpd(Service, Syscalls):
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.sleepers = Sleepers()
         self.owners = Owners()          # which processes hold each socket
+        self.socket_limit = self.config.get("limits", {}).get("sockets_per_process", 1024)
+        self.refused_sockets = {}
         self.trace = TraceRing()        # for netstack trace: transitions, and segments while leased
         self.readiness = ReadinessWatches()     # whose fileno() follows which socket (readiness.py)
         self._addr_bytes: dict[str, bytes] = {}

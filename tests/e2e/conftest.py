@@ -44,6 +44,18 @@ def wait_for(condition, timeout: float, interval: float = 0.01, message: str = "
         time.sleep(interval)
 
 
+def log_tracebacks(run_dir: str) -> dict[str, list[str]]:
+    """Every traceback in an instance's service logs, as its last frame and exception, by log."""
+    found = {}
+    for log in Path(run_dir).rglob("*.log"):
+        lines = log.read_text(errors="replace").splitlines()
+        errors = [" | ".join(lines[i - 2:i + 1]) for i, line in enumerate(lines)
+                  if i >= 2 and line[:1].isalpha() and "Error" in line.split(":")[0] and lines[i - 1].startswith(" ")]
+        if errors:
+            found[log.name] = sorted(set(errors))
+    return found
+
+
 def connect_or_none(address, timeout: float = 10, retry_on=(ConnectionRefusedError,)):
     """A libsock connection to address, or None while the server is not listening yet
     (for wait_for: the kernel-side server starts in a process of its own)."""

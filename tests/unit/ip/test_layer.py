@@ -63,7 +63,7 @@ def test_counters_are_all_present_at_zero():
         "in_receives", "in_bytes", "in_delivers", "out_requests", "out_packets", "out_bytes",
         "echo_requests", "echo_replies", "reasm_reqds", "reasm_oks", "reasm_fails", "frag_oks",
         "frag_creates", "drop_truncated", "drop_bad_version", "drop_bad_header_length",
-        "drop_bad_total_length", "drop_bad_checksum", "drop_ttl_zero", "drop_not_for_us",
+        "drop_bad_total_length", "drop_bad_checksum", "drop_not_for_us",
         "drop_reasm_overlap", "drop_reasm_timeout", "drop_reasm_memory", "drop_reasm_oversize",
         "drop_frag_needed_df", "drop_icmp_malformed", "drop_unknown_protocol", "not_ipv4",
         "icmp_ratelimited",
@@ -178,7 +178,6 @@ GOOD = build_ipv4(PEER, US, PROTO_TCP, SEGMENT)
     (mutate(GOOD, 0, 0x44, checksum=False), "drop_bad_header_length"),
     (mutate(GOOD, 3, 19), "drop_bad_total_length"),
     (mutate(GOOD, 8, 63, checksum=False), "drop_bad_checksum"),
-    (mutate(GOOD, 8, 0), "drop_ttl_zero"),
     (build_ipv4(PEER, str_to_addr("198.18.0.3"), PROTO_TCP, SEGMENT), "drop_not_for_us"),
     (build_ipv4(PEER, str_to_addr("255.255.255.255"), PROTO_TCP, SEGMENT), "drop_not_for_us"),
     (build_ipv4(PEER, str_to_addr("198.18.255.255"), PROTO_TCP, SEGMENT), "drop_not_for_us"),
@@ -671,3 +670,33 @@ def test_well_formed_but_hostile_packets_never_raise(arrivals, max_bytes):
         assert len(packet) <= 100
         header, _ = parse_ipv4(packet)
         assert header.src == US and header.dst != US
+
+
+# ---- TTL: RFC 1122 section 3.2.1.7 ----------------------------------------------------------
+
+@pytest.mark.parametrize("ttl", [0, 1])
+def test_a_datagram_for_us_is_taken_whatever_its_ttl(ttl):
+    layer = make_layer()
+    out = receive(layer, build_ipv4(PEER, US, PROTO_TCP, SEGMENT, ttl=ttl))             # the fast path
+    assert [(src, dst, bytes(seg)) for src, dst, seg in out.to_tcp] == [(PEER, US, SEGMENT)]
+    option = bytes((1, 1, 1, 0))                                                       # NOPs, EOL: the slow path
+    out = receive(layer, build_ipv4(PEER, US, PROTO_TCP, SEGMENT, ttl=ttl, options=option))
+    assert [bytes(seg) for _, _, seg in out.to_tcp] == [SEGMENT]
+    first = build_ipv4(PEER, US, PROTO_TCP, SEGMENT[:16], ttl=ttl, ident=9, df=False, mf=True)
+    last = build_ipv4(PEER, US, PROTO_TCP, SEGMENT[16:], ttl=ttl, ident=9, df=False, frag_offset=16)
+    out = receive(layer, first, last)                                                  # reassembled
+    assert [bytes(seg) for _, _, seg in out.to_tcp] == [SEGMENT]
+    assert not {name for name, value in nonzero(layer).items() if name.startswith("drop_")}
+
+
+def test_an_echo_request_with_ttl_0_is_answered_with_our_ttl():
+    layer = make_layer()
+    out = receive(layer, build_ipv4(PEER, US, PROTO_ICMP, build_echo_request(7, 1, b"hi"), ttl=0))
+    (reply,) = out.to_device
+    header, _ = parse_ipv4(reply)
+    assert header.ttl == 64 and header.dst == PEER
+
+
+def test_the_stack_never_sends_ttl_0():
+    with pytest.raises(ValueError):
+        IpConfig(address=US, ttl=0)

@@ -1,6 +1,8 @@
 """The message vocabulary: every message round-trips; every malformed form is refused with its reason."""
 from __future__ import annotations
 
+import math
+
 import msgpack
 import pytest
 from hypothesis import given, strategies as st
@@ -78,3 +80,47 @@ def test_random_frames_never_raise_anything_else(header, payload):
         codec.decode([header, *payload])
     except MessageError:
         pass
+
+
+# ---- nested shapes and ranges: each message's problem() (issue 15) --------------------------
+ADDR = b"\xc6\x12\x00\x01"
+
+
+def _frames(op, *fields, frames=()):
+    return [msgpack.packb([1, op, *fields], use_bin_type=True), *frames]
+
+
+@pytest.mark.parametrize("frames", [
+    _frames("tcp_rx", [[ADDR]], [], frames=(b"x",)),                   # too many values to unpack
+    _frames("tcp_rx", [[ADDR, ADDR, ADDR]], [], frames=(b"x",)),
+    _frames("tcp_rx", [["a", "b"]], [], frames=(b"x",)),
+    _frames("tcp_rx", [[ADDR, ADDR]], [[1]], frames=(b"x",)),           # an unhashable index
+    _frames("tcp_rx", [[ADDR, ADDR]], [5], frames=(b"x",)),             # a frame that is not there
+    _frames("tcp_rx", [[ADDR, ADDR]], [], frames=()),                   # more addresses than frames
+    _frames("tcp_tx", [[1, 2]], frames=(b"x",)),                        # TypeError in ipd
+    _frames("tcp_tx", [7], frames=(b"x",)),
+    _frames("timer_fired", [[1, 2, 3]]),                                # too many values to unpack
+    _frames("timer_fired", [[[1, "retransmit"], math.nan]]),
+    _frames("timer_fired", [[[{}], 1.0]]),
+    _frames("timer_set", "tcpd", [[[1, "x"], math.inf]]),
+    _frames("timer_set", "tcpd", [[[[1]], 1.0]]),                       # an unhashable key
+    _frames("dev_rx", [-1], frames=(b"x",)),
+    _frames("call", -1, "recv", None, [], None),
+    _frames("call", 1 << 63, "recv", None, [], None),
+    _frames("reply", 1, -5, None, "abc", 0, None),
+    _frames("reply", 1, 0, None, "abc", 0, [1]),
+    _frames("ready", [[1, 2]]),
+    _frames("ctl", 1, "stats", {1: 2}),
+    _frames("hello", "tcpd", "", 1),
+])
+def test_nested_shapes_and_ranges_are_checked(frames):
+    with pytest.raises(MessageError) as info:
+        codec.decode(frames)
+    assert info.value.reason == "shape"
+
+
+def test_well_formed_messages_still_pass():
+    assert codec.decode(_frames("tcp_rx", [[ADDR, ADDR]], [0], frames=(b"x",))).addresses == [[ADDR, ADDR]]
+    assert codec.decode(_frames("timer_set", "tcpd", [[[1, "retransmit"], None], [[2, "x"], 5.5]])).owner == "tcpd"
+    assert codec.decode(_frames("timer_fired", [[[1, "retransmit"], 5]])).entries
+    assert codec.decode(_frames("call", 0, "send", ["abc", 3], [0], None, frames=(b"d",))).op == "send"

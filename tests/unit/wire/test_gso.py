@@ -33,3 +33,12 @@ def test_what_fits_or_is_not_tcp_goes_as_it_is():
     assert segment_tcp(small, 1500) == [small]
     icmp = build_ipv4(A, B, 1, b"\x08\x00" + b"\0" * 3000)
     assert segment_tcp(icmp, 1500) == [icmp]
+
+
+def test_a_malformed_super_segment_passes_as_it_is():
+    """A header length under 20 (IP or TCP) in a packet beyond the MTU: no piece is made from it."""
+    for ihl, offset in ((0x40, 0x50), (0x45, 0x00), (0x45, 0x40)):
+        packet = bytearray(3000)
+        packet[0], packet[9], packet[2:4] = ihl, 6, (3000).to_bytes(2, "big")
+        packet[20 + 12] = offset
+        assert segment_tcp(bytes(packet), 1500) == [bytes(packet)]

@@ -68,3 +68,12 @@ def test_a_tcp_packet_left_to_the_device_is_completed_for_a_capture():
     assert partial != whole and vnet.complete_tcp_checksum(partial) == whole
     udp_like = bytes([0x45]) + bytes(8) + bytes([17]) + bytes(30)
     assert vnet.complete_tcp_checksum(udp_like) == udp_like
+
+
+def test_malformed_packets_go_plain():
+    """What a hostile dev_tx may hold: too short, a header length under 20 or beyond the packet."""
+    for packet in (b"", b"\x45", bytes(39), b"\x41" + bytes(8) + b"\x06" + bytes(3000),
+                   b"\x4f" + bytes(8) + b"\x06" + bytes(40),
+                   b"\x45" + bytes(8) + b"\x06" + bytes(22) + b"\x10" + bytes(3000)):
+        header, out = vnet.to_device(packet, 1500)
+        assert out == packet and header == vnet.PLAIN
