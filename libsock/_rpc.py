@@ -28,11 +28,12 @@ import zmq
 from libsock import _readiness
 from proto.ipc import codec
 from proto.ipc.messages import Call, Reply
-from channel.frames import send_frames
+from channel.frames import ZERO_COPY_FROM
 
 LIVENESS_CHECK = 0.2
 LIVENESS_CHECK_MS = int(LIVENESS_CHECK * 1000)
 STARTUP_WAIT = 5.0       # a new socket waits this long for a restarting tcpd
+_MORE = int(zmq.SNDMORE)
 POSTED_LINGER_MS = 1000  # how long a dropped channel keeps sending what was posted on it
 FENCE_WAIT = 2.0         # longest wait for another channel's posted calls (beyond the linger: lost)
 BACKSTOP_MARGIN = 1.0    # a call with a timeout still unanswered this long after it is asked about
@@ -139,11 +140,15 @@ class Stack:
                 return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
             finally:
                 channel.sock.close(POSTED_LINGER_MS)
-        channel.waiting = True
-        try:
-            return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
-        finally:
-            channel.waiting = False
+        for _ in range(3):
+            channel.waiting = True
+            try:
+                return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
+            except _ChannelGone:
+                channel = self._channel()           # nothing of the call left: made again on a new one
+            finally:
+                channel.waiting = False
+        raise _error(errno.EIO, "libsock: the channel to tcpd kept closing")
 
     def _call_on(self, channel: "_Channel", incarnation: str, op: str, sid, args: list, timeout,
                  data: bytes | None, keep: Callable[[Reply], None] | None):
@@ -151,7 +156,7 @@ class Stack:
         posted = channel.posts
         payload = (data,) if data is not None else ()
         request_id = next(self._ids)
-        self._send_whole(channel, codec.encode(Call(request_id, op, sid, args, timeout, payload=payload)))
+        self._send_first(channel, codec.encode(Call(request_id, op, sid, args, timeout, payload=payload)))
         # the backstop: a call still unanswered this long is asked about (tcpd may have lost it)
         ask_at = time.monotonic() + (BACKSTOP_EVERY if timeout is None else timeout + BACKSTOP_MARGIN)
         probe_id = None
@@ -218,7 +223,7 @@ class Stack:
             return
         sock = channel.sock
         try:
-            send_frames(sock, codec.encode(Call(0, "cancel", sid, [request_id], None)))
+            self._send_whole(channel, codec.encode(Call(0, "cancel", sid, [request_id], None)))
             channel.posts += 1
             while True:
                 if not sock.poll(LIVENESS_CHECK_MS):
@@ -253,25 +258,40 @@ class Stack:
             # a signal handler's post while a message of this thread is half sent: made as a
             # call on a channel of its own (call() takes one), done when it returns
             self.call(op, sid, args, None, data)
-            return Posted(weakref.ref(channel), channel.identity, channel.posts)
+            return Posted(channel, channel.identity, channel.posts)
         frames = codec.encode(Call(0, op, sid, args, None, payload=(data,) if data is not None else ()))
-        self._send_whole(channel, frames)
-        channel.posts += 1
-        return Posted(weakref.ref(channel), channel.identity, channel.posts)
+        # counted before it goes: a signal that lands after the message left but before the
+        # count would leave the count one short, and a fence on it would pass one call early
+        for _ in range(3):
+            channel.posts += 1
+            try:
+                self._send_first(channel, frames)
+            except _ChannelGone:
+                channel.posts -= 1
+                channel = self._channel()
+                continue
+            except BaseException:
+                channel.posts -= 1              # torn: ZeroMQ rolls the message back, it never leaves
+                raise
+            return Posted(channel, channel.identity, channel.posts)
+        raise _error(errno.EIO, "libsock: the channel to tcpd kept closing")
 
     def after_posts(self, sid, mark: "Posted") -> bool:
         """Before a call on `sid` that must come after the posted calls up to `mark`
         (a send after a send, a close after a send): wait until tcpd has handled
         them, unless they went out on this thread's channel, whose calls arrive in
         order anyway.  True when they are known handled (the mark can go)."""
-        channel = mark.channel()
+        channel = mark.channel
         if channel is not None:
             if channel.handled >= mark.count:
                 return True
             if channel is getattr(self._local, "channel", None) and channel.pid == os.getpid():
                 return False
-        try:        # another thread's (or, after fork, the parent's) channel: tcpd waits for them
-            self.call("fence", sid, [mark.identity, mark.count], FENCE_WAIT)
+        # another thread's (or, after fork, the parent's, or a dropped) channel: tcpd waits for them,
+        # all that went on that channel (a post whose mark a signal kept from its socket too)
+        count = max(mark.count, channel.posts) if channel is not None else mark.count
+        try:
+            self.call("fence", sid, [mark.identity, count], FENCE_WAIT)
         except OSError:
             pass    # lost with a channel dropped too soon, or the socket is gone: the call itself will say
         return True
@@ -287,27 +307,61 @@ class Stack:
             pass
 
     def _send_whole(self, channel: "_Channel", frames: list) -> None:
-        """A message's frames, all or none: a signal handler that raises between two frames
-        (send_frames is a Python loop) leaves the message unfinished in the socket, and the
-        next message would be appended to it.  The channel is dropped then: ZeroMQ delivers
-        only whole messages and rolls the unfinished one back when its socket closes, while
-        the whole ones queued before it still leave (linger).  Costs nothing on the way."""
+        """A message's frames, all or none.  A signal handler that raises between two frames
+        (this is a Python loop) would leave the message unfinished in the socket, and the
+        next message would be appended to it.  Then the message is ended at once with an
+        empty frame: tcpd reads it as a send of nothing (the only call with a data frame) or
+        as malformed, and drops it (counted); the channel keeps its place and its order.
+        Costs nothing on the way."""
+        sock = channel.sock
+        last = len(frames) - 1
+        copy = len(frames[-1]) < ZERO_COPY_FROM
+        done = 0
         channel.sending = True
         try:
-            send_frames(channel.sock, frames)
+            for i, frame in enumerate(frames):
+                sock.send(frame, _MORE if i < last else 0, copy=copy)
+                done = i + 1
         except BaseException:
-            if getattr(self._local, "channel", None) is channel:
-                self._local.channel = None
-            channel.sock.close(POSTED_LINGER_MS)
+            if done <= last:                 # (a complete message gets a stray empty one: dropped)
+                self._end_torn(channel)
             raise
         finally:
             channel.sending = False
 
+    def _end_torn(self, channel: "_Channel") -> None:
+        try:
+            channel.sock.send(b"", 0)
+        except BaseException:
+            # interrupted again: the channel goes (ZeroMQ rolls the unfinished message back
+            # when its socket closes; the whole ones queued before it still leave)
+            if getattr(self._local, "channel", None) is channel:
+                self._local.channel = None
+            channel.sock.close(POSTED_LINGER_MS)
+            raise
+
+    def _send_first(self, channel: "_Channel", frames: list) -> None:
+        """`_send_whole` for a message that is the first of its call: a channel found closed
+        under it (a signal handler's call tore it, and its exception was swallowed, as in a
+        finalizer) is _ChannelGone, for the caller to go again on a new channel: nothing of
+        the message left (ZeroMQ rolled it back), so nothing happens twice."""
+        try:
+            self._send_whole(channel, frames)
+        except zmq.ZMQError as exc:
+            if channel.sock.closed:
+                raise _ChannelGone() from exc
+            raise
+
     def _abandon(self, channel: "_Channel") -> None:
-        """Drop a channel: a new one will not receive the dead call's answer."""
-        channel.sock.close(0)
+        """Drop a channel: a new one will not receive the dead call's answer.  (Forgotten before
+        it is closed: a signal in between must not leave a closed channel to the next call.)"""
         if getattr(self._local, "channel", None) is channel:
             self._local.channel = None
+        channel.sock.close(0)
+
+
+class _ChannelGone(Exception):
+    """The channel was closed under a message before any of it left."""
 
 
 class _Channel:
@@ -329,7 +383,7 @@ class _Channel:
 @dataclass(frozen=True, slots=True)
 class Posted:
     """Where a socket's last posted call went: the channel, and its count of posts then."""
-    channel: "weakref.ref[_Channel]"
+    channel: "_Channel"              # held: a fence asks for all it carried (a dropped one too)
     identity: bytes
     count: int
 

@@ -1,7 +1,6 @@
 """libsock's channels: when a call must first wait (fence) for what another channel posted."""
 from __future__ import annotations
 
-import weakref
 
 from libsock import _rpc
 
@@ -17,7 +16,7 @@ def _stack_with_two_channels():
 
 def _mark(channel, count):
     channel.posts = max(channel.posts, count)
-    return _rpc.Posted(weakref.ref(channel), channel.identity, count)
+    return _rpc.Posted(channel, channel.identity, count)
 
 
 def test_posts_of_this_thread_s_channel_need_no_fence():

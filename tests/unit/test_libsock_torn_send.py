@@ -1,6 +1,7 @@
 """A signal handler that raises between a message's frames must not leave half a message on the
-channel (issue 19): the channel is dropped, ZeroMQ rolls the unfinished message back, the whole
-messages sent before it still arrive, and the next message goes out whole on a new channel."""
+channel (issue 19): the unfinished message is ended at once with an empty frame (tcpd reads a
+send of nothing, or drops it as malformed), and the channel goes on, in order; interrupted again
+while ending it, the channel is dropped and ZeroMQ rolls the unfinished message back."""
 from __future__ import annotations
 
 import zmq
@@ -14,12 +15,12 @@ class Interrupted(Exception):
 
 class FlakySocket(zmq.Socket):
     """Raises (as a signal handler would) when the frame numbered `fail_at` is about to go."""
-    fail_at = -1
+    fail_at: set = set()
     sent = 0
 
     def send(self, data, flags=0, copy=True, track=False, **kwargs):
         type(self).sent += 1
-        if type(self).sent == type(self).fail_at:
+        if type(self).sent in type(self).fail_at:
             raise Interrupted()
         return super().send(data, flags, copy=copy, track=track, **kwargs)
 
@@ -28,7 +29,7 @@ class FlakyContext(zmq.Context):
     _socket_class = FlakySocket
 
 
-def test_a_torn_send_drops_the_channel_and_nothing_half_arrives(tmp_path):
+def test_a_torn_message_is_ended_and_nothing_half_arrives(tmp_path):
     ctx = zmq.Context()
     router = ctx.socket(zmq.ROUTER)
     endpoint = f"ipc://{tmp_path / 'r.sock'}"
@@ -46,23 +47,31 @@ def test_a_torn_send_drops_the_channel_and_nothing_half_arrives(tmp_path):
     try:
         first = new_channel()
         stack._send_whole(first, [b"A-header", b"A-data"])           # whole
-        FlakySocket.fail_at = FlakySocket.sent + 2                   # the second frame of the next
+        FlakySocket.fail_at = {FlakySocket.sent + 2}                 # the second frame of the next
         try:
             stack._send_whole(first, [b"B-header", b"B-data"])
         except Interrupted:
             pass
         else:
             raise AssertionError("the interruption did not reach the caller")
-        assert stack._local.channel is None and first.sock.closed   # the torn channel is gone
+        assert stack._local.channel is first and not first.sock.closed     # the channel goes on
+        stack._send_whole(first, [b"C-header", b"C-data"])
+        FlakySocket.fail_at = {FlakySocket.sent + 2, FlakySocket.sent + 3}   # torn, and again ending it
+        try:
+            stack._send_whole(first, [b"D-header", b"D-data"])
+        except Interrupted:
+            pass
+        assert stack._local.channel is None and first.sock.closed    # then the channel is dropped
         second = new_channel()
-        stack._send_whole(second, [b"C-header", b"C-data"])
+        stack._send_whole(second, [b"E-header", b"E-data"])
         got = []
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
-        while len(got) < 2 and poller.poll(2000):
+        while len(got) < 4 and poller.poll(2000):
             got.append(router.recv_multipart()[1:])
-        assert got == [[b"A-header", b"A-data"], [b"C-header", b"C-data"]]
-        assert not poller.poll(100)                                   # and no half of B, ever
+        assert got == [[b"A-header", b"A-data"], [b"B-header", b""], [b"C-header", b"C-data"],
+                       [b"E-header", b"E-data"]]                     # no half of D, ever
+        assert not poller.poll(100)
     finally:
         router.close(0)
         make.destroy(0)

@@ -1,0 +1,13 @@
+"""Issue 19's stress test at full size (make faults): 10,000 signals on each module."""
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import running_stack
+from tests.e2e.test_signal_stress import run_stress
+
+
+@pytest.mark.parametrize("module", ["socket", "libsock"])
+def test_ten_thousand_signals_tear_nothing(module):
+    with running_stack() as stack:
+        run_stress(stack, module, 10_000)
