@@ -25,7 +25,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rcvbuf": 262144,
         "sndbuf": 262144,
         "max_backlog": 128,
-        "syncookies": 1,
+        "syncookies": 0,
         "ephemeral_ports": "32768-60999",
         "timer_slack": 0.01,
         "congestion": "cubic",

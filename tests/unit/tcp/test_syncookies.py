@@ -55,7 +55,7 @@ def test_random_cookies_are_rejected():
 
 # ---------------------------------------------------------------- the listener
 def test_full_syn_queue_answers_with_a_cookie_and_keeps_nothing():
-    eng, lsid, peer = listening(backlog=4, max_backlog=4)
+    eng, lsid, peer = listening(backlog=4, max_backlog=4, syncookies=1)
     fill_syn_queue(eng, peer, 4)
     conns = len(eng.conns)
     peer.send(SYN, options=TcpOptions(mss=1460, window_scale=7, sack_permitted=True))
@@ -69,7 +69,7 @@ def test_full_syn_queue_answers_with_a_cookie_and_keeps_nothing():
 
 
 def test_cookie_ack_makes_an_established_connection_with_the_peer_options():
-    eng, lsid, peer = listening(backlog=4, max_backlog=4)
+    eng, lsid, peer = listening(backlog=4, max_backlog=4, syncookies=1)
     fill_syn_queue(eng, peer, 4)
     peer.send(SYN, options=TcpOptions(mss=1440, window_scale=5, sack_permitted=True))
     synack = peer.take_one()
@@ -89,7 +89,7 @@ def test_cookie_ack_makes_an_established_connection_with_the_peer_options():
 
 
 def test_cookie_without_wscale_or_sack_in_the_syn():
-    eng, lsid, peer = listening(backlog=4, max_backlog=4)
+    eng, lsid, peer = listening(backlog=4, max_backlog=4, syncookies=1)
     fill_syn_queue(eng, peer, 4)
     peer.send(SYN, options=TcpOptions(mss=1300))
     synack = peer.take_one()
@@ -101,7 +101,7 @@ def test_cookie_without_wscale_or_sack_in_the_syn():
 
 
 def test_forged_or_stale_cookie_ack_is_rejected_with_a_reset():
-    eng, lsid, peer = listening(backlog=4, max_backlog=4)
+    eng, lsid, peer = listening(backlog=4, max_backlog=4, syncookies=1)
     fill_syn_queue(eng, peer, 4)
     peer.send(SYN, options=peer.syn_options())
     synack = peer.take_one()
