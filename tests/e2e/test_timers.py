@@ -140,9 +140,9 @@ def test_libsock_reader_stops_kernel_sender_stalls_and_probes(stack, tmp_path):
             assert row["recv_q"] > 0
             wait_for(lambda: kernel_counter(stack, "TcpExtTCPWinProbe") >= 2, 10, 0.1, "kernel window probes")
             assert conns(stack, 5401)[0]["recv_q"] == row["recv_q"]        # the kernel sent nothing new
-            # drop our window updates (pure ACKs with a nonzero window) while we read a little
+            # drop our window updates (pure ACKs, with or without timestamps, with a nonzero window) while we read
             ipt(stack, "-I", "INPUT", "1", "-i", "tun0", "-p", "tcp", "-s", stack.addr, "--tcp-flags", "ALL",
-                "ACK", "-m", "length", "--length", "40", "-m", "u32", "--u32", "0>>22&0x3C@12&0xFFFF=1:0xFFFF",
+                "ACK", "-m", "length", "--length", "40:52", "-m", "u32", "--u32", "0>>22&0x3C@12&0xFFFF=1:0xFFFF",
                 "-j", "DROP")
             conn.settimeout(30)
             digest, total = hashlib.sha256(), 0
