@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 
-from proto.ipc.calls import MAX_INT, Arg, CallError, CallSpec, check_args
+from proto.ipc.calls import MAX_INT, Arg, CallError, CallSpec, check_args, declared
 from proto.ipc.messages import DatagramCall
 
 _PORT = Arg("port", (int,), 0, 65535)
@@ -35,12 +35,7 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
 
 def check(call: DatagramCall) -> CallSpec:
     """The declaration `call` fits, or CallError (op, posting, sid, arguments, data frame, timeout)."""
-    spec = CALLS.get(call.op)
-    if spec is None:
-        raise CallError(errno.EINVAL, f"unknown call {call.op!r}")
-    posted = call.id == 0
-    if posted and spec.posted == "never" or not posted and spec.posted == "only":
-        raise CallError(errno.EINVAL, f"{call.op} {'cannot' if posted else 'must'} be posted")
+    spec = declared(CALLS, call)
     if isinstance(call.sid, bool) or not isinstance(call.sid, int):
         raise CallError(errno.EBADF, "sid is not an int")
     check_args(spec, call)         # the arguments, data frame and timeout: as tcpd's calls
