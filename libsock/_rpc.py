@@ -334,7 +334,7 @@ class Stack:
             channel.sock.send(b"", 0)
         except BaseException:
             # interrupted again: the channel goes (ZeroMQ rolls the unfinished message back
-            # when its socket closes; the whole ones queued before it still leave)
+            # when its socket closes; whole ones still queued leave within the linger if they can)
             if getattr(self._local, "channel", None) is channel:
                 self._local.channel = None
             channel.sock.close(POSTED_LINGER_MS)
