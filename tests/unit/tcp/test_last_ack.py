@@ -10,7 +10,7 @@ def test_ack_of_fin_closes():
     assert peer.conn.state is State.CLOSED and peer.conn.id not in eng.conns
     t = peer.transitions[-1]
     assert (t.from_state, t.to_state) == (State.LAST_ACK, State.CLOSED)
-    assert eng.by_tuple == {} and eng.ports == {}
+    assert eng.by_tuple == {} and eng.ports.users == {}
 
 
 def test_user_still_holding_socket_after_last_ack():
