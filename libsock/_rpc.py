@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import atexit
 import errno
-import itertools
+import json
 import multiprocessing.util
+from collections import deque
 import os
 import secrets
 import threading
@@ -38,6 +39,7 @@ POSTED_LINGER_MS = 1000  # how long a dropped channel keeps sending what was pos
 FENCE_WAIT = 2.0         # longest wait for another channel's posted calls (beyond the linger: lost)
 BACKSTOP_MARGIN = 1.0    # a call with a timeout still unanswered this long after it is asked about
 BACKSTOP_EVERY = 5.0     # a blocking call is asked about this often
+TAKEOVER_WAIT = 30.0     # how long a call waits for a dead tcpd's successor (while supervisord restarts it)
 
 
 def _error(code: int, message: str | None = None) -> OSError:
@@ -51,9 +53,9 @@ class Stack:
         self.run_dir = Path(run_dir)
         self.endpoint = f"ipc://{self.run_dir / 'tcpd.sock'}"
         self._local = threading.local()
-        self._ids = itertools.count(1)
         self._tcpd: tuple[str, int] | None = None     # (incarnation, pid) last seen
         self.lost_calls = 0      # calls tcpd dropped unanswered, found by the backstop
+        self.resent_calls = 0    # messages sent again to a tcpd that took over from one that died
 
     # -- tcpd liveness ------------------------------------------------------------
 
@@ -117,7 +119,8 @@ class Stack:
         identity = f"p{os.getpid()}.{secrets.token_hex(6)}".encode()
         sock.setsockopt(zmq.ROUTING_ID, identity)
         sock.connect(self.endpoint)
-        return _Channel(self, sock, identity)
+        tcpd = self._read_tcpd()
+        return _Channel(self, sock, identity, tcpd[0] if tcpd is not None else None)
 
     def call(self, op: str, sid, args: list, timeout: float | None, data: bytes | None = None,
              keep: Callable[[Reply], None] | None = None):
@@ -153,10 +156,9 @@ class Stack:
     def _call_on(self, channel: "_Channel", incarnation: str, op: str, sid, args: list, timeout,
                  data: bytes | None, keep: Callable[[Reply], None] | None):
         sock = channel.sock
-        posted = channel.posts
         payload = (data,) if data is not None else ()
-        request_id = next(self._ids)
-        self._send_first(channel, codec.encode(Call(request_id, op, sid, args, timeout, payload=payload)))
+        request_id, frames = self._send_numbered(
+            channel, lambda n: Call(n, op, sid, args, timeout, payload=payload), first=True)
         # the backstop: a call still unanswered this long is asked about (tcpd may have lost it)
         ask_at = time.monotonic() + (BACKSTOP_EVERY if timeout is None else timeout + BACKSTOP_MARGIN)
         probe_id = None
@@ -165,7 +167,7 @@ class Stack:
             try:
                 ready = sock.poll(LIVENESS_CHECK_MS)   # takes nothing: a signal here leaves the answer
             except BaseException:                # a signal handler raised (KeyboardInterrupt, ...)
-                self._withdraw(channel, request_id, sid, posted, keep)
+                self._withdraw(channel, request_id, sid, keep)
                 raise
             if ready:
                 try:
@@ -177,6 +179,7 @@ class Stack:
                     raise
                 if not isinstance(reply, Reply):
                     continue
+                channel.confirm(reply.id)
                 if reply.id == probe_id:
                     probe_id = None
                     if reply.errno or reply.value:       # (it sleeps in tcpd: wait on)
@@ -187,14 +190,12 @@ class Stack:
                     if reissued:
                         raise _error(errno.EIO, f"the stack lost the call {op} twice")
                     reissued = True
-                    request_id = next(self._ids)
-                    self._send_whole(channel, codec.encode(Call(request_id, op, sid, args, timeout,
-                                                                payload=payload)))
+                    request_id, frames = self._send_numbered(
+                        channel, lambda n: Call(n, op, sid, args, timeout, payload=payload))
                     ask_at = time.monotonic() + (BACKSTOP_EVERY if timeout is None else timeout + BACKSTOP_MARGIN)
                     continue
                 if reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
-                channel.handled = posted         # everything posted before this call has reached tcpd
                 if reply.ready is not None:      # the socket's readiness, for its fileno() (_readiness.py)
                     _readiness.apply(self, sid, reply.ready)
                 if reply.errno:
@@ -203,17 +204,83 @@ class Stack:
                     raise failure
                 return reply.value, (reply.payload[0] if reply.payload else None), reply.credit
             tcpd = self._read_tcpd()
-            if tcpd is None or tcpd[0] != incarnation:
-                self._abandon(channel)
-                if sid is None and tcpd is None:
-                    raise self.down_error()
-                raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
-            if sid is not None and probe_id is None and time.monotonic() >= ask_at:
-                probe_id = next(self._ids)
-                self._send_whole(channel, codec.encode(Call(probe_id, "probe", sid, [request_id], 0)))
-                ask_at = time.monotonic() + BACKSTOP_EVERY
+            if tcpd is not None and tcpd[0] == channel.incarnation:
+                if sid is not None and probe_id is None and time.monotonic() >= ask_at:
+                    probe_id, _ = self._send_numbered(channel, lambda n: Call(n, "probe", sid, [request_id], 0))
+                    ask_at = time.monotonic() + BACKSTOP_EVERY
+                continue
+            successor = self._taken_over(channel, tcpd, sid)
+            if successor is not None:
+                # a new tcpd holds what the old one did: what it may not have had goes again
+                self._resend(channel, request_id, frames, successor)
+                probe_id = None
+                continue
+            self._abandon(channel)
+            if sid is None and tcpd is None:
+                raise self.down_error()
+            raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
 
-    def _withdraw(self, channel: "_Channel", request_id: int, sid, posted: int,
+    # -- a new tcpd ---------------------------------------------------------------
+
+    def _lineage(self) -> tuple[str, set] | None:
+        """The newest tcpd's incarnation and the incarnations whose sockets it holds (it writes
+        this once it has recovered them from its store)."""
+        try:
+            record = json.loads((self.run_dir / "tcpd.lineage").read_text())
+            return record["incarnation"], set(record["holds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _taken_over(self, channel: "_Channel", tcpd: tuple[str, int] | None, sid) -> str | None:
+        """The tcpd this channel spoke to died: wait for its successor (while supervisord
+        restarts it); its incarnation if it holds the channel's and the socket's state."""
+        deadline = time.monotonic() + TAKEOVER_WAIT
+        while True:
+            if tcpd is not None:
+                lineage = self._lineage()
+                if lineage is not None and lineage[0] == tcpd[0]:
+                    holds = lineage[1]
+                    if channel.incarnation in holds and (sid is None or sid[0] in holds):
+                        return tcpd[0]
+                    return None
+            if time.monotonic() >= deadline or not self._supervised():
+                return None
+            time.sleep(0.01)
+            tcpd = self._read_tcpd()
+
+    def _resend(self, channel: "_Channel", request_id: int, frames: list, successor: str) -> None:
+        """Everything tcpd may not have handled, in order: it skips what it has (channels.py)."""
+        pending = dict(channel.unconfirmed)
+        pending.setdefault(request_id, frames)
+        for number in sorted(pending):
+            self._send_whole(channel, pending[number])
+        channel.incarnation = successor
+        self.resent_calls += len(pending)
+
+    def _send_numbered(self, channel: "_Channel", make: Callable[[int], Call], first: bool = False,
+                       posted: bool = False) -> tuple[int, list]:
+        """Send the channel's next message (`make(number)`; posted ones carry minus it), kept
+        until tcpd is known to have it.  A message a signal stopped before any of it left gives
+        its number back; one torn after its first frame is kept as tcpd got it."""
+        number = channel.seq + 1
+        frames = codec.encode(make(-number if posted else number))
+        channel.seq = number
+        channel.unconfirmed.append((number, frames))
+        try:
+            if first:
+                self._send_first(channel, frames)
+            else:
+                self._send_whole(channel, frames)
+        except BaseException:
+            if channel.frames_sent == 0:
+                channel.unconfirmed.pop()
+                channel.seq = number - 1
+            else:
+                channel.unconfirmed[-1] = (number, frames[:channel.frames_sent] + [b""])
+            raise
+        return number, frames
+
+    def _withdraw(self, channel: "_Channel", request_id: int, sid,
                   keep: Callable[[Reply], None] | None) -> None:
         """Take back a call its caller no longer waits for: tcpd ends it with EINTR if it
         still sleeps there, else its answer is already on the way and goes to `keep`.
@@ -223,8 +290,8 @@ class Stack:
             return
         sock = channel.sock
         try:
-            self._send_whole(channel, codec.encode(Call(0, "cancel", sid, [request_id], None)))
-            channel.posts += 1
+            channel.posts, _ = self._send_numbered(channel, lambda n: Call(n, "cancel", sid, [request_id], None),
+                                                   posted=True)
             while True:
                 if not sock.poll(LIVENESS_CHECK_MS):
                     tcpd = self._read_tcpd()
@@ -236,8 +303,9 @@ class Stack:
                     reply = codec.decode(sock.recv_multipart())
                 except codec.MessageError:
                     continue
+                if isinstance(reply, Reply):
+                    channel.confirm(reply.id)
                 if isinstance(reply, Reply) and reply.id == request_id:
-                    channel.handled = posted
                     if reply.errno != errno.EINTR and keep is not None:
                         keep(reply)
                     return
@@ -246,7 +314,7 @@ class Stack:
             raise
 
     def post(self, op: str, sid, args: list, data: bytes | None = None) -> "Posted":
-        """Send a call nobody waits for (id 0): a send within the socket's credit, or a close.
+        """Send a call nobody waits for (id minus its number): a send within the socket's credit, or a close.
 
         Calls from one thread reach tcpd in order, so the next call of this
         thread finds the posted one done; at exit, `flush_posted` makes sure the
@@ -259,20 +327,14 @@ class Stack:
             # call on a channel of its own (call() takes one), done when it returns
             self.call(op, sid, args, None, data)
             return Posted(channel, channel.identity, channel.posts)
-        frames = codec.encode(Call(0, op, sid, args, None, payload=(data,) if data is not None else ()))
-        # counted before it goes: a signal that lands after the message left but before the
-        # count would leave the count one short, and a fence on it would pass one call early
+        payload = (data,) if data is not None else ()
         for _ in range(3):
-            channel.posts += 1
             try:
-                self._send_first(channel, frames)
+                channel.posts, _ = self._send_numbered(channel, lambda n: Call(n, op, sid, args, None, payload=payload),
+                                                       first=True, posted=True)
             except _ChannelGone:
-                channel.posts -= 1
                 channel = self._channel()
                 continue
-            except BaseException:
-                channel.posts -= 1              # torn: ZeroMQ rolls the message back, it never leaves
-                raise
             return Posted(channel, channel.identity, channel.posts)
         raise _error(errno.EIO, "libsock: the channel to tcpd kept closing")
 
@@ -316,14 +378,14 @@ class Stack:
         sock = channel.sock
         last = len(frames) - 1
         copy = len(frames[-1]) < ZERO_COPY_FROM
-        done = 0
+        done = channel.frames_sent = 0
         channel.sending = True
         try:
             for i, frame in enumerate(frames):
                 sock.send(frame, _MORE if i < last else 0, copy=copy)
-                done = i + 1
+                done = channel.frames_sent = i + 1
         except BaseException:
-            if done <= last:                 # (a complete message gets a stray empty one: dropped)
+            if 0 < done <= last:                 # (a complete message gets a stray empty one: dropped)
                 self._end_torn(channel)
             raise
         finally:
@@ -367,17 +429,29 @@ class _ChannelGone(Exception):
 class _Channel:
     """One thread's DEALER to tcpd, and how many of the calls it posted tcpd is known to have."""
 
-    def __init__(self, stack: Stack, sock: zmq.Socket, identity: bytes):
+    def __init__(self, stack: Stack, sock: zmq.Socket, identity: bytes, incarnation: str | None):
         self.stack, self.sock, self.pid, self.identity = stack, sock, os.getpid(), identity
         self.thread = threading.current_thread()
-        self.posts = 0           # calls posted on it
+        self.incarnation = incarnation   # the tcpd it speaks to
+        self.seq = 0             # the number of its last message (tcpd handles them in order, once)
+        self.posts = 0           # the number of its last posted call
+        self.handled = 0         # tcpd has handled its messages up to this number
+        self.unconfirmed: deque = deque()    # [(number, frames)] sent, not yet known handled
         self.waiting = False     # a call on it waits for its answer
         self.sending = False     # a message is going out on it, frame by frame
-        self.handled = 0         # of those, how many tcpd had when it last answered on this channel
+        self.frames_sent = 0     # ... and how many of its frames left
 
     @property
     def unsynced(self) -> bool:
         return self.handled < self.posts
+
+    def confirm(self, number: int) -> None:
+        """An answer to message `number`: tcpd has handled everything up to it."""
+        if number > self.handled:
+            self.handled = number
+            unconfirmed = self.unconfirmed
+            while unconfirmed and unconfirmed[0][0] <= number:
+                unconfirmed.popleft()
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,7 +103,7 @@ def declared(table: dict[str, CallSpec], call) -> CallSpec:
     spec = table.get(call.op)
     if spec is None:
         raise CallError(errno.EINVAL, f"unknown call {call.op!r}")
-    posted = call.id == 0
+    posted = call.id <= 0
     if posted and spec.posted == "never" or not posted and spec.posted == "only":
         raise CallError(errno.EINVAL, f"{call.op} {'cannot' if posted else 'must'} be posted")
     return spec
@@ -113,7 +113,7 @@ def check_header(call: Call) -> CallSpec:
     """The declaration of `call`'s op, or CallError: the op is known, posted as it may be,
     and names its socket as [incarnation, int]."""
     spec = declared(CALLS, call)
-    posted = call.id == 0
+    posted = call.id <= 0
     sid = call.sid
     if spec.new_socket and not posted:
         if sid is not None:

@@ -185,11 +185,14 @@ class Call(Message):
 
     sid is `[incarnation, socket id]` so that a call never reaches a socket of
     another tcpd incarnation; timeout is the longest the call may block (None:
-    forever, 0: non-blocking).  id 0 is a posted call, which nobody waits for
+    forever, 0: non-blocking).  A channel's messages are numbered 1, 2, ... and
+    tcpd handles each once, in order, across its own restarts (services/tcp/
+    channels.py): a call waited for has its number as id, a posted call minus
+    its number (0: an unnumbered posted call).  A posted call nobody waits for
     and tcpd does not answer: a send within the credit of the socket's last
     Reply (its data is queued whole) and close.  Calls from one libsock channel
     (one thread) arrive in order; op "fence" with args `[channel, count]` waits
-    until tcpd has handled `count` posted calls from another channel.  A posted
+    until tcpd has handled another channel's messages up to number `count`.  A posted
     "socket" names the new socket's id (NAMED_SOCKET_IDS and above).  A posted
     "cancel" with args `[id]` ends that call of the channel, asleep in tcpd, with
     EINTR (its caller was interrupted by a signal); a call already answered is
@@ -205,7 +208,7 @@ class Call(Message):
     def problem(self) -> str | None:
         # the rest (sid, args, timeout, data frame) is the call contract's (calls.py): answered
         # with an errno, which needs an id to answer
-        if not (is_int(self.id) and is_name(self.op)):
+        if not (is_int(self.id, -MAX_INT) and is_name(self.op)):
             return "id or op out of range"
         return None
 

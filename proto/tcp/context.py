@@ -56,7 +56,11 @@ class Context:
         self.strict = False          # tests: let a bug raise out of the ways in
         self.internal_errors: list[str] = []     # tracebacks of survived bugs, drained and logged by the shell
         self.now = 0.0               # the time of the event being handled (set by every way in)
-        self._next_id = 1
+        self.next_id = 1
+        # what tcpd's store must write at its next commit (services/tcp/store.py): the control
+        # blocks whose structure changed, and the connections whose streams may have moved
+        self.touched: set[int] = set()
+        self.active: set[int] = set()
         self._challenge_start = float("-inf")
         self._challenge_count = 0
 
@@ -141,6 +145,9 @@ class Context:
         if not allowed(old, new):
             raise AssertionError(f"illegal transition {old.name} -> {new.name} ({cause})")
         conn.state = new
+        self.touched.add(conn.id)
+        if conn.parent is not None:
+            self.touched.add(conn.parent)       # its SYN queue or accept queue changes with it
         self.effects.transitions.append(Transition(
             now, conn.id, (conn.local_addr, conn.local_port), (conn.remote_addr, conn.remote_port),
             old, new, cause))
@@ -179,6 +186,7 @@ class Context:
     def forget(self, conn: Connection) -> None:
         self.ports.unbind(conn)
         self.conns.pop(conn.id, None)
+        self.touched.add(conn.id)
 
     def abort(self, conn: Connection, now: float, error: int, cause: str) -> None:
         """End the connection at once (reset received or sent, timeout): CLOSED, queues flushed."""
@@ -226,11 +234,12 @@ class Context:
 
     def new_connection(self, state: State = S.CLOSED, cid: int | None = None) -> Connection:
         if cid is None:
-            cid = self._next_id
-            self._next_id += 1
+            cid = self.next_id
+            self.next_id += 1
         conn = Connection(cid, state=state, so_rcvbuf=self.config.rcvbuf, so_sndbuf=self.config.sndbuf,
                           rtt=RttEstimator(rto=self.config.rto_initial), cc=make_congestion_control(self.config.congestion))
         self.conns[cid] = conn
+        self.touched.add(cid)
         return conn
 
     def attach(self, conn: Connection, local_port: int) -> None:

@@ -61,6 +61,33 @@ class TcpEngine(SocketCalls, SocketOptions):
         cx.effects = Effects()
         return effects
 
+    def take_changes(self) -> tuple[set[int], set[int]]:
+        """For tcpd's store: (sockets whose control block changed in structure, sockets whose
+        streams may have moved) since the last time asked."""
+        cx = self.cx
+        changes = (cx.touched, cx.active)
+        cx.touched, cx.active = set(), set()
+        return changes
+
+    def adopt(self, conns: list, next_id: int) -> None:
+        """Connections made again from tcpd's store (checkpoint.restore), into the tables:
+        demultiplexing, listeners, ports, and each listener's queues from its children."""
+        cx = self.cx
+        for conn in conns:
+            cx.conns[conn.id] = conn
+        for conn in conns:
+            if conn.bound:
+                cx.ports.users.setdefault(conn.local_port, set()).add(conn.id)
+            if conn.state is S.LISTEN:
+                cx.listeners[conn.local_port] = conn
+                queued = [cid for cid in conn.accept_queue if cid in cx.conns and cx.conns[cid].queued]
+                strays = sorted(c.id for c in conns if c.parent == conn.id and c.queued and c.id not in queued)
+                conn.accept_queue = type(conn.accept_queue)(queued + strays)
+                conn.syn_queue = {cid for cid in conn.syn_queue if cid in cx.conns}
+            elif conn.state is not S.CLOSED and conn.remote_port:
+                cx.by_tuple[conn.key] = conn
+        cx.next_id = max(cx.next_id, next_id)
+
     def armed_timers(self) -> dict[TimerKey, float]:
         """Every running timer; the shell re-arms them all in a new timer service."""
         out = {}
@@ -103,6 +130,7 @@ class TcpEngine(SocketCalls, SocketOptions):
         try:
             conn = cx.by_tuple.get((seg.dst_port, src, seg.src_port))
             if conn is not None:
+                cx.active.add(conn.id)
                 if conn.state is S.TIME_WAIT:
                     rcv.time_wait_arrives(cx, conn, now, src, dst, seg)
                 else:
@@ -116,6 +144,7 @@ class TcpEngine(SocketCalls, SocketOptions):
                 return
             listener = cx.listeners.get(seg.dst_port)
             if listener is not None:
+                cx.active.add(listener.id)
                 child = listen_arrives(cx, listener, now, src, dst, seg)
                 if child is not None:                 # made from a SYN cookie: its ACK completes it
                     rcv.segment_arrives(cx, child, now, seg)
@@ -142,6 +171,7 @@ class TcpEngine(SocketCalls, SocketOptions):
             if conn is None or kind not in conn.timers:
                 cx.count("timer_stale")
                 return
+            cx.active.add(conn_id)
             timers.fire(cx, conn, kind, now)
         except Exception:
             if cx.strict:

@@ -21,7 +21,8 @@ RCVBUF_AUTOTUNE_MAX = 6 * 1024 * 1024
 
 
 class RecvBuffer:
-    __slots__ = ("chunks", "length", "offset", "ooo", "ooo_len", "ooo_last", "space_copied", "space_time")
+    __slots__ = ("chunks", "length", "offset", "ooo", "ooo_len", "ooo_last", "space_copied", "space_time",
+                 "total", "total_read")
 
     def __init__(self) -> None:
         self.chunks: deque = deque()     # in-order bytes chunks not yet read
@@ -32,6 +33,8 @@ class RecvBuffer:
         self.ooo_last: int | None = None         # seq of the latest out-of-order arrival (first SACK block)
         self.space_copied = 0            # bytes read since space_time (autotuning, Linux "DRS")
         self.space_time = 0.0
+        self.total = 0                   # in-order bytes ever appended, and ever read (tcpd's store counts
+        self.total_read = 0              # the stream by these: services/tcp/store.py)
 
     def __len__(self) -> int:
         return self.length
@@ -40,6 +43,7 @@ class RecvBuffer:
     def append(self, data: bytes) -> None:
         self.chunks.append(data)
         self.length += len(data)
+        self.total += len(data)
 
     def take(self, size: int) -> bytes:
         """Read up to `size` bytes (tcp_recvmsg's copy; the caller checked there are some)."""
@@ -49,6 +53,7 @@ class RecvBuffer:
         if len(first) - off > size:                          # part of the first chunk
             self.offset = off + size
             self.length -= size
+            self.total_read += size
             return first[off:off + size]
         parts = []
         got = 0
@@ -67,6 +72,7 @@ class RecvBuffer:
                 off += want
         self.offset = off
         self.length -= got
+        self.total_read += got
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def peek(self, size: int) -> bytes:
@@ -83,8 +89,21 @@ class RecvBuffer:
                 break
         return b"".join(parts)
 
+    def tail(self, size: int) -> bytes:
+        """The last `size` unread bytes (what arrived since tcpd's store last looked)."""
+        if size > self.length:
+            raise ValueError(f"only {self.length} of {size} bytes are unread")
+        parts, need = [], size
+        for chunk in reversed(self.chunks):
+            if need <= 0:
+                break
+            parts.append(chunk[-need:] if len(chunk) > need else chunk)
+            need -= len(parts[-1])
+        return b"".join(reversed(parts)) if len(parts) != 1 else bytes(parts[0])
+
     def discard(self) -> None:
         """Drop what is unread (a close with unread data resets the connection)."""
+        self.total_read += self.length
         self.chunks.clear()
         self.length = self.offset = 0
 

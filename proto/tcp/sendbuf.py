@@ -16,12 +16,13 @@ GATHER_MAX = 65536         # ... until it holds this many bytes
 
 
 class SendBuffer:
-    __slots__ = ("_chunks", "_head", "_len")
+    __slots__ = ("_chunks", "_head", "_len", "total")
 
     def __init__(self) -> None:
         self._chunks: deque = deque()     # bytes, read-only memoryviews, or a bytearray being gathered
         self._head = 0                    # bytes of _chunks[0] already acknowledged
         self._len = 0
+        self.total = 0                    # bytes ever appended: the stream's length (what tcpd's store counts)
 
     def __len__(self) -> int:
         return self._len
@@ -45,6 +46,7 @@ class SendBuffer:
         else:
             chunks.append(bytes(data))    # the caller may change it later
         self._len += size
+        self.total += size
 
     def consume(self, n: int) -> None:
         """Drop the first `n` bytes (acknowledged)."""

@@ -15,6 +15,7 @@ from typing import Callable
 from proto.ipc.calls import CALLS, CallError, check_args, check_header
 from proto.ipc.messages import Call, Reply
 from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, TcpEngine, TcpError
+from services.tcp.channels import GAP, NEXT, Channels
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
 from services.tcp.readiness import Readiness
@@ -31,13 +32,16 @@ class Syscalls:
     sleepers: Sleepers
     owners: Owners
     fences: Fences
+    channels: Channels
+    lineage: set                        # the tcpd incarnations whose sockets this one holds
     readiness: Readiness
     incarnation: str
     drop_calls = 0          # debug (control_drop_calls): drop this many calls unanswered
     socket_limit: int                   # limits.sockets_per_process (RLIMIT_NOFILE's 1024 by default)
     refused_sockets: dict               # posted sockets refused for the limit: their first call is EMFILE
     count: Callable
-    reply: Callable
+    answer: Callable
+    changed: Callable
     flush: Callable
 
     def call_table(self) -> dict[str, Handler]:
@@ -46,10 +50,21 @@ class Syscalls:
 
     def on_call(self, identity: bytes, call: Call) -> None:
         now = time.monotonic()
+        number = call.id if call.id >= 0 else -call.id      # numbered per channel (channels.py)
+        if number:
+            verdict = self.channels.admit(identity, number)
+            if verdict is not NEXT:
+                if verdict is GAP:
+                    self.count("channel_gaps")              # lost with a tcpd that died: libsock sends again
+                elif call.id > 0:
+                    self._again(now, identity, call)
+                else:
+                    self.count("posts_again")
+                return
         try:
             spec = check_header(call)
             sid = call.sid
-            if sid is not None and sid[0] != self.incarnation:     # a socket of a tcpd that died
+            if sid is not None and sid[0] not in self.lineage:     # a socket of a tcpd whose state died too
                 self._answer(identity, call, errno.ECONNRESET if call.op != "close" else 0)
                 return
             check_args(spec, call)
@@ -67,9 +82,10 @@ class Syscalls:
                 return
             if sid[1] in self.engine.conns:
                 self.owners.note(now, sid[1], identity)
-        if call.id == 0:
+                self.changed(call.op, sid[1])
+        if call.id <= 0:
             self._posted(now, identity, call)
-            if self.fences.posted(identity, sid[1]):
+            if self.fences.posted(sid[1]):
                 self._retry(now, sid[1])
             self.flush(now)
             return
@@ -77,21 +93,47 @@ class Syscalls:
             self.drop_calls -= 1                   # `netstack` debug control: a bug, on purpose
             self.count("calls_dropped_on_purpose")
             return
+        self._dispatch(now, identity, call)
+        self.flush(now)
+
+    def _dispatch(self, now: float, identity: bytes, call: Call, sent: int = 0) -> None:
+        """Run a call waited for: answered, or parked until its socket wakes."""
         timeout = call.timeout
-        parked = ParkedCall(identity, call, None if timeout is None else now + timeout)
+        parked = ParkedCall(identity, call, None if timeout is None else now + timeout, sent)
         try:
             done = self.calls[call.op](now, parked)
         except TcpError as exc:
             if exc.errno in WAIT_ERRNOS and timeout != 0:
-                self.sleepers.park(parked)
+                self._park(parked)
+            elif call.op == "send" and parked.sent:
+                self._answer(identity, call, 0, parked.sent)
             else:
                 self._answer(identity, call, exc.errno)
         else:
             if done is not None:
                 self._answer(identity, call, 0, *done)
             else:
-                self.sleepers.park(parked)
-        self.flush(now)
+                self._park(parked)
+
+    def _again(self, now: float, identity: bytes, call: Call) -> None:
+        """A waited call handled before, sent again by libsock after a tcpd restart: its answer
+        again, or, if it was asleep in the tcpd that died, asleep again with its progress."""
+        state = self.channels.states[identity]
+        if state.answer is not None and state.answer[0] == call.id:
+            self.count("answers_again")
+            _id, err, value, data = state.answer
+            self._answer(identity, call, err, value, data, again=True)
+        elif state.progress is not None and state.progress[0] == call.id \
+                and not self.sleepers.holds(call.sid[1], identity, call.id):
+            self.count("calls_asleep_again")
+            self._dispatch(now, identity, call, state.progress[1])
+            self.flush(now)
+        else:
+            self.count("calls_again_ignored")      # asleep here already, or long answered
+
+    def _park(self, parked: ParkedCall) -> None:
+        self.sleepers.park(parked)
+        self.channels.asleep(parked.identity, parked.call.id, parked.sent)
 
     def _posted(self, now: float, identity: bytes, call: Call) -> None:
         """A call nobody waits for: a socket libsock named, a send within the socket's credit,
@@ -117,8 +159,9 @@ class Syscalls:
         except TcpError:            # a socket already gone: nothing to tell anyone
             self.count("posted_call_failed")
 
-    def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None) -> None:
-        if not call.id:             # posted: nobody waits for an answer
+    def _answer(self, identity: bytes, call: Call, err: int, value=None, data: bytes | None = None,
+                again: bool = False) -> None:
+        if not isinstance(call.id, int) or call.id <= 0:     # posted: nobody waits for an answer
             return
         sid = call.sid       # may be malformed here: the answer to a call that failed its check
         sid = sid[1] if isinstance(sid, list) and len(sid) == 2 and isinstance(sid[1], int) else None
@@ -128,8 +171,10 @@ class Syscalls:
         ready = None        # the socket's readiness, when the caller watches it (readiness.py)
         if self.readiness and sid is not None and sid in self.readiness:
             ready = self.readiness.stamp(sid, self.owners.pid_of(identity), self.engine.poll)
-        self.reply(identity, Reply(call.id, err, value, self.incarnation, credit, ready,
-                                   payload=(data,) if data is not None else ()))
+        if not again:
+            self.channels.answered(identity, call.id, err, value, data)
+        self.answer(identity, Reply(call.id, err, value, self.incarnation, credit, ready,
+                                    payload=(data,) if data is not None else ()))
 
     def _answer_parked(self, parked: ParkedCall, err: int, value=None, data: bytes | None = None) -> None:
         parked.answered = True
@@ -143,14 +188,14 @@ class Syscalls:
                 done = self.calls[call.op](now, parked)
             except TcpError as exc:
                 if exc.errno in WAIT_ERRNOS:
-                    self.sleepers.park(parked)
+                    self._park(parked)
                 elif call.op == "send" and parked.sent:
                     self._answer_parked(parked, 0, parked.sent)
                 else:
                     self._answer_parked(parked, exc.errno)
                 continue
             if done is None:
-                self.sleepers.park(parked)
+                self._park(parked)
             else:
                 self._answer_parked(parked, 0, *done)
 
@@ -191,6 +236,7 @@ class Syscalls:
         if self._too_many_sockets(parked.identity):
             raise TcpError(errno.EMFILE)             # the connection stays queued, as Linux's
         child, (addr, port) = self.engine.accept(now, parked.sid)
+        self.changed("accept", child)
         self.owners.note(now, child, parked.identity)
         ready = self._watch_child(parked.sid, child, parked.identity) if self.readiness else None
         if ready is not None:

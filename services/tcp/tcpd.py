@@ -5,9 +5,15 @@ timers to timerd, and the calls it woke are answered.
 A blocking call is a parked request: every engine call is non-blocking, and a
 call that would block waits here until the engine wakes its socket (Linux's
 `wake_up_interruptible`) or its timeout passes, then is tried again.
+
+tcpd may die at any moment and lose no connection (docs/tcpd-recovery.md): what
+a batch of work changed is committed to the store (store.py) before anything
+it produced leaves (segments to ipd, answers to libsock), and a new tcpd starts
+from the store before it handles anything.
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -17,13 +23,19 @@ from proto.tcp.engine import TcpEngine
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
+from services.tcp.channels import Channels
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
 from services.tcp.readiness import Readiness as ReadinessWatches
 from services.tcp.sleepers import Sleepers
+from services.tcp.store import TcpStore
 from services.tcp.syscalls import Syscalls
 from services.tcp.timerbatch import TimerBatch
 from services.tcp.tracering import TraceRing
+
+# calls after which a socket's control block is written whole (others move only its streams)
+_STRUCTURAL = frozenset({"socket", "bind", "listen", "connect", "accept", "shutdown", "close", "setsockopt"})
+
 
 class Tcpd(Service, Syscalls):
     name = "tcpd"
@@ -38,7 +50,15 @@ class Tcpd(Service, Syscalls):
         tcp.setdefault("gso_max_size", 65535 - 40)
         self.timers = TimerBatch(tcp.pop("timer_slack", 0.0))      # the shell's, not the engine's
         self.mss = tcp["mss"]
+        durable = tcp.pop("durable", 1)
+        self.store = TcpStore(str(self.run_dir / "tcp.journal")) if durable else None
+        self.channels = Channels(self.store.channel if self.store is not None else None)
+        self.lineage = {self.incarnation}
+        self._held_segments: list = []          # what leaves once the store has the commit that made it
+        self._held_answers: list = []
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
+        if self.store is not None:
+            self._recover(TcpConfig.from_mapping(tcp), instance["addr"])
         self.sleepers = Sleepers()
         self.owners = Owners()          # which processes hold each socket
         self.socket_limit = self.config.get("limits", {}).get("sockets_per_process", 1024)
@@ -49,9 +69,12 @@ class Tcpd(Service, Syscalls):
         self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
         self.calls = self.call_table()
         self.counters.update(in_bytes=0, out_bytes=0)     # segments' bytes, headers included
-        self.fences = Fences()          # calls of two channels on one socket, in order
+        self.fences = Fences(self.channels.handled)     # calls of two channels on one socket, in order
         self.peer("ipd")
         self.peer("timerd")
+        armed = self.engine.armed_timers()
+        if armed:           # the recovered connections' timers; timerd may never announce itself again
+            self._send_timers(time.monotonic(), self.timers.restart(armed))
 
     # -- segments ---------------------------------------------------------------
 
@@ -102,7 +125,7 @@ class Tcpd(Service, Syscalls):
                     partial = self.offload or len(segment.payload) > self.mss
                     frames.append(build_tcp(segment, src_b, dst_b, partial))
                 self.counters["out_bytes"] += sum(map(len, frames))
-                self.send("ipd", SegmentsTransmit(addresses, payload=tuple(frames)))
+                self._held_segments.append(SegmentsTransmit(addresses, payload=tuple(frames)))
             if effects.timers:
                 add = self.timers.add
                 for key, deadline in effects.timers:
@@ -122,7 +145,90 @@ class Tcpd(Service, Syscalls):
             if self.readiness and effects.woken:
                 self._tell_readiness(effects.woken)
             if not woken:
-                return
+                break
+        self._release(now)
+
+    # -- what must outlive tcpd (store.py) ------------------------------------------
+
+    def answer(self, identity: bytes, msg) -> None:
+        """An answer to libsock: sent once the store holds what the call did."""
+        self._held_answers.append((identity, msg))
+
+    def changed(self, op: str, sid: int) -> None:
+        """A call on `sid`: its control block is written if the call changes its structure."""
+        (self.engine.cx.touched if op in _STRUCTURAL else self.engine.cx.active).add(sid)
+
+    def _release(self, now: float) -> None:
+        """Commit what the engine and the calls changed, then let out what it produced."""
+        if self.store is not None:
+            self.store.commit(self.engine, now)
+        if self._held_segments:
+            for msg in self._held_segments:
+                self.send("ipd", msg)
+            self._held_segments.clear()
+        if self._held_answers:
+            for identity, msg in self._held_answers:
+                self.reply(identity, msg)
+            self._held_answers.clear()
+
+    def _recover(self, config: TcpConfig, addr: str) -> None:
+        """Before anything is handled: the sockets, channels and secret the store kept."""
+        began = time.monotonic()
+        store = self.store
+        eng, socks, channels = store.load()
+        suspects = self._suspects()
+        recovered, failed = [], 0
+        for sid, rec in socks.items():
+            try:
+                if sid in suspects:
+                    raise ValueError("in flight at two crashes in a row")
+                recovered.append(store.restore(rec, began))
+            except Exception as exc:          # (its peer gets a RST at its next segment)
+                failed += 1
+                log.error("tcpd: socket %s not recovered: %s", sid, exc)
+        if eng:
+            self.engine = TcpEngine(config, addr, eng["secret"])
+            self.engine.adopt(recovered, eng["next_id"])
+            self.lineage |= set(eng["lineage"])
+        for (identity, kind), value in channels.items():
+            self.channels.restore(identity, kind, value)
+        cx = self.engine.cx
+        cx.next_id += 1000            # ids handed out after the last engine record are not reused
+        record = {"secret": cx.key, "next_id": cx.next_id, "lineage": sorted(self.lineage)}
+        store.engine_record, store.channel_states = record, self.channels.states
+        store.journal.rewrite(store.everything(self.engine, began))
+        cx.touched, cx.active = set(), set()
+        took = time.monotonic() - began
+        self.counters.update(conns_recovered=len(recovered) if eng else 0, reset_on_recovery=failed,
+                             recovery_ms=round(took * 1000, 3))
+        tmp = self.run_dir / "tcpd.lineage.new"
+        tmp.write_text(json.dumps({"incarnation": self.incarnation, "holds": sorted(self.lineage)}))
+        os.replace(tmp, self.run_dir / "tcpd.lineage")
+        if eng:
+            log.info("tcpd: recovered %d sockets (%d reset) of incarnations %s in %.1f ms",
+                     len(recovered), failed, sorted(self.lineage - {self.incarnation}), took * 1000)
+
+    def _suspects(self) -> set[int]:
+        """Sockets in flight at each of the last two crashes, if they came within a minute:
+        such a socket is reset rather than crash the stack again (the rest recover)."""
+        try:
+            lines = (self.run_dir / "tcpd.crashes").read_text().splitlines()[-2:]
+            crashes = [json.loads(line) for line in lines]
+        except (OSError, ValueError):
+            return set()
+        if len(crashes) < 2 or crashes[1]["at"] - crashes[0]["at"] > 60:
+            return set()
+        return set(crashes[0]["sids"]) & set(crashes[1]["sids"])
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except BaseException:
+            cx = self.engine.cx         # the sockets it was working on when it failed
+            sids = sorted(cx.touched | cx.active)
+            with open(self.run_dir / "tcpd.crashes", "a") as crashes:
+                crashes.write(json.dumps({"at": time.time(), "sids": sids}) + "\n")
+            raise
 
     # -- timers -----------------------------------------------------------------
 
@@ -168,18 +274,21 @@ class Tcpd(Service, Syscalls):
                     self._close_socket(now, sid)
             self.flush(now)
         self.expire(now)
+        self._release(now)
 
     def _tell_readiness(self, woken) -> None:
         """What the engine woke, to the processes that watch it (readiness.py): gains only."""
         for channel, entries in self.readiness.gained(woken, self.engine.poll).items():
             self.counters["readiness_sent"] = self.counters.get("readiness_sent", 0) + 1
-            self.reply(channel, Readiness(entries))
+            self.answer(channel, Readiness(entries))
 
     # -- control ----------------------------------------------------------------
 
     def control_stats(self) -> dict:
         return {**self.counters, **self.engine.counters, "parked_calls": len(self.sleepers),
                 "held_sockets": len(self.owners), "timer_requests_saved": self.timers.dropped,
+                "store_commits": self.store.commits if self.store is not None else 0,
+                "store_bytes": self.store.journal.size if self.store is not None else 0,
                 "watched_sockets": len(self.readiness)}
 
     def control_drop_calls(self, count: int = 1) -> dict:

@@ -9,7 +9,7 @@ def _stack_with_two_channels():
     stack = _rpc.Stack("/nonexistent/netstack")
     calls = []
     stack.call = lambda op, sid, args, timeout, data=None: calls.append((op, sid, args)) or (None, None, 0)
-    mine, other = _rpc._Channel(stack, None, b"p1.mine"), _rpc._Channel(stack, None, b"p1.other")
+    mine, other = _rpc._Channel(stack, None, b"p1.mine", "i"), _rpc._Channel(stack, None, b"p1.other", "i")
     stack._local.channel = mine
     return stack, calls, mine, other
 

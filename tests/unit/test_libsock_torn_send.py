@@ -49,7 +49,7 @@ def test_a_torn_message_is_ended_and_nothing_half_arrives(tmp_path):
     def new_channel():
         sock = make.socket(zmq.DEALER)
         sock.connect(endpoint)
-        channel = _rpc._Channel(stack, sock, b"test")
+        channel = _rpc._Channel(stack, sock, b"test", "i")
         stack._local.channel = channel
         return channel
 

@@ -105,7 +105,7 @@ def _frames(op, *fields, frames=()):
     _frames("timer_set", "tcpd", [[[1, "x"], math.inf]]),
     _frames("timer_set", "tcpd", [[[[1]], 1.0]]),                       # an unhashable key
     _frames("dev_rx", [-1], frames=(b"x",)),
-    _frames("call", -1, "recv", None, [], None),
+    _frames("call", -(1 << 63), "recv", None, [], None),               # (negative: a numbered post)
     _frames("call", 1 << 63, "recv", None, [], None),
     _frames("reply", 1, -5, None, "abc", 0, None),
     _frames("reply", 1, 0, None, "abc", 0, [1]),
