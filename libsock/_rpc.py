@@ -218,7 +218,7 @@ class Stack:
             self._abandon(channel)
             if sid is None and tcpd is None:
                 raise self.down_error()
-            raise _error(errno.ECONNRESET, "Connection reset by peer (the stack's tcpd restarted)")
+            raise _error(errno.ECONNRESET, f"Connection reset by peer (the stack's tcpd restarted)")
 
     # -- a new tcpd ---------------------------------------------------------------
 

@@ -53,6 +53,7 @@ class SocketCalls:
         conn = self.cx.conns.get(sid)
         if conn is None or not conn.user_open:
             raise TcpError(errno.EBADF)
+        self.cx.active.add(sid)          # a call may move its streams (tcpd's store looks at it)
         return conn
 
     def socket(self, now: float, cid: int | None = None) -> int:

@@ -59,6 +59,10 @@ class Tcpd(Service, Syscalls):
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         if self.store is not None:
             self._recover(TcpConfig.from_mapping(tcp), instance["addr"])
+        # libsock reads here whether this tcpd holds the sockets of the one before
+        tmp = self.run_dir / "tcpd.lineage.new"
+        tmp.write_text(json.dumps({"incarnation": self.incarnation, "holds": sorted(self.lineage)}))
+        os.replace(tmp, self.run_dir / "tcpd.lineage")
         self.sleepers = Sleepers()
         self.owners = Owners()          # which processes hold each socket
         self.socket_limit = self.config.get("limits", {}).get("sockets_per_process", 1024)
@@ -155,8 +159,10 @@ class Tcpd(Service, Syscalls):
         self._held_answers.append((identity, msg))
 
     def changed(self, op: str, sid: int) -> None:
-        """A call on `sid`: its control block is written if the call changes its structure."""
-        (self.engine.cx.touched if op in _STRUCTURAL else self.engine.cx.active).add(sid)
+        """A call on `sid`: its control block is written whole if the call changes its structure
+        (any call's effect on the streams the engine notes itself)."""
+        if op in _STRUCTURAL:
+            self.engine.cx.touched.add(sid)
 
     def _release(self, now: float) -> None:
         """Commit what the engine and the calls changed, then let out what it produced."""
@@ -201,9 +207,6 @@ class Tcpd(Service, Syscalls):
         took = time.monotonic() - began
         self.counters.update(conns_recovered=len(recovered) if eng else 0, reset_on_recovery=failed,
                              recovery_ms=round(took * 1000, 3))
-        tmp = self.run_dir / "tcpd.lineage.new"
-        tmp.write_text(json.dumps({"incarnation": self.incarnation, "holds": sorted(self.lineage)}))
-        os.replace(tmp, self.run_dir / "tcpd.lineage")
         if eng:
             log.info("tcpd: recovered %d sockets (%d reset) of incarnations %s in %.1f ms",
                      len(recovered), failed, sorted(self.lineage - {self.incarnation}), took * 1000)

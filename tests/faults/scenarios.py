@@ -290,11 +290,12 @@ def diagnose(stack) -> str:
 
 
 def transfers_survive_kills(stack, size: int, services=FAULT_SERVICES, rounds: int = 1,
-                            seed: int = 1, pause: tuple[float, float] = (0.05, 0.4)) -> list[dict]:
+                            seed: int = 1, pause: tuple[float, float] = (0.05, 0.4),
+                            per_kill: float = 0.8) -> list[dict]:
     """Show 1: a transfer each way while each service is SIGKILLed `rounds` times at random moments
-    (the transfers are paced to last at least 0.8 s per kill, so every kill lands inside them)."""
+    (the transfers are paced to last at least `per_kill` s per kill, so every kill lands inside them)."""
     rng = random.Random(seed)
-    transfers = Transfers(stack, size, 7400 + seed * 2, seconds=0.8 * rounds * len(services) + 0.5)
+    transfers = Transfers(stack, size, 7400 + seed * 2, seconds=per_kill * rounds * len(services) + 0.5)
     pinger = Pinger(stack)
     report = []
     try:
@@ -473,6 +474,115 @@ def tcpd_kill_resets_promptly(stack) -> dict:
         killed.set()
         for process in (echo, sink, client):
             process.kill()
+
+
+def _kernel_client_speaks_later(host: str, port: int, killed, ready) -> str:
+    """Connect to a libsock server, say hello; after the tcpd kill say more, then read to EOF."""
+    with std_socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"hello")
+        ready.set()
+        killed.wait(30)
+        sock.settimeout(10)
+        try:
+            sock.sendall(b"after the kill")
+            while sock.recv(4096):
+                pass
+            return "eof"
+        except OSError as exc:
+            return type(exc).__name__
+
+
+def _kernel_reads_later(host: str, port: int, killed) -> tuple[int, str] | str:
+    """Accept one connection and read nothing until the tcpd kill; then read it all."""
+    with std_socket.create_server((host, port)) as listener:
+        listener.settimeout(20)
+        conn, _ = listener.accept()
+        with conn:
+            killed.wait(30)
+            conn.settimeout(10)
+            digest, total = hashlib.sha256(), 0
+            try:
+                while data := conn.recv(1 << 16):
+                    digest.update(data)
+                    total += len(data)
+            except OSError as exc:
+                return type(exc).__name__
+            return total, digest.hexdigest()
+
+
+def tcpd_kill_keeps_blocked_calls(stack) -> dict:
+    """SIGKILL tcpd under blocked recv, accept and sendall calls: each carries on in the new tcpd
+    and returns when what it waits for comes (the seconds are from that moment)."""
+    echo_port, server_port, sink_port = 7450, 7451, 7452
+    ctx = multiprocessing.get_context("fork")
+    killed, ready = ctx.Event(), ctx.Event()
+    echo = ns.KernelProcess(stack.netns, peers.echo_server, stack.host, echo_port)
+    sink = ns.KernelProcess(stack.netns, _kernel_reads_later, stack.host, sink_port, killed)
+    listener = libsock.create_server(("0.0.0.0", server_port))
+    listener.settimeout(10)
+    accept_listener = libsock.create_server(("0.0.0.0", server_port + 10))
+    accept_listener.settimeout(20)
+    client = ns.KernelProcess(stack.netns, _kernel_client_speaks_later, stack.addr, server_port, killed, ready)
+    late = None
+    try:
+        sock = wait_for(lambda: _connect(stack.host, echo_port), 10, 0.05, "the echo server")
+        sock.settimeout(20)
+        served, _ = listener.accept()
+        served.settimeout(20)
+        assert served.recv(5, libsock.MSG_WAITALL) == b"hello"
+        assert ready.wait(10)
+        pusher = wait_for(lambda: _connect(stack.host, sink_port), 10, 0.05, "the slow reader")
+        outcomes, results = {}, {}
+
+        def blocked(name, fn):
+            try:
+                results[name] = fn()
+                outcomes[name] = ("returned", time.monotonic())
+            except OSError as exc:
+                outcomes[name] = (type(exc).__name__, time.monotonic())
+
+        calls = {"recv": lambda: sock.recv(100), "accept": lambda: accept_listener.accept(),
+                 "recv (accepted)": lambda: served.recv(100),
+                 "sendall": lambda: pusher.sendall(b"x" * (16 * MiB))}
+        threads = [threading.Thread(target=blocked, args=item, daemon=True) for item in calls.items()]
+        for t in threads:
+            t.start()
+        wait_for(lambda: ctl.control(stack.run_dir, "tcpd", "stats")["parked_calls"] >= len(calls), 10, 0.02,
+                 "every call to block")
+        _, _, _, old_pid = _kill_timed(stack, "tcpd", "KILL")
+        stimulus = time.monotonic()          # what each call waits for comes now (or soon after)
+        killed.set()
+        sock.sendall(b"again")                                  # the echo answers the blocked recv
+        late = ns.KernelProcess(stack.netns, _connect_and_close, stack.addr, server_port + 10)
+        for t in threads:
+            t.join(20)
+        values_ok = {"recv": results.get("recv") == b"again",
+                     "recv (accepted)": results.get("recv (accepted)") == b"after the kill",
+                     "accept": bool(results.get("accept")), "sendall": "sendall" in results}
+        for name, good in values_ok.items():
+            if not good and outcomes.get(name, ("",))[0] == "returned":
+                outcomes[name] = ("returned the wrong thing: %r" % (results.get(name),), outcomes[name][1])
+        for s in (served, pusher):
+            s.close()
+        kernel = {"kernel client": client.result(20), "kernel server": sink.result(30)}
+        if results.get("accept"):
+            results["accept"][0].close()
+        for s in (listener, accept_listener, sock):
+            s.close()
+        return {"outcomes": {k: (v[0], round(v[1] - stimulus, 4)) for k, v in outcomes.items()},
+                "kernel": kernel,
+                "stuck": [name for name, t in zip(calls, threads) if t.is_alive()]
+                + (["old tcpd"] if pid_alive(old_pid) else [])}
+    finally:
+        killed.set()
+        for process in (echo, sink, client, late):
+            if process is not None:
+                process.kill()
+
+
+def _connect_and_close(host: str, port: int) -> str:
+    with std_socket.create_connection((host, port), timeout=10):
+        return "connected"
 
 
 def tcpd_report_row(result: dict) -> dict:
