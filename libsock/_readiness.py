@@ -186,7 +186,7 @@ class Notifier:
         while True:
             if not sock.poll(LIVENESS_CHECK_MS):
                 if self.ready.is_set():
-                    self._check_tcpd()
+                    self._check_tcpd(sock)
                 else:           # unanswered (a tcpd restarting then): ask the one there is now
                     tcpd = self.stack._read_tcpd()
                     if tcpd is not None:
@@ -206,17 +206,30 @@ class Notifier:
             elif isinstance(msg, Reply):
                 self.ready.set()
 
-    def _check_tcpd(self) -> None:
+    def _check_tcpd(self, sock) -> None:
         """Sockets of a tcpd incarnation that is gone: readable and writable, so that the
-        program calls on them and learns ECONNRESET instead of waiting forever."""
+        program calls on them and learns ECONNRESET instead of waiting forever.  If a new tcpd
+        took them over (it recovered them from its store), once: the program's next call
+        carries their state from the new tcpd, whose later news comes on this channel once
+        it has heard from it (a call answered makes the channel routable again)."""
         if not self.mirrors:
             return
         tcpd = self.stack._read_tcpd()
         with self._mirrors_lock:
             mirrors = list(self.mirrors.values())
+        lineage = None
+        taken_over = False
         for mirror in mirrors:
-            if tcpd is None or mirror.incarnation != tcpd[0]:
-                mirror.force(True, True)
+            if tcpd is not None and mirror.incarnation == tcpd[0]:
+                continue
+            if tcpd is not None and lineage is None:
+                lineage = self.stack._lineage()
+            if lineage is not None and lineage[0] == tcpd[0] and mirror.incarnation in lineage[1]:
+                mirror.incarnation = tcpd[0]
+                taken_over = True
+            mirror.force(True, True)
+        if taken_over:
+            send_frames(sock, codec.encode(Call(1, "sync", [tcpd[0], 0], [], 0)))
 
     def watch(self, sid: list) -> Mirror:
         if not self.ready.wait(5.0):

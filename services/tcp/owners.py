@@ -111,6 +111,15 @@ class Owners:
                     due.append(sid)
         return due
 
+    def holders(self, sid: int) -> tuple:
+        """The pids holding `sid` (what tcpd's store keeps)."""
+        return tuple(sorted(self._holders.get(sid, ())))
+
+    def restore(self, now: float, sid: int, pids) -> None:
+        """A socket's holders as a tcpd that died knew them (its store)."""
+        for pid in pids:
+            self.note(now, sid, b"p%d." % pid)
+
     def forget(self, sid: int) -> None:
         """The socket was closed."""
         self._promised.pop(sid, None)

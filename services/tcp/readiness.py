@@ -38,8 +38,11 @@ class Watch:
 
 
 class Readiness:
-    def __init__(self) -> None:
+    def __init__(self, epoch: int = 0) -> None:
         self._watches: dict[int, dict[int, Watch]] = {}     # socket id -> pid -> Watch
+        # versions start here: a tcpd that took over from one that died tells each watcher
+        # something newer than anything the dead one did (epoch: how many came before it)
+        self.first_version = epoch << 40
 
     def __contains__(self, sid: int) -> bool:
         return sid in self._watches
@@ -51,7 +54,7 @@ class Readiness:
         """Process `pid` watches `sid` through `channel`: the entry to send it now."""
         watch = self._watches.setdefault(sid, {}).get(pid)
         if watch is None:
-            watch = self._watches[sid][pid] = Watch(channel)
+            watch = self._watches[sid][pid] = Watch(channel, 0, self.first_version)
         watch.channel = channel
         return self._tell(sid, watch, mask)
 
@@ -86,6 +89,10 @@ class Readiness:
                 if mask & ~watch.told:
                     out.setdefault(watch.channel, []).append(self._tell(sid, watch, mask))
         return out
+
+    def watchers(self, sid: int) -> dict[int, bytes]:
+        """pid -> readiness channel, of the processes watching `sid` (what tcpd's store keeps)."""
+        return {pid: watch.channel for pid, watch in self._watches.get(sid, {}).items()}
 
     def forget(self, sid: int) -> None:
         self._watches.pop(sid, None)

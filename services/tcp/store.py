@@ -18,6 +18,7 @@ Entries:
     ("rcv", sid, start, bytes)   the received stream's bytes from offset `start`
     ("rd", sid, total)           the application has been answered the received stream up to `total`
     ("gone", sid)                the socket is no more
+    ("sh", sid, value)           what tcpd's shell keeps of the socket: its holders, its watchers
     ("ch", identity, kind, value) a libsock channel's last message, last answer, or asleep call (channels.py)
 """
 from __future__ import annotations
@@ -111,6 +112,7 @@ class _Written:
     rcv: int = 0
     read: int = 0
     block_at: float = float("-inf")
+    shell: object = None
 
 
 @dataclass(slots=True)
@@ -151,6 +153,7 @@ class Recovered:
     snd: Stream = field(default_factory=Stream)
     rcv: Stream = field(default_factory=Stream)
     read: int = 0
+    shell: object = None
 
 
 class TcpStore:
@@ -186,6 +189,8 @@ class TcpStore:
                     rec = socks.setdefault(entry[1], Recovered())
                     rec.read = entry[2]
                     rec.rcv.drop_before(entry[2])
+                elif kind == "sh":
+                    socks.setdefault(entry[1], Recovered()).shell = entry[2]
                 elif kind == "gone":
                     socks.pop(entry[1], None)
                 elif kind == "ch":
@@ -204,7 +209,7 @@ class TcpStore:
         rcv_total = max(rec.rcv.end, block["_rcv"][0])
         unread = rec.rcv.range(rec.read, rcv_total) if rcv_total > rec.read else b""
         conn = checkpoint.restore(block, snd, start + len(snd), unread, rcv_total, rec.read, now)
-        self._written[conn.id] = _Written(conn.send_buffer.total, rcv_total, rec.read, now)
+        self._written[conn.id] = _Written(conn.send_buffer.total, rcv_total, rec.read, now, rec.shell)
         return conn
 
     # ---------------------------------------------------------------- writing
@@ -215,8 +220,9 @@ class TcpStore:
     def channel(self, identity: bytes, kind: str, value) -> None:
         self._channels[(identity, kind)] = value
 
-    def commit(self, engine, now: float) -> None:
-        """Write what changed since the last commit: before anything it covers leaves tcpd."""
+    def commit(self, engine, now: float, shell=None) -> None:
+        """Write what changed since the last commit: before anything it covers leaves tcpd.
+        `shell(sid)`: what tcpd's shell keeps of a socket (small, compared with what was written)."""
         touched, active = engine.take_changes()
         if not (touched or active or self._channels or self._eng):
             return
@@ -236,6 +242,11 @@ class TcpStore:
             if w is None:
                 w = written[sid] = _Written()
             self._streams(entries, sid, conn, w)
+            if shell is not None:
+                kept = shell(sid)
+                if kept != w.shell:
+                    entries.append(("sh", sid, kept))
+                    w.shell = kept
             if sid in touched or now - w.block_at >= BLOCK_REFRESH:
                 entries.append(("cb", sid, checkpoint.snapshot(conn)))
                 w.block_at = now
@@ -246,7 +257,7 @@ class TcpStore:
             self.journal.append(entries)
             self.commits += 1
             if self.journal.size > self._compact_check:
-                self._compact(engine, now)
+                self._compact(engine, now, shell)
 
     @staticmethod
     def _streams(entries: list, sid: int, conn, w: _Written) -> None:
@@ -266,15 +277,15 @@ class TcpStore:
             entries.append(("rd", sid, rb.total_read))
             w.read = rb.total_read
 
-    def _compact(self, engine, now: float) -> None:
+    def _compact(self, engine, now: float, shell=None) -> None:
         live = sum(len(c.send_buffer) + c.recv_buffer.length for c in engine.conns.values())
         if self.journal.size < 4 * live:
             self._compact_check = self.journal.size * 2
             return
-        self.journal.rewrite(self.everything(engine, now))
+        self.journal.rewrite(self.everything(engine, now, shell))
         self._compact_check = max(COMPACT_FROM, 4 * live)
 
-    def everything(self, engine, now: float) -> list:
+    def everything(self, engine, now: float, shell=None) -> list:
         """The whole live state as one commit's entries (what a compaction writes)."""
         entries: list = [("eng", self.engine_record)]
         for identity, state in self.channel_states.items():
@@ -288,7 +299,10 @@ class TcpStore:
             entries.append(("snd", sid, sb.total - len(sb), bytes(sb.slice(0, len(sb)))))
             entries.append(("rcv", sid, rb.total - rb.length, rb.tail(rb.length)))
             entries.append(("rd", sid, rb.total_read))
-            self._written[sid] = _Written(sb.total, rb.total, rb.total_read, now)
+            kept = shell(sid) if shell is not None else None
+            if kept is not None:
+                entries.append(("sh", sid, kept))
+            self._written[sid] = _Written(sb.total, rb.total, rb.total_read, now, kept)
         return entries
 
     def close(self) -> None:

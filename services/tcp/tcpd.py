@@ -57,6 +57,8 @@ class Tcpd(Service, Syscalls):
         self._held_segments: list = []          # what leaves once the store has the commit that made it
         self._held_answers: list = []
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
+        self.owners = Owners()          # which processes hold each socket
+        self.readiness = ReadinessWatches()     # whose fileno() follows which socket (readiness.py)
         if self.store is not None:
             self._recover(TcpConfig.from_mapping(tcp), instance["addr"])
         # libsock reads here whether this tcpd holds the sockets of the one before
@@ -64,11 +66,9 @@ class Tcpd(Service, Syscalls):
         tmp.write_text(json.dumps({"incarnation": self.incarnation, "holds": sorted(self.lineage)}))
         os.replace(tmp, self.run_dir / "tcpd.lineage")
         self.sleepers = Sleepers()
-        self.owners = Owners()          # which processes hold each socket
         self.socket_limit = self.config.get("limits", {}).get("sockets_per_process", 1024)
         self.refused_sockets = {}
         self.trace = TraceRing()        # for netstack trace: transitions, and segments while leased
-        self.readiness = ReadinessWatches()     # whose fileno() follows which socket (readiness.py)
         self._addr_bytes: dict[str, bytes] = {}
         self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
         self.calls = self.call_table()
@@ -161,13 +161,17 @@ class Tcpd(Service, Syscalls):
     def changed(self, op: str, sid: int) -> None:
         """A call on `sid`: its control block is written whole if the call changes its structure
         (any call's effect on the streams the engine notes itself)."""
-        if op in _STRUCTURAL:
-            self.engine.cx.touched.add(sid)
+        (self.engine.cx.touched if op in _STRUCTURAL else self.engine.cx.active).add(sid)
+
+    def _kept(self, sid: int):
+        """What the store keeps of a socket besides the engine's: its holders and watchers."""
+        holders, watchers = self.owners.holders(sid), self.readiness.watchers(sid)
+        return (holders, watchers) if holders or watchers else None
 
     def _release(self, now: float) -> None:
         """Commit what the engine and the calls changed, then let out what it produced."""
         if self.store is not None:
-            self.store.commit(self.engine, now)
+            self.store.commit(self.engine, now, self._kept)
         if self._held_segments:
             for msg in self._held_segments:
                 self.send("ipd", msg)
@@ -183,12 +187,14 @@ class Tcpd(Service, Syscalls):
         store = self.store
         eng, socks, channels = store.load()
         suspects = self._suspects()
-        recovered, failed = [], 0
+        recovered, failed, kept = [], 0, {}
         for sid, rec in socks.items():
             try:
                 if sid in suspects:
                     raise ValueError("in flight at two crashes in a row")
                 recovered.append(store.restore(rec, began))
+                if rec.shell is not None:
+                    kept[sid] = rec.shell
             except Exception as exc:          # (its peer gets a RST at its next segment)
                 failed += 1
                 log.error("tcpd: socket %s not recovered: %s", sid, exc)
@@ -198,11 +204,22 @@ class Tcpd(Service, Syscalls):
             self.lineage |= set(eng["lineage"])
         for (identity, kind), value in channels.items():
             self.channels.restore(identity, kind, value)
+        # who held and watched each socket; each watcher is told the socket's state anew
+        self.readiness.first_version = len(self.lineage) << 40
+        told: dict[bytes, list] = {}
+        for sid, (holders, watchers) in kept.items():
+            if sid in self.engine.conns:
+                self.owners.restore(began, sid, holders)
+                for pid, channel in watchers.items():
+                    told.setdefault(channel, []).append(
+                        self.readiness.watch(sid, pid, channel, self.engine.poll(sid)))
+        for channel, entries in told.items():
+            self.answer(channel, Readiness(entries))
         cx = self.engine.cx
         cx.next_id += 1000            # ids handed out after the last engine record are not reused
         record = {"secret": cx.key, "next_id": cx.next_id, "lineage": sorted(self.lineage)}
         store.engine_record, store.channel_states = record, self.channels.states
-        store.journal.rewrite(store.everything(self.engine, began))
+        store.journal.rewrite(store.everything(self.engine, began, self._kept))
         cx.touched, cx.active = set(), set()
         took = time.monotonic() - began
         self.counters.update(conns_recovered=len(recovered) if eng else 0, reset_on_recovery=failed,

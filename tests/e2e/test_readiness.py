@@ -13,7 +13,7 @@ import time
 import pytest
 
 import libsock
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import running_stack, wait_for
 
 MODULES = {"kernel": kernel_socket, "libsock": libsock}
 
@@ -231,18 +231,41 @@ def test_a_nonblocking_send_returns_a_partial_count_when_room_runs_out(net):
         assert counts and 0 < counts[-1] < len(big)         # what fitted, not all and not an error
 
 
-def test_a_socket_of_a_dead_tcpd_turns_ready_and_answers_econnreset(stack):
-    """A program asleep in select on a libsock socket does not wait forever when tcpd dies."""
+def test_a_socket_of_a_dead_tcpd_turns_ready_and_answers_econnreset():
+    """Without tcpd's store (tcp.durable=0): a program asleep in select on a libsock socket does
+    not wait forever when tcpd dies."""
+    with running_stack(settings=["tcp.durable=0"]) as stack:
+        listener, client, server = _pair(libsock)
+        assert not _readable(server, 0.1)
+        stack.cli("kill", "tcpd")
+        killed = time.monotonic()
+        assert _readable(server, 5)
+        assert time.monotonic() - killed < 3.0
+        with pytest.raises(ConnectionResetError):
+            server.recv(10)
+        for sock in (listener, client, server):
+            sock.close()
+
+
+def test_a_selector_asleep_through_a_tcpd_kill_wakes_for_what_comes_after(stack):
+    """With the store (issue 16): the socket outlives tcpd, and so does its readiness.  The
+    selector may wake once for nothing (a call then finds nothing to read); data sent after
+    the new tcpd took over wakes it, and the socket stays quiet otherwise."""
     listener, client, server = _pair(libsock)
-    assert not _readable(server, 0.1)
-    stack.cli("kill", "tcpd")
-    killed = time.monotonic()
-    assert _readable(server, 5)
-    assert time.monotonic() - killed < 3.0
-    with pytest.raises(ConnectionResetError):
-        server.recv(10)
-    for sock in (listener, client, server):
-        sock.close()
+    with listener, client, server:
+        server.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(server, selectors.EVENT_READ)
+        assert not selector.select(0.1)
+        stack.cli("kill", "tcpd")
+        if selector.select(3):                  # the spurious wake the old tcpd's death makes
+            with pytest.raises(BlockingIOError):
+                server.recv(10)                 # (carried to the new tcpd: nothing there yet)
+        assert not selector.select(0.3)         # quiet again: the new tcpd told it the state
+        client.sendall(b"after")
+        assert selector.select(5)
+        assert server.recv(10) == b"after"
+        selector.close()
 
 
 def test_poll_shows_rdhup_at_eof_then_hup_once_both_ways_are_shut(net):
