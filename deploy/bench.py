@@ -388,13 +388,14 @@ class TunRelay(Target):
 
 class Netstack(Target):
     name = "netstack"
+    settings: tuple = ()
     offload = False
 
     def __init__(self, mtu: int):
         self.name_ = RUN_TAG
         inst.down(self.name_, quiet=True)
-        self.instance = inst.up(self.name_, None, "tun0", "198.18.0.2/24", "198.18.0.1", mtu, None, [],
-                                offload=self.offload)
+        self.instance = inst.up(self.name_, None, "tun0", "198.18.0.2/24", "198.18.0.1", mtu, None,
+                                list(self.settings), offload=self.offload)
 
     def sides(self):
         env = {"NETSTACK_RUN": str(self.instance.run_dir)}
@@ -412,6 +413,13 @@ class NetstackOffload(Netstack):
     """The stack with TSO and checksum offload: 64 KiB super-segments cross the device."""
     name = "netstack-tso"
     offload = True
+
+
+class NetstackVolatile(Netstack):
+    """The stack without tcpd's store (tcp.durable=0): what keeping connections through a tcpd
+    death costs is the difference from `netstack` (docs/tcpd-recovery.md)."""
+    name = "netstack-volatile"
+    settings = ("tcp.durable=0",)
 
 
 def _forwarder(run_dir: str, me: int, last: bool, ready) -> None:
@@ -509,7 +517,8 @@ class ZmqChain(Target):
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-TARGETS = {"netstack": Netstack, "netstack-tso": NetstackOffload, "veth": Veth, "tun-relay": TunRelay,
+TARGETS = {"netstack": Netstack, "netstack-tso": NetstackOffload, "netstack-volatile": NetstackVolatile,
+           "veth": Veth, "tun-relay": TunRelay,
            "zmq-chain": ZmqChain}
 
 
