@@ -38,7 +38,8 @@ class Syscalls:
     incarnation: str
     drop_calls = 0          # debug (control_drop_calls): drop this many calls unanswered
     socket_limit: int                   # limits.sockets_per_process (RLIMIT_NOFILE's 1024 by default)
-    refused_sockets: dict               # posted sockets refused for the limit: their first call is EMFILE
+    refused_sockets: dict               # socket id -> the errno its calls get: posted over the limit (EMFILE),
+                                        # not recovered from a tcpd that died (ECONNRESET)
     count: Callable
     answer: Callable
     changed: Callable
@@ -78,7 +79,7 @@ class Syscalls:
                     del self.refused_sockets[sid[1]]
                     self._answer(identity, call, 0)
                 else:
-                    self._answer(identity, call, errno.EMFILE)
+                    self._answer(identity, call, self.refused_sockets[sid[1]])
                 return
             if sid[1] in self.engine.conns:
                 self.owners.note(now, sid[1], identity)
@@ -145,7 +146,7 @@ class Syscalls:
             if op == "socket":
                 if self._too_many_sockets(identity):
                     if len(self.refused_sockets) < 100_000:
-                        self.refused_sockets[sid] = True
+                        self.refused_sockets[sid] = errno.EMFILE
                     return
                 self.owners.note(now, self.engine.socket(now, sid), identity)
             elif op == "send":

@@ -13,6 +13,7 @@ from the store before it handles anything.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -59,6 +60,7 @@ class Tcpd(Service, Syscalls):
         self.engine = TcpEngine(TcpConfig.from_mapping(tcp), instance["addr"], os.urandom(16))
         self.owners = Owners()          # which processes hold each socket
         self.readiness = ReadinessWatches()     # whose fileno() follows which socket (readiness.py)
+        self.refused_sockets = {}
         if self.store is not None:
             self._recover(TcpConfig.from_mapping(tcp), instance["addr"])
         # libsock reads here whether this tcpd holds the sockets of the one before
@@ -67,7 +69,6 @@ class Tcpd(Service, Syscalls):
         os.replace(tmp, self.run_dir / "tcpd.lineage")
         self.sleepers = Sleepers()
         self.socket_limit = self.config.get("limits", {}).get("sockets_per_process", 1024)
-        self.refused_sockets = {}
         self.trace = TraceRing()        # for netstack trace: transitions, and segments while leased
         self._addr_bytes: dict[str, bytes] = {}
         self.handlers.update(tcp_rx=self.on_segments, call=self.on_call, timer_fired=self.on_timer_fired)
@@ -197,6 +198,7 @@ class Tcpd(Service, Syscalls):
                     kept[sid] = rec.shell
             except Exception as exc:          # (its peer gets a RST at its next segment)
                 failed += 1
+                self.refused_sockets[sid] = errno.ECONNRESET     # and its holder at its next call
                 log.error("tcpd: socket %s not recovered: %s", sid, exc)
         if eng:
             self.engine = TcpEngine(config, addr, eng["secret"])

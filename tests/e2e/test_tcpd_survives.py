@@ -8,9 +8,11 @@ tests/faults.)
 from __future__ import annotations
 
 import hashlib
+import json
 import socket as std_socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +248,32 @@ def test_without_the_store_a_kill_resets_promptly(durable):
     for call, (outcome, seconds) in result["outcomes"].items():
         assert outcome == "ConnectionResetError" and seconds < 1.0, (call, outcome, seconds)
     assert not result["stuck"]
+
+
+def test_a_socket_in_flight_at_two_crashes_in_a_row_is_reset_alone(stack):
+    """A tcpd that dies of a bug appends the sockets it was working on to RUN/tcpd.crashes
+    (Tcpd.run); a socket named by the last two crashes within a minute is not recovered, so a
+    control block that crashes tcpd cannot crash every tcpd after it: its holder gets
+    ECONNRESET, the other connections carry on."""
+    echo = ns.KernelProcess(stack.netns, peers.echo_server, stack.host, 7640)
+    try:
+        bad, good = (wait_for(lambda: scenarios._connect(stack.host, 7640), 10, 0.05, "the echo server")
+                     for _ in range(2))
+        for sock in (bad, good):
+            sock.sendall(b"1")
+            assert sock.recv(1) == b"1"
+        now = time.time()
+        (Path(stack.run_dir) / "tcpd.crashes").write_text(
+            json.dumps({"at": now - 5, "sids": [bad._sid[1], 12345]}) + "\n"
+            + json.dumps({"at": now, "sids": [bad._sid[1]]}) + "\n")
+        restart(stack, "tcpd")
+        with pytest.raises(ConnectionResetError):
+            bad.sendall(b"2")
+            bad.recv(1)
+        good.sendall(b"3")
+        assert good.recv(1) == b"3"
+        assert stack.stats()["tcpd"]["reset_on_recovery"] == 1
+        bad.close()
+        good.close()
+    finally:
+        echo.kill()
