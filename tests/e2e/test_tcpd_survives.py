@@ -73,8 +73,7 @@ def restart(stack, service: str, signal: str = "KILL") -> float:
 
 def test_five_kills_during_transfers_both_ways_lose_nothing_and_reset_nothing(stack, tmp_path):
     with Capture(stack, tmp_path / "kills.pcap") as capture:
-        rows = scenarios.transfers_survive_kills(stack, 24 * MiB, services=("tcpd",), rounds=5, pause=(0.05, 0.3),
-                                                 per_kill=2.0)
+        rows = scenarios.transfers_survive_kills(stack, 24 * MiB, services=("tcpd",), rounds=5, pause=(0.05, 0.3))
     assert len(rows) == 5
     for row in rows:                      # transfers_survive_kills checked both sha256 and raised on any error
         assert row["bytes_lost"] == 0 and row["connections_reset"] == 0, row

@@ -291,7 +291,7 @@ def diagnose(stack) -> str:
 
 def transfers_survive_kills(stack, size: int, services=FAULT_SERVICES, rounds: int = 1,
                             seed: int = 1, pause: tuple[float, float] = (0.05, 0.4),
-                            per_kill: float = 1.2) -> list[dict]:
+                            per_kill: float = 2.0) -> list[dict]:
     """Show 1: a transfer each way while each service is SIGKILLed `rounds` times at random moments
     (the transfers are paced to last at least `per_kill` s per kill, so every kill lands inside them)."""
     rng = random.Random(seed)

@@ -32,7 +32,7 @@ def test_kills_during_requests_on_50_connections(stack, fault_report):
 
 
 def test_kill_tcpd_five_times_during_100MiB_each_way(stack, fault_report):
-    rows = scenarios.transfers_survive_kills(stack, 100 * MiB, services=("tcpd",), rounds=5, per_kill=2.0)
+    rows = scenarios.transfers_survive_kills(stack, 100 * MiB, services=("tcpd",), rounds=5)
     fault_report.extend(rows)
     assert len(rows) == 5
     _check(rows)
