@@ -51,6 +51,10 @@ class Syscalls:
 
     def on_call(self, identity: bytes, call: Call) -> None:
         now = time.monotonic()
+        self._call(now, identity, call)
+        self.flush(now)             # what the engine decided, and the answer, once the store has them
+
+    def _call(self, now: float, identity: bytes, call: Call) -> None:
         number = call.id if call.id >= 0 else -call.id      # numbered per channel (channels.py)
         if number:
             verdict = self.channels.admit(identity, number)
@@ -88,14 +92,12 @@ class Syscalls:
             self._posted(now, identity, call)
             if self.fences.posted(sid[1]):
                 self._retry(now, sid[1])
-            self.flush(now)
             return
         if self.drop_calls and call.op != "probe":
             self.drop_calls -= 1                   # `netstack` debug control: a bug, on purpose
             self.count("calls_dropped_on_purpose")
             return
         self._dispatch(now, identity, call)
-        self.flush(now)
 
     def _dispatch(self, now: float, identity: bytes, call: Call, sent: int = 0) -> None:
         """Run a call waited for: answered, or parked until its socket wakes."""
@@ -128,7 +130,6 @@ class Syscalls:
                 and not self.sleepers.holds(call.sid[1], identity, call.id):
             self.count("calls_asleep_again")
             self._dispatch(now, identity, call, state.progress[1])
-            self.flush(now)
         else:
             self.count("calls_again_ignored")      # asleep here already, or long answered
 
