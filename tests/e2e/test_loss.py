@@ -158,3 +158,17 @@ def test_kill_timerd_in_the_middle_of_a_lossy_transfer(stack):
     counters = stack.stats()["tcpd"]
     assert counters["timer_rearms"] >= 1
     assert counters["rto_expiries"] + counters["fast_retransmits"] > 0
+
+
+def test_rack_finds_losses_by_time_against_the_kernel(stack):
+    """1 % iptables loss each way and 5 ms delay: our sender's RACK (RFC 8985, tcp.rack on by
+    default) marks segments lost by time and the kernel receives every byte; what is resent stays
+    near what was lost."""
+    iptables_loss(stack, 0.01)
+    stack.cli("impair", "--delay", "5", "--direction", "in")
+    size = 8 * MiB
+    before = stack.stats()["tcpd"]
+    us_to_kernel(stack, 5205, size)
+    after = stack.stats()["tcpd"]
+    assert after["rack_marked_lost"] > before["rack_marked_lost"], "RACK marked nothing lost"
+    assert_plausible(after["retrans_segs"] - before["retrans_segs"], size, 0.01, "our sender")
