@@ -96,6 +96,8 @@ def _unmark(rk: RackState, start: int, end: int) -> None:
 # ---------------------------------------------------------------- delivery
 def _sacked(board: list, una: int, start: int, end: int) -> bool:
     lo = (start - una) & MASK
+    if lo >= HALF:
+        lo = 0                                       # partly acknowledged
     hi = (end - una) & MASK
     for s, e in board:
         so = (s - una) & MASK
@@ -149,6 +151,28 @@ def on_ack(rk: RackState, una: int, board: list, now: float, full_scan: bool) ->
     if rk.lost:
         rk.lost = [(s if 0 < ((s - una) & MASK) < HALF else una, e) for s, e in rk.lost
                    if 0 < ((e - una) & MASK) < HALF]
+        if board and rk.lost:
+            rk.lost = _minus(rk.lost, board, una)
+
+
+def _minus(ranges: list, board: list, una: int) -> list:
+    """`ranges` without what the scoreboard holds (a super-segment is marked lost whole, but the
+    peer may hold some of its packets)."""
+    cut = sorted(((s - una) & MASK, (e - una) & MASK) for s, e in board)
+    out = []
+    for s, e in ranges:
+        lo, hi = (s - una) & MASK, (e - una) & MASK
+        for cs, ce in cut:
+            if ce <= lo or cs >= hi:
+                continue
+            if cs > lo:
+                out.append(((una + lo) & MASK, (una + cs) & MASK))
+            lo = ce
+            if lo >= hi:
+                break
+        if lo < hi:
+            out.append(((una + lo) & MASK, (una + hi) & MASK))
+    return out
 
 
 # ---------------------------------------------------------------- detection
@@ -162,7 +186,7 @@ def reo_wnd(rk: RackState, recovery: Recovery, sacked_segs: int, srtt: float | N
     return wnd
 
 
-def detect(rk: RackState, una: int, now: float, reo: float) -> int:
+def detect(rk: RackState, una: int, board: list, now: float, reo: float) -> int:
     """RFC 8985 6.2 step 5 (Linux tcp_rack_detect_loss): mark lost every segment sent before
     the most recently delivered one whose time is up; `timeout` is set to when the next one's
     time will be up (None: nothing waits).  Returns the segments newly marked lost."""
@@ -187,7 +211,7 @@ def detect(rk: RackState, una: int, now: float, reo: float) -> int:
     if wait:
         rk.timeout = now + wait
     if newly:
-        _mark(rk, newly, una)
+        _mark(rk, _minus(newly, board, una) if board else newly, una)
     return len(newly)
 
 

@@ -274,7 +274,10 @@ def rack_on_ack(cx: Context, conn: Connection, now: float) -> None:
     """After an ACK updated SND.UNA and the scoreboard: RACK learns what was delivered and marks
     what is lost by time (RFC 8985 6.2); the caller's recovery step then retransmits it."""
     rk = conn.rack
+    reord = rk.reord
     rack.on_ack(rk, conn.snd_una, conn.scoreboard, now, conn.recovery is not OPEN)
+    if rk.reord and not reord:
+        cx.count("rack_reordering_seen")
     rack_detect(cx, conn, now)
 
 
@@ -288,7 +291,7 @@ def rack_detect(cx: Context, conn: Connection, now: float) -> None:
         return                                       # the oldest in flight was sent after: nothing to judge
     sacked_segs = scoreboard.sacked_bytes(conn) // conn.send_mss if conn.scoreboard else 0
     reo = rack.reo_wnd(rk, conn.recovery, sacked_segs, conn.rtt.srtt)
-    lost = rack.detect(rk, conn.snd_una, now, reo)
+    lost = rack.detect(rk, conn.snd_una, conn.scoreboard, now, reo)
     if lost:
         cx.count("rack_marked_lost", lost)
 

@@ -148,3 +148,27 @@ def test_two_engines_through_loss_rack_resends_only_what_was_lost():
         totals[rack] = (resent, spurious)
     assert totals[1][1] * 4 <= totals[0][1], totals
     assert totals[1][0] < totals[0][0], totals
+
+
+def test_a_super_segment_marked_lost_resends_only_the_packets_the_peer_lacks():
+    """With TSO a transmission is a super-segment of several packets; the device cuts it and one
+    packet is lost: RACK marks the super-segment, what is resent is only its unSACKed part."""
+    mss = 1460
+    eng, lsid, peer = listening(congestion="reno", gso_max_size=3 * mss)
+    peer.send(SYN, options=TcpOptions(mss=mss, sack_permitted=True))
+    peer.take_one()
+    peer.conn = eng.by_tuple[(peer.engine_port, peer.addr, peer.port)]
+    peer.send(ACK)
+    sid, _ = peer.call("accept", lsid)
+    conn = peer.conn
+    conn.cwnd = 6 * mss
+    conn.rtt.srtt, conn.rtt.rto = RTT, 1.0
+    peer.call("send", sid, b"s" * 6 * mss)
+    assert [len(s.payload) for s in peer.take()] == [3 * mss, 3 * mss]
+    una, high = conn.snd_una, conn.snd_max
+    peer.advance(RTT)
+    # packet 0 arrived, packet 1 was lost, packets 2-5 arrived
+    peer.send(ACK, ack=una + mss, options=TcpOptions(sack_blocks=((una + 2 * mss, una + 6 * mss),)))
+    resent = [s for s in peer.take() if s.payload]
+    assert [(s.seq - una, len(s.payload)) for s in resent] == [(mss, mss)]
+    assert eng.counters["rack_marked_lost"] >= 1
