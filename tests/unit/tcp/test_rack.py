@@ -172,3 +172,4 @@ def test_a_super_segment_marked_lost_resends_only_the_packets_the_peer_lacks():
     resent = [s for s in peer.take() if s.payload]
     assert [(s.seq - una, len(s.payload)) for s in resent] == [(mss, mss)]
     assert eng.counters["rack_marked_lost"] >= 1
+    assert conn.rack.lost == []                  # nothing the peer holds is waiting to be resent
