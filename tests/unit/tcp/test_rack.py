@@ -173,3 +173,19 @@ def test_a_super_segment_marked_lost_resends_only_the_packets_the_peer_lacks():
     assert [(s.seq - una, len(s.payload)) for s in resent] == [(mss, mss)]
     assert eng.counters["rack_marked_lost"] >= 1
     assert conn.rack.lost == []                  # nothing the peer holds is waiting to be resent
+
+
+def test_a_checkpoint_keeps_that_rack_is_on_not_its_record():
+    """tcpd's store (checkpoint.py) writes the control block: RACK's record of transmissions stays
+    in memory; a restored connection starts it again, empty."""
+    import pickle
+
+    from proto.tcp import checkpoint
+    from proto.tcp.rack import RackState
+    _, _, peer, conn, _ = _sender(4)
+    block = pickle.loads(pickle.dumps(checkpoint.snapshot(conn)))
+    assert block["rack"] is True
+    again = checkpoint.restore(block, b"", 0, b"", 0, 0, peer.now)
+    assert isinstance(again.rack, RackState) and not again.rack.sent and not again.reo_armed
+    _, _, peer, off, _ = _sender(4, rack=0)
+    assert checkpoint.restore(checkpoint.snapshot(off), b"", 0, b"", 0, 0, peer.now).rack is None
