@@ -7,25 +7,26 @@ import pytest
 from proto.tcp.config import TcpConfig
 from proto.wire.tcp import TcpOptions
 
-from .factory import ACK, SYN, listening
+from .factory import ACK, accepted
 
 MSS = 1000
 RTT = 0.05
 MASK = 0xFFFFFFFF
 
 
+def _accepted(mss: int, segments: int, **config):
+    """A passive SACK connection (NewReno) whose window takes `segments` segments of `mss`."""
+    eng, sid, peer = accepted(mss, congestion="reno", **config)
+    conn = peer.conn
+    conn.cwnd = segments * mss
+    conn.rtt.srtt, conn.rtt.rto = RTT, 1.0                          # the probe timer waits 2 RTT
+    return eng, sid, peer, conn
+
+
 def _sender(segments: int, rack: int = 1):
     """A passive SACK connection (peer MSS 1000, NewReno) with `segments` full segments in flight,
     all sent at the same instant, the peer one round trip (50 ms) later."""
-    eng, lsid, peer = listening(congestion="reno", rack=rack)
-    peer.send(SYN, options=TcpOptions(mss=MSS, sack_permitted=True))
-    peer.take_one()
-    peer.conn = eng.by_tuple[(peer.engine_port, peer.addr, peer.port)]
-    peer.send(ACK)
-    sid, _ = peer.call("accept", lsid)
-    conn = peer.conn
-    conn.cwnd = segments * MSS
-    conn.rtt.srtt, conn.rtt.rto = RTT, 1.0                          # the probe timer waits 2 RTT
+    eng, sid, peer, conn = _accepted(MSS, segments, rack=rack)
     peer.call("send", sid, bytes(range(250)) * (segments * MSS // 250))
     segs = peer.take()
     assert len(segs) == segments
@@ -154,15 +155,7 @@ def test_a_super_segment_marked_lost_resends_only_the_packets_the_peer_lacks():
     """With TSO a transmission is a super-segment of several packets; the device cuts it and one
     packet is lost: RACK marks the super-segment, what is resent is only its unSACKed part."""
     mss = 1460
-    eng, lsid, peer = listening(congestion="reno", gso_max_size=3 * mss)
-    peer.send(SYN, options=TcpOptions(mss=mss, sack_permitted=True))
-    peer.take_one()
-    peer.conn = eng.by_tuple[(peer.engine_port, peer.addr, peer.port)]
-    peer.send(ACK)
-    sid, _ = peer.call("accept", lsid)
-    conn = peer.conn
-    conn.cwnd = 6 * mss
-    conn.rtt.srtt, conn.rtt.rto = RTT, 1.0
+    eng, sid, peer, conn = _accepted(mss, 6, gso_max_size=3 * mss)
     peer.call("send", sid, b"s" * 6 * mss)
     assert [len(s.payload) for s in peer.take()] == [3 * mss, 3 * mss]
     una, high = conn.snd_una, conn.snd_max
