@@ -7,6 +7,12 @@ Targets (the same workload code for each, with the socket module passed in):
 - tun-relay:  the kernel to itself over two TUN devices joined by a Python relay
               (one user-space hop with no TCP in it)
 Each figure is the median of several trials, with min and max.
+
+Workloads: bulk each way, 1-byte request/response (blocking and asyncio), HTTP keep-alive
+(`http`: Python's http.server and http.client, unmodified, each side as client and as server),
+bulk under 1 % random loss on the receiving side (`loss`: iptables INPUT rules; for the kernel's
+data into the stack nicd's impairment stage, as an OUTPUT drop is no loss to the kernel; the
+veth baseline sends one segment per packet meanwhile), the connection rate, UDP.
 """
 from __future__ import annotations
 
@@ -236,6 +242,58 @@ def w_connection_rate(sm, host, port, count):
 UDP_END = b"END"
 
 
+def _http_modules(sm):
+    """http.client and http.server as an unmodified program gets them, over `sm` (libsock stands in
+    for `socket` as `netstack run` makes it; the kernel's socket module otherwise)."""
+    import importlib
+    for name in ("http.client", "http.server", "socketserver"):
+        sys.modules.pop(name, None)
+    sys.modules["socket"] = sm
+    return importlib.import_module("http.client"), importlib.import_module("http.server")
+
+
+def w_http_server(sm, host, port, ready):
+    """Python's http.server, HTTP/1.1 keep-alive: one connection, as many requests as it brings.
+    The handler writes its headers and its body in two sends (the headers at end_headers), the
+    pattern that a Nagle-bound sender and a delayed ACK turn into a 40-200 ms stall."""
+    _, server = _http_modules(sm)
+    body = b"x" * 1000
+
+    class Handler(server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with server.HTTPServer((host, port), Handler) as httpd:
+        ready.set()
+        httpd.handle_request()
+    return True
+
+
+def w_http_client(sm, host, port, count, ready):
+    """`count` GETs on one keep-alive connection with http.client: p50, p99 per request (us)."""
+    client, _ = _http_modules(sm)
+    ready.wait(30)
+    conn = client.HTTPConnection(host, port, timeout=60)
+    samples = []
+    for i in range(count + 5):
+        t = time.perf_counter()
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        assert len(response.read()) == 1000 and response.status == 200
+        if i >= 5:                                       # the first ones open the connection
+            samples.append(time.perf_counter() - t)
+    conn.close()
+    return _p50_p99_us(samples)
+
+
 def w_udp_sink(sm, host, port, ready):
     """Count datagrams until END (or 2 s of silence after the first); (count, seconds first -> last)."""
     with sm.socket(sm.AF_INET, sm.SOCK_DGRAM) as sock:
@@ -308,6 +366,40 @@ class Target:
     def close(self) -> None:
         pass
 
+    # random loss on the receiving side, for the `loss` workload (None: the target has none)
+    lossy = False
+
+    def set_loss(self, direction: str, p: float) -> None:
+        """`direction` "out": what the side under test sends is dropped with probability p as it
+        reaches the kernel peer; "in": what the kernel peer sends, as it reaches the side.  p=0: off."""
+        raise NotImplementedError
+
+    def sender_counters(self, direction: str) -> tuple[int, int]:
+        """(segments retransmitted, retransmission timeouts) so far of the sender of `direction`."""
+        raise NotImplementedError
+
+
+def _iptables_loss(netns: str, dev: str, p: float) -> None:
+    """A `statistic --mode random` DROP rule on INPUT from `dev` in `netns` (p=0: removed)."""
+    rule = ["INPUT", "-i", dev, "-m", "statistic", "--mode", "random", "--probability", str(p), "-j", "DROP"]
+    if p:
+        subprocess.run(["ip", "netns", "exec", netns, "iptables", "-A", *rule], check=True, capture_output=True)
+    else:
+        subprocess.run(["ip", "netns", "exec", netns, "iptables", "-F", "INPUT"], check=True, capture_output=True)
+
+
+def _kernel_counters(netns: str) -> tuple[int, int]:
+    """RetransSegs (/proc/net/snmp) and TCPTimeouts (/proc/net/netstat) of a namespace's TCP."""
+    out = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        text = subprocess.run(["ip", "netns", "exec", netns, "cat", path], check=True, capture_output=True,
+                              text=True).stdout.splitlines()
+        for head, values in zip(text[::2], text[1::2]):
+            prefix = head.split(":")[0]
+            for key, value in zip(head.split()[1:], values.split()[1:]):
+                out[f"{prefix}.{key}"] = int(value)
+    return out.get("Tcp.RetransSegs", 0), out.get("TcpExt.TCPTimeouts", 0)
+
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True)
@@ -331,6 +423,22 @@ class Veth(Target):
 
     def sides(self):
         return Side(self.b, "socket", "198.18.1.2"), Side(self.a, "socket", "198.18.1.1")
+
+    lossy = True
+
+    def set_loss(self, direction, p):
+        # one segment per packet while loss is on, as the stack sends them (no GSO super-packet
+        # dropped whole); the side under test is in b (veth1), the kernel peer in a (veth0)
+        segs = "1" if p else "65535"
+        _ip("-n", self.a, "link", "set", "veth0", "gso_max_segs", segs)
+        _ip("-n", self.b, "link", "set", "veth1", "gso_max_segs", segs)
+        if direction == "out":
+            _iptables_loss(self.a, "veth0", p)
+        else:
+            _iptables_loss(self.b, "veth1", p)
+
+    def sender_counters(self, direction):
+        return _kernel_counters(self.b if direction == "out" else self.a)
 
     def close(self):
         for ns in (self.a, self.b):
@@ -391,16 +499,36 @@ class Netstack(Target):
     settings: tuple = ()
     offload = False
 
-    def __init__(self, mtu: int):
+    def __init__(self, mtu: int, overrides: list[str] = ()):
         self.name_ = RUN_TAG
         inst.down(self.name_, quiet=True)
         self.instance = inst.up(self.name_, None, "tun0", "198.18.0.2/24", "198.18.0.1", mtu, None,
-                                list(self.settings), offload=self.offload)
+                                [*self.settings, *overrides], offload=self.offload)
 
     def sides(self):
         env = {"NETSTACK_RUN": str(self.instance.run_dir)}
         return (Side(None, "libsock", self.instance.addr, env),
                 Side(self.instance.netns, "socket", self.instance.host_addr))
+
+    @property
+    def lossy(self):
+        return not self.offload            # (super-segments would be dropped whole)
+
+    def set_loss(self, direction, p):
+        if direction == "out":
+            _iptables_loss(self.instance.netns, "tun0", p)
+        elif p:
+            # an OUTPUT drop in the kernel's namespace is no loss (its transmit gets EPERM and the
+            # segment goes later): nicd drops what comes in from the device instead
+            ctl.control(self.instance.run_dir, "nicd", "impair", loss=p, direction="in", seed=17)
+        else:
+            ctl.control(self.instance.run_dir, "nicd", "impair_off")
+
+    def sender_counters(self, direction):
+        if direction == "in":
+            return _kernel_counters(self.instance.netns)
+        stats = ctl.control(self.instance.run_dir, "tcpd", "stats")
+        return stats["retrans_segs"], stats["rto_expiries"]
 
     def service_pids(self) -> dict[str, int]:
         return {row["service"]: row["pid"] for row in inst.status(self.name_)}
@@ -541,16 +669,45 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         port[0] += 1
         return port[0]
 
-    def bulk(sender: Side, receiver: Side, watched: bool = False) -> float:
-        """MB/s of `bulk` bytes from sender to receiver, sha256 checked (watched: both ends'
+    def bulk(sender: Side, receiver: Side, watched: bool = False, size: int = bulk_size) -> float:
+        """MB/s of `size` bytes from sender to receiver, sha256 checked (watched: both ends'
         fileno() taken first, so that libsock tracks their readiness)."""
         p = next_port()
         rx = receiver.start(w_receive, receiver.addr, p, watched)
-        tx = sender.start(w_send, receiver.addr, p, bulk_size, watched)
+        tx = sender.start(w_send, receiver.addr, p, size, watched)
         seconds, digest = _finish(tx)
         total, got, _ = _finish(rx)
-        assert total == bulk_size and got == digest, f"bulk to {receiver.addr}: data differs"
-        return bulk_size / seconds / 1e6
+        assert total == size and got == digest, f"bulk to {receiver.addr}: data differs"
+        return size / seconds / 1e6
+
+    http_p99s: dict[str, list] = {}
+
+    def http(server: Side, client: Side, key: str) -> float:
+        """p50 (us) of keep-alive GETs from http.client on `client` to http.server on `server`."""
+        p = next_port()
+        ready = multiprocessing.get_context("fork").Event()
+        srv = server.start(w_http_server, server.addr, p, ready)
+        p50, p99 = _finish(client.start(w_http_client, server.addr, p, 50 if quick else 200, ready))
+        _finish(srv)
+        http_p99s.setdefault(key, []).append(p99)
+        return p50
+
+    loss_counts: dict[str, list] = {}
+
+    def lossy_bulk(direction: str, p: float) -> float:
+        """MB/s of a bulk transfer with random loss `p` on the receiving side; the sender's
+        retransmissions and timeouts per MiB kept beside it."""
+        size = 4 * MiB if quick else 16 * MiB
+        target.set_loss(direction, p)
+        try:
+            before = target.sender_counters(direction)
+            mbps = bulk(ours, peer, size=size) if direction == "out" else bulk(peer, ours, size=size)
+            after = target.sender_counters(direction)
+        finally:
+            target.set_loss(direction, 0)
+        loss_counts.setdefault(f"{direction}_retrans", []).append((after[0] - before[0]) / (size / MiB))
+        loss_counts.setdefault(f"{direction}_rto", []).append((after[1] - before[1]) / (size / MiB))
+        return mbps
 
     latencies, async_latencies = [], []
 
@@ -596,6 +753,15 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
     if target.name.startswith("netstack"):     # readiness tracking's cost: both ends watched
         result["bulk_in_watched_MBps"] = _trials(trials, lambda: bulk(peer, ours, True))
         result["bulk_out_watched_MBps"] = _trials(trials, lambda: bulk(ours, peer, True))
+    result["http_client_p50_us"] = _trials(trials, lambda: http(peer, ours, "client"))
+    result["http_client_p99_us"] = _spread(http_p99s["client"])
+    result["http_server_p50_us"] = _trials(trials, lambda: http(ours, peer, "server"))
+    result["http_server_p99_us"] = _spread(http_p99s["server"])
+    if target.lossy:
+        for direction in ("out", "in"):
+            result[f"loss1_{direction}_MBps"] = _trials(trials, lambda: lossy_bulk(direction, 0.01))
+            for what in ("retrans", "rto"):
+                result[f"loss1_{direction}_{what}_per_MiB"] = _spread(loss_counts[f"{direction}_{what}"])
     result["conn_rate_first_per_s"] = _trials(trials, rate)
     result["conn_rate_last_per_s"] = _spread(rates_last)
     result["asyncio_server_conn_per_s"] = _trials(trials, async_accept_rate)
@@ -672,6 +838,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+SCALE_SOCKETS = 65536
+
+
 def measure_scale(target: "Netstack", quick: bool) -> dict:
     """(d) many concurrent established connections: all succeed, tcpd's memory per connection;
     (e) CPU of each service at idle while they stay open."""
@@ -726,7 +895,8 @@ def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targe
                 # a fresh instance: the connection-rate runs leave thousands of TIME_WAITs
                 # whose 2MSL timers would be counted as idle CPU
                 target.close()
-                target = TARGETS[name](mtu)
+                # one process holds all the connections: more than limits.sockets_per_process allows
+                target = TARGETS[name](mtu, [f"limits.sockets_per_process={SCALE_SOCKETS}"])
                 results["scale"] = measure_scale(target, quick)
         finally:
             target.close()
@@ -745,6 +915,14 @@ def format_table(results: dict) -> str:
             ("bulk in, fileno() watched", "bulk_in_watched_MBps"),
             ("bulk out, fileno() watched", "bulk_out_watched_MBps"),
             ("conn/s, first 1000", "conn_rate_first_per_s"), ("conn/s, last 1000", "conn_rate_last_per_s"),
+            ("HTTP keep-alive, side client p50 (us)", "http_client_p50_us"),
+            ("HTTP keep-alive, side client p99 (us)", "http_client_p99_us"),
+            ("HTTP keep-alive, side server p50 (us)", "http_server_p50_us"),
+            ("HTTP keep-alive, side server p99 (us)", "http_server_p99_us"),
+            ("1% loss, side -> kernel (MB/s)", "loss1_out_MBps"),
+            ("  retransmitted per MiB", "loss1_out_retrans_per_MiB"), ("  RTOs per MiB", "loss1_out_rto_per_MiB"),
+            ("1% loss, kernel -> side (MB/s)", "loss1_in_MBps"),
+            ("  retransmitted per MiB", "loss1_in_retrans_per_MiB"), ("  RTOs per MiB", "loss1_in_rto_per_MiB"),
             ("UDP 64 B side->kernel (dgram/s)", "udp_out_64_dps"), ("  lost (%)", "udp_out_64_loss_pct"),
             ("UDP 64 B kernel->side (dgram/s)", "udp_in_64_dps"), ("  lost (%)", "udp_in_64_loss_pct"),
             ("UDP 1472 B side->kernel (dgram/s)", "udp_out_1472_dps"), ("  lost (%)", "udp_out_1472_loss_pct"),
@@ -757,7 +935,7 @@ def format_table(results: dict) -> str:
         cells = []
         for t in targets:
             v = results["targets"][t].get(key)
-            digits = 1 if key.endswith("_pct") else 0
+            digits = 1 if key.endswith(("_pct", "_per_MiB")) or key.startswith("loss") else 0
             cells.append(f"{v['median']:.{digits}f} [{v['min']:.{digits}f}-{v['max']:.{digits}f}]" if v else "-")
         lines.append(f"{label:34}" + "".join(f"{c:>24}" for c in cells))
     scale = results.get("scale")

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "quickacks": 16,
         "timestamps": 1,
         "durable": 1,           # connections survive tcpd's death (services/tcp/store.py)
+        "rack": 1,
     },
     "limits": {
         "sockets_per_process": 1024,     # as RLIMIT_NOFILE's soft default: EMFILE beyond
@@ -67,6 +68,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "quickacks"): (0, 16),
     ("tcp", "timestamps"): (0, 1),
     ("tcp", "durable"): (0, 1),
+    ("tcp", "rack"): (0, 1),
     ("dns", "timeout"): (0.001, 30),
     ("dns", "attempts"): (1, 5),
     ("tcp", "syncookies"): (0, 2),

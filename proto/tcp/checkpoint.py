@@ -32,6 +32,7 @@ from proto.tcp import seqnum
 from proto.tcp.congestion import Cubic, HyStart, NewReno
 from proto.tcp.connection import Connection
 from proto.tcp.delack import AckState
+from proto.tcp.rack import RackState
 from proto.tcp.rcvbuf import RecvBuffer
 from proto.tcp.rtt import RttEstimator
 from proto.tcp.sendbuf import SendBuffer
@@ -85,7 +86,9 @@ def _unflat(value):
 
 # fields written flattened (_flat / _unflat); the rest are plain values pickle does quickly
 _FLATTENED = ("state", "recovery", "cc", "rtt", "acks", "accept_queue")
-_PLAIN = tuple(name for name in Connection.__slots__ if name not in _APART and name not in _FLATTENED)
+# RACK's record of transmissions is memory's alone (as the scoreboard): only whether RACK is on
+_PLAIN = tuple(name for name in Connection.__slots__
+               if name not in _APART and name not in _FLATTENED and name != "rack")
 _plain_values = attrgetter(*_PLAIN)
 
 
@@ -95,7 +98,8 @@ def snapshot(conn: Connection) -> dict:
     moment, which `restore` measures the streams by."""
     rb = conn.recv_buffer
     return {"plain": _plain_values(conn), "flat": tuple(_flat(getattr(conn, name)) for name in _FLATTENED),
-            "_rcv": (rb.total, rb.space_copied, rb.space_time), "_snd": (conn.send_buffer.total, len(conn.send_buffer))}
+            "_rcv": (rb.total, rb.space_copied, rb.space_time), "_snd": (conn.send_buffer.total, len(conn.send_buffer)),
+            "rack": conn.rack is not None}
 
 
 def send_stream_start(block: dict) -> int:
@@ -135,7 +139,8 @@ def restore(block: dict, unsent_and_unacked: bytes, snd_total: int, unread: byte
 
     # what only memory held: the scoreboard, recovery's marks, the ACK owed
     conn.scoreboard, conn.rxt_marks, conn.sack_high = [], {}, None
-    conn.recovery, conn.dupacks, conn.pto_armed = Recovery.OPEN, 0, False
+    conn.recovery, conn.dupacks, conn.pto_armed, conn.reo_armed = Recovery.OPEN, 0, False, False
+    conn.rack = RackState() if block.get("rack") else None
     conn.ack_pending = conn.ack_now = False
     conn.armed = dict(conn.timers)
     if conn.state in SYNCHRONIZED or conn.state is S.SYN_RCVD:

@@ -31,6 +31,8 @@ class TcpConfig:
     initial_cwnd_segments: int = 10   # RFC 6928 / Linux
     timestamps: int = 1               # offer and accept RFC 7323 timestamps (Linux tcp_timestamps)
     quickacks: int = 16               # at most this many quick ACKs at the start and after idle (delack.py)
+    rack: int = 1                     # RACK time-based loss detection (RFC 8985) beside the dupack rule,
+                                      # with SACK (Linux tcp_recovery=1)
     congestion: str = "cubic"         # the congestion control of new connections (congestion.py)
     gso_max_size: int = 0             # >0: the device does TSO; send super-segments of up to this many
                                       # payload bytes, cut at the MSS by the device (0: off)

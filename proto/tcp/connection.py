@@ -92,6 +92,8 @@ class Connection:
     sack_high: int | None = None        # highest right edge of a SACK block the peer sent
     scoreboard: list = field(default_factory=list)      # SACKed [(start, end)] above snd_una, sorted (RFC 6675)
     rxt_marks: dict = field(default_factory=dict)      # SACK recovery: seq retransmitted -> snd_max then
+    rack: object = None                 # RACK's state (rack.RackState) when SACK and tcp.rack are on
+    reo_armed: bool = False             # the retransmission timer runs as RACK's reordering timer (RFC 8985 6.3)
     pto_armed: bool = False             # the retransmission timer runs as the tail loss probe timer (RFC 8985 7)
     high_rxt: int = 0                   # RFC 6675 HighRxt: end of the highest retransmission in SACK recovery
     send_mss: int = 536                 # effective send MSS
@@ -191,6 +193,9 @@ class Connection:
                 value = list(value)
             elif isinstance(value, set):
                 value = sorted(value)
+            elif name == "rack":
+                value = None if value is None else {"sent": len(value.sent), "lost": len(value.lost),
+                                                    "reord": value.reord, "min_rtt": value.min_rtt}
             elif name == "rxt_marks":
                 value = len(value)
             elif name == "scoreboard":

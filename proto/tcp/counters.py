@@ -17,6 +17,7 @@ MIB = (
 EVENTS = (
     "posted_send_dropped", "challenge_acks_limited", "duplicate_segments", "ofo_segments",
     "rst_challenged", "sack_lost_retransmits", "sack_recoveries", "sack_retransmits",
+    "rack_marked_lost", "rack_reo_timeouts", "rack_reordering_seen",                        # RACK (rack.py)
     "syn_retransmit_answered", "time_wait_acks", "time_wait_recycled", "tlp_probes",
     "timer_bad_key", "timer_internal_error", "timer_stale", "acks_after_read", "acks_for_waiting_reader",
     "syncookies_sent", "syncookies_recv", "syncookies_failed",      # Linux SyncookiesSent/Recv/Failed

@@ -9,6 +9,7 @@ from proto.tcp import seqnum, snd
 from proto.tcp.congestion import INITIAL_SSTHRESH
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
+from proto.tcp.rack import RackState
 from proto.tcp.state import State
 from proto.wire.tcp import TcpSegment
 
@@ -26,6 +27,7 @@ def take_syn_options(cx: Context, conn: Connection, seg: TcpSegment) -> None:
     conn.send_mss = min(max(peer_mss, MIN_SEND_MSS), ours)
     conn.rcv_mss = min(536, ours)
     conn.sack_ok = o.sack_permitted
+    conn.rack = RackState() if conn.sack_ok and cx.config.rack else None
     conn.ts_ok = bool(cx.config.timestamps) and o.timestamps is not None
     if conn.ts_ok:                                  # RFC 7323 3.2: each segment carries 12 bytes more
         conn.ts_recent = o.timestamps[0]

@@ -314,6 +314,8 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
             if conn.sack_ok:
                 blocks = seg.options.sack_blocks
                 newly = scoreboard.update(conn, blocks) if blocks else 0
+                if newly and conn.rack is not None:
+                    recovery.rack_on_ack(cx, conn, now)
             else:
                 newly = 0
             # RFC 5681 duplicate ACK: no data, no SYN/FIN, same window, data outstanding; or one
@@ -323,6 +325,8 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
                 duplicate_ack(cx, conn, now, newly)
             elif newly:
                 recovery.strategy(conn).on_sack(cx, conn, now, newly)
+            if newly and conn.rack is not None:
+                recovery.rack_arm(cx, conn, now)
         return
     # --- new data acknowledged
     cfg = cx.config
@@ -358,6 +362,8 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
             scoreboard.update(conn, blocks)
         if sacked or conn.scoreboard:
             sacked += scoreboard.sacked_bytes(conn)
+        if conn.rack is not None:
+            recovery.rack_on_ack(cx, conn, now)
     conn.retransmits = 0
     if conn.recovery is not OPEN and recovery.covers_recover(conn, ack):
         if conn.recovery is FAST:
@@ -380,6 +386,8 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
         cx.cancel(conn, "retransmit")
     else:
         snd.arm_retransmit(cx, conn, now)
+        if conn.rack is not None:
+            recovery.rack_arm(cx, conn, now)
     if conn.nospace and cx.writable(conn):
         conn.nospace = False
         cx.wake(conn)

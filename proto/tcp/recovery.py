@@ -13,7 +13,7 @@ cwnd and ssthresh change is the congestion control's (congestion.py), never deci
 """
 from __future__ import annotations
 
-from proto.tcp import scoreboard, snd
+from proto.tcp import rack, scoreboard, snd
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
 from proto.tcp.scoreboard import HALF, MASK, holes, next_seg, pipe, rule3
@@ -50,6 +50,8 @@ def enter_loss(cx: Context, conn: Connection, now: float) -> None:
     if conn.scoreboard and conn.scoreboard[0][0] == conn.snd_una:
         conn.scoreboard = []                         # SACKed yet unacknowledged at SND.UNA: the peer reneged
     conn.snd_nxt = conn.snd_una
+    if conn.rack is not None:
+        rack.on_rto(conn.rack)
 
 
 def rfc3042_limited_transmit(cx: Context, conn: Connection, now: float) -> None:
@@ -103,7 +105,8 @@ class SackRecovery:
             proportional_rate_reduction(conn, sacked)
             transmit(cx, conn, now)                    # RFC 6675 5 (C): send what the pipe allows
         elif conn.recovery is OPEN:
-            if conn.dupacks >= DUP_THRESH or (conn.scoreboard and scoreboard.is_lost(conn, conn.snd_una)):
+            if (conn.dupacks >= DUP_THRESH or (conn.scoreboard and scoreboard.is_lost(conn, conn.snd_una))
+                    or (conn.rack is not None and conn.rack.lost)):
                 enter_recovery(cx, conn, now, sacked)  # RFC 6675 5 (4)
             elif conn.scoreboard:
                 limited_transmit(cx, conn, now)        # RFC 6675 5 (3)
@@ -114,7 +117,8 @@ class SackRecovery:
     def on_partial_ack(cx: Context, conn: Connection, now: float, ack: int, acked: int, delivered: int) -> None:
         """RFC 6675 5 (B), (C), with the window that PRR allows."""
         proportional_rate_reduction(conn, delivered)
-        if ((ack - conn.high_rxt) & MASK) < HALF and not scoreboard.is_sacked(conn, ack):
+        if (conn.rack is None and ((ack - conn.high_rxt) & MASK) < HALF
+                and not scoreboard.is_sacked(conn, ack)):
             # the head was sent before the retransmissions now acknowledged: lost (RFC 6582)
             retransmit(cx, conn, now, 0, min(conn.send_mss, (conn.snd_max - ack) & MASK))
         transmit(cx, conn, now)
@@ -123,8 +127,8 @@ class SackRecovery:
     def on_ack(cx: Context, conn: Connection, now: float, ack: int) -> None:
         """New data acknowledged out of recovery: RFC 6675 5 IsLost(HighACK + 1) starts recovery,
         else Limited Transmit as the scoreboard allows."""
-        if conn.scoreboard and ack != conn.snd_max:
-            if scoreboard.is_lost(conn, ack):
+        if (conn.scoreboard or (conn.rack is not None and conn.rack.lost)) and ack != conn.snd_max:
+            if scoreboard.is_lost(conn, ack) or (conn.rack is not None and conn.rack.lost):
                 enter_recovery(cx, conn, now, 0)
             else:
                 limited_transmit(cx, conn, now)
@@ -135,6 +139,8 @@ class SackRecovery:
         if conn.recovery is FAST:
             proportional_rate_reduction(conn, sacked)
             transmit(cx, conn, now)
+        elif conn.recovery is OPEN and conn.rack is not None and conn.rack.lost:
+            enter_recovery(cx, conn, now, sacked)
 
 
 def strategy(conn: Connection) -> type[RenoRecovery] | type[SackRecovery]:
@@ -153,8 +159,8 @@ def enter_recovery(cx: Context, conn: Connection, now: float, delivered: int) ->
     conn.rxt_marks.clear()
     conn.prr_delivered = conn.prr_out = 0
     conn.recover_fs = flight or conn.send_mss
-    if conn.pto_armed:                                 # the probe timer becomes the RTO again
-        conn.pto_armed = False
+    if conn.pto_armed or conn.reo_armed:               # the probe timer becomes the RTO again
+        conn.pto_armed = conn.reo_armed = False
         cx.arm(conn, "retransmit", now + conn.rtt.rto)
     cx.counters["fast_retransmits"] += 1
     cx.count("sack_recoveries")
@@ -182,6 +188,16 @@ def proportional_rate_reduction(conn: Connection, delivered: int) -> None:
 
 def retransmit(cx: Context, conn: Connection, now: float, off: int, size: int) -> int:
     seq = (conn.snd_una + off) & MASK
+    rk = conn.rack
+    if rk is not None:
+        ent = rk.sent.get(seq)
+        if ent is not None and ent[2] and not ent[3]:
+            # already retransmitted and in flight: RACK says when that copy is lost too (Linux
+            # skips TCPCB_SACKED_RETRANS); HighRxt passes it as if it had just been sent
+            end = ent[0]
+            if ((end - conn.high_rxt) & MASK) < HALF:
+                conn.high_rxt = end
+            return (end - seq) & MASK
     used = snd.send_range(cx, conn, now, seq, size)
     if used:
         end = (seq + used) & MASK
@@ -203,12 +219,26 @@ def transmit(cx: Context, conn: Connection, now: float) -> None:
     mss = conn.send_mss
     una = conn.snd_una
     mark = conn.rxt_marks.get(una)
-    if mark is not None and conn.scoreboard and 0 < ((conn.scoreboard[-1][1] - mark) & MASK) < HALF:
+    if (mark is not None and conn.rack is None and conn.scoreboard
+            and 0 < ((conn.scoreboard[-1][1] - mark) & MASK) < HALF):
         # Data sent after the head's retransmission has been SACKed, the head is still missing:
         # that retransmission was lost too (Linux tcp_mark_lost_retrans): send it again now
         # rather than wait for the RTO.
         cx.count("sack_lost_retransmits")
         retransmit(cx, conn, now, 0, min(mss, (conn.snd_max - una) & MASK))
+    rk = conn.rack
+    if rk is not None and rk.lost:
+        # what RACK marked lost goes first, a lost retransmission below HighRxt too (RFC 8985 6.2:
+        # a segment marked lost is retransmitted whether or not it was retransmitted before)
+        for _ in range(1000):
+            if not rk.lost or conn.cwnd - pipe(conn) < mss:
+                break
+            start, end = rk.lost[0]
+            off = (start - una) & MASK
+            if off >= HALF:
+                break
+            if not retransmit(cx, conn, now, off, min(mss, (end - start) & MASK)):
+                break
     for _ in range(1000):
         hs = holes(conn)
         room = conn.cwnd - pipe(conn, hs)
@@ -239,6 +269,63 @@ def limited_transmit(cx: Context, conn: Connection, now: float) -> None:
 
 
 
+# ---------------------------------------------------------------- RACK (rack.py)
+def rack_on_ack(cx: Context, conn: Connection, now: float) -> None:
+    """After an ACK updated SND.UNA and the scoreboard: RACK learns what was delivered and marks
+    what is lost by time (RFC 8985 6.2); the caller's recovery step then retransmits it."""
+    rk = conn.rack
+    reord = rk.reord
+    rack.on_ack(rk, conn.snd_una, conn.scoreboard, now, conn.recovery is not OPEN)
+    if rk.reord and not reord:
+        cx.count("rack_reordering_seen")
+    rack_detect(cx, conn, now)
+
+
+def rack_detect(cx: Context, conn: Connection, now: float) -> None:
+    rk = conn.rack
+    rk.timeout = None
+    if rk.xmit_ts is None or not rk.sent or conn.recovery is LOSS:
+        return
+    first = rk.sent[next(iter(rk.sent))]
+    if not rack._after(rk.xmit_ts, rk.order, first[1], first[4]):
+        return                                       # the oldest in flight was sent after: nothing to judge
+    sacked_segs = scoreboard.sacked_bytes(conn) // conn.send_mss if conn.scoreboard else 0
+    reo = rack.reo_wnd(rk, conn.recovery, sacked_segs, conn.rtt.srtt)
+    lost = rack.detect(rk, conn.snd_una, conn.scoreboard, now, reo)
+    if lost:
+        cx.count("rack_marked_lost", lost)
+
+
+def rack_arm(cx: Context, conn: Connection, now: float) -> None:
+    """After an ACK: RACK's reordering timer (RFC 8985 6.3) takes the retransmission timer's
+    place when it comes first; when it fires, rack_timeout looks again."""
+    rk = conn.rack
+    deadline = rk.timeout
+    if deadline is None or conn.snd_una == conn.snd_max:
+        return
+    current = conn.timers["retransmit"]
+    if current is None or deadline < current:
+        conn.pto_armed = False
+        conn.reo_armed = True
+        cx.arm(conn, "retransmit", deadline)
+
+
+def rack_timeout(cx: Context, conn: Connection, now: float) -> None:
+    """The reordering timer went off (RFC 8985 6.3, Linux tcp_rack_reo_timeout): mark what is now
+    lost, recover it, and run the retransmission timer again."""
+    conn.reo_armed = False
+    cx.count("rack_reo_timeouts")
+    if conn.recovery is not LOSS:
+        rack_detect(cx, conn, now)
+        if conn.rack.lost:
+            if conn.recovery is OPEN:
+                enter_recovery(cx, conn, now, 0)
+            else:
+                transmit(cx, conn, now)
+    snd.arm_retransmit(cx, conn, now)
+    rack_arm(cx, conn, now)
+
+
 # ---------------------------------------------------------------- tail loss probe
 def tail_loss_probe(cx: Context, conn: Connection, now: float) -> None:
     """The probe timer went off (RFC 8985 7.3): one new segment if the peer's window allows,
@@ -251,5 +338,5 @@ def tail_loss_probe(cx: Context, conn: Connection, now: float) -> None:
         start = (start - (mss if mss < flight else flight)) & MASK
         snd.send_range(cx, conn, now, start, (conn.snd_max - start) & MASK)
         conn.rtt.seq = None
-    conn.pto_armed = False
+    conn.pto_armed = conn.reo_armed = False
     cx.arm(conn, "retransmit", now + conn.rtt.rto)

@@ -119,6 +119,33 @@ def holes(conn: Connection) -> list[tuple[int, int, bool]]:
         prev = e
     if prev < span:
         out.append((prev, span, False))
+    rk = conn.rack
+    if rk is not None and rk.lost:
+        out = _rack_split(out, rk.lost, conn.snd_una)
+    return out
+
+
+def _rack_split(hs: list, lost: list, una: int) -> list:
+    """Holes cut where RACK marked ranges lost (rack.py): a marked piece is lost whatever the
+    duplicate-ACK rule says."""
+    marks = sorted(((s - una) & MASK, (e - una) & MASK) for s, e in lost)
+    out = []
+    for lo, hi, is_lost in hs:
+        if is_lost:
+            out.append((lo, hi, True))
+            continue
+        at = lo
+        for s, e in marks:
+            if e <= at or s >= hi:
+                continue
+            if s > at:
+                out.append((at, s, False))
+                at = s
+            end = e if e < hi else hi
+            out.append((at, end, True))
+            at = end
+        if at < hi:
+            out.append((at, hi, False))
     return out
 
 

@@ -5,7 +5,7 @@ Functions take the connection's context (`cx`, context.py) for its effects, coun
 """
 from __future__ import annotations
 
-from proto.tcp import scoreboard, seqnum
+from proto.tcp import rack, scoreboard, seqnum
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
 from proto.tcp.delack import ack_sent, data_sent
@@ -135,12 +135,15 @@ def send_range(cx: Context, conn: Connection, now: float, seq: int, size: int) -
         flags = ACK
     if used == 0:
         return 0
-    if seqnum.lt(seq, conn.snd_max):
+    again = seqnum.lt(seq, conn.snd_max)
+    if again:
         cx.counters["retrans_segs"] += 1
         conn.total_retransmits += 1
     elif payload:
         data_sent(conn, now)
     emit(cx, conn, flags, seq, payload)
+    if conn.rack is not None:
+        rack.on_sent(conn.rack, seq, (seq + used) & MASK, now, again)
     return used
 
 
@@ -275,9 +278,10 @@ def arm_retransmit(cx: Context, conn: Connection, now: float) -> None:
             pto = TLP_MIN
         if pto < rto:
             conn.pto_armed = True
+            conn.reo_armed = False
             cx.arm(conn, "retransmit", now + pto)
             return
-    conn.pto_armed = False
+    conn.pto_armed = conn.reo_armed = False
     cx.arm(conn, "retransmit", now + rto)
 
 

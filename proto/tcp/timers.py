@@ -42,6 +42,9 @@ def on_retransmit(cx: Context, conn: Connection, now: float) -> None:
         return
     if state not in SENDING or conn.snd_una == conn.snd_max:
         return
+    if conn.reo_armed:
+        recovery.rack_timeout(cx, conn, now)
+        return
     if conn.pto_armed:
         if conn.recovery is Recovery.OPEN:
             recovery.tail_loss_probe(cx, conn, now)

@@ -13,6 +13,8 @@ FIGURES = {"bulk_in_MBps", "bulk_out_MBps", "rr_p50_us", "rr_p99_us", "conn_rate
            "udp_rr_p50_us", "udp_rr_p99_us",
            *(f"udp_{way}_{size}_{what}" for way in ("in", "out") for size in (64, 1472)
              for what in ("dps", "loss_pct"))}
+FIGURES |= {f"http_{role}_{p}_us" for role in ("client", "server") for p in ("p50", "p99")}
+LOSS = {f"loss1_{way}_{what}" for way in ("in", "out") for what in ("MBps", "retrans_per_MiB", "rto_per_MiB")}
 WATCHED = {"bulk_in_watched_MBps", "bulk_out_watched_MBps"}      # the stack's readiness tracking's cost
 
 
@@ -26,15 +28,18 @@ def test_bench_quick_json_beside_a_kernel_baseline():
     assert report["quick"] is True and report["trials"] == 1 and report["mtu"] == 1500
     assert set(report["targets"]) == {"netstack", "veth"}
     for target, figures in report["targets"].items():
-        assert set(figures) == FIGURES | (WATCHED if target == "netstack" else set()), target
+        assert set(figures) == FIGURES | LOSS | (WATCHED if target == "netstack" else set()), target
         for figure, spread in figures.items():
-            low = 0 <= spread["min"] if figure.endswith("loss_pct") else 0 < spread["min"]    # nothing lost: 0
+            zero_ok = figure.endswith(("loss_pct", "rto_per_MiB"))                            # nothing lost: 0
+            low = 0 <= spread["min"] if zero_ok else 0 < spread["min"]
             assert low and spread["min"] <= spread["median"] <= spread["max"], (target, figure, spread)
             if figure.endswith("loss_pct"):
                 assert spread["max"] <= 100, (target, figure, spread)
         assert figures["rr_p50_us"]["median"] <= figures["rr_p99_us"]["median"]
         assert figures["asyncio_rr_p50_us"]["median"] <= figures["asyncio_rr_p99_us"]["median"]
         assert figures["udp_rr_p50_us"]["median"] <= figures["udp_rr_p99_us"]["median"]
+        assert figures["http_client_p50_us"]["median"] <= figures["http_client_p99_us"]["median"]
+        assert figures["loss1_out_retrans_per_MiB"]["min"] > 0 and figures["loss1_in_retrans_per_MiB"]["min"] > 0
     scale = report["scale"]
     assert scale["connections_held"] == scale["concurrent_connections"] == 1000
     assert 0 < scale["tcpd_kib_per_connection"] < 64

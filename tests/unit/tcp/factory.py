@@ -226,6 +226,17 @@ def listening(port: int = 80, backlog: int = 5, peer_kwargs: dict | None = None,
     return Setup(eng, sid, peer)
 
 
+def accepted(mss: int, sack: bool = True, **config) -> Setup:
+    """A passive connection accepted from a peer whose SYN offers MSS `mss` and SACK-permitted."""
+    eng, lsid, peer = listening(**config)
+    peer.send(SYN, options=TcpOptions(mss=mss, sack_permitted=sack))
+    peer.take_one()
+    peer.conn = eng.by_tuple[(peer.engine_port, peer.addr, peer.port)]
+    peer.send(ACK)
+    sid, _ = peer.call("accept", lsid)
+    return Setup(eng, sid, peer)
+
+
 def syn_sent(peer_kwargs: dict | None = None, **config) -> Setup:
     eng, sid, peer = closed(peer_kwargs, **config)
     assert peer.error_of("connect", sid, PEER_ADDR, peer.port) == errno.EINPROGRESS

@@ -5,7 +5,7 @@ import pytest
 
 from proto.wire.tcp import TcpOptions
 
-from .factory import ACK, SYN, established, listening, syn_sent
+from .factory import ACK, SYN, accepted, established, listening, syn_sent
 
 
 def test_active_syn_offers_sack_permitted():
@@ -22,13 +22,7 @@ def test_synack_offers_sack_only_when_the_syn_did():
 
 
 def _established_with_sack(sack: bool):
-    eng, lsid, peer = listening()
-    peer.send(SYN, options=TcpOptions(mss=1460, sack_permitted=sack))
-    peer.take_one()
-    peer.conn = eng.by_tuple[(peer.engine_port, peer.addr, peer.port)]
-    peer.send(ACK)
-    sid, _ = peer.call("accept", lsid)
-    return eng, sid, peer
+    return accepted(1460, sack)
 
 
 def test_out_of_order_data_is_acked_with_sack_blocks_latest_first():
@@ -98,12 +92,7 @@ MSS = 1000
 def _sack_sender(segments: int, cwnd_segments: int | None = None, sack_ok: bool = True):
     """An established passive connection with SACK (peer MSS 1000) that has sent `segments` full
     segments, all in flight.  Returns (eng, sid, peer, conn, una, segs)."""
-    eng, lsid, peer = listening(congestion="reno")           # RFC 6675 with NewReno's halving
-    peer.send(SYN, options=TcpOptions(mss=MSS, sack_permitted=sack_ok))
-    peer.take_one()
-    peer.conn = eng.by_tuple[(peer.engine_port, peer.addr, peer.port)]
-    peer.send(ACK)
-    sid, _ = peer.call("accept", lsid)
+    eng, sid, peer = accepted(MSS, sack_ok, congestion="reno")     # RFC 6675 with NewReno's halving
     conn = peer.conn
     conn.cwnd = (cwnd_segments or segments) * MSS
     peer.call("send", sid, bytes(range(256)) * (segments * MSS // 256 + 1))
