@@ -64,6 +64,7 @@ def stressed_client(module: str, host: str, port: int, signals: int = SIGNALS) -
     counts = {"signals": 0, "interrupted": 0, "sent": 0, "handler_calls": 0, "thread_calls": 0,
               "sigint": 0, "keyboard_interrupts": 0, "handler_sent": 0}
     armed = [False]                                    # raise only while the program is in send()
+    calling = [False]                                  # a handler's call is under way
 
     def handler(signum, _frame):
         counts["signals"] += 1
@@ -71,12 +72,19 @@ def stressed_client(module: str, host: str, port: int, signals: int = SIGNALS) -
             if armed[0]:
                 raise Interrupted()
             return
-        if counts["signals"] % 8 == 0:                 # a send from within the handler
-            other.sendall(b"h")
-            counts["handler_sent"] += 1
-        else:
-            other.getsockname()                        # a call from within the handler
-        counts["handler_calls"] += 1
+        if calling[0]:
+            return          # (one call at a time from handlers: libsock's round trip, a few ms on a
+                            # loaded machine, is longer than the signal interval, and handlers nest)
+        calling[0] = True
+        try:
+            if counts["signals"] % 8 == 0:             # a send from within the handler
+                other.sendall(b"h")
+                counts["handler_sent"] += 1
+            else:
+                other.getsockname()                    # a call from within the handler
+            counts["handler_calls"] += 1
+        finally:
+            calling[0] = False
 
     def ctrl_c(signum, _frame):
         counts["signals"] += 1
