@@ -47,6 +47,7 @@ from channel.frames import send_frames
 POLLIN, POLLOUT, POLLERR, POLLHUP, POLLRDHUP = 0x1, 0x4, 0x8, 0x10, 0x2000
 READ_SET, WRITE_SET = POLLIN | POLLHUP | POLLERR, POLLOUT | POLLERR
 LIVENESS_CHECK_MS = 1000
+EARLY_KEPT = 4096           # gains kept for sockets not watched yet (Notifier.deliver)
 _FILL = bytes(1 << 16)
 _mirror_fds: set[int] = set()       # the descriptors fileno() handed out, open now
 
@@ -165,6 +166,8 @@ class Notifier:
         # socket id -> its mirror (ids are unique within a tcpd incarnation; a Mirror knows its own)
         self.mirrors: "weakref.WeakValueDictionary[int, Mirror]" = weakref.WeakValueDictionary()
         self._mirrors_lock = threading.Lock()       # app threads add, the reader iterates
+        # socket id -> (version, mask): gains that came before the socket's mirror (deliver)
+        self.early: dict[int, tuple[int, int]] = {}
         self.ready = threading.Event()
         self.failed: OSError | None = None
         self.thread = threading.Thread(target=self._run, name="libsock-readiness", daemon=True)
@@ -197,14 +200,32 @@ class Notifier:
             except codec.MessageError:
                 continue
             if isinstance(msg, Readiness):
-                mirrors = self.mirrors
-                for entry in msg.entries:
-                    if isinstance(entry, list) and len(entry) == 3:
-                        mirror = mirrors.get(entry[0])
-                        if mirror is not None:
-                            mirror.apply(entry[1], entry[2])
+                self.deliver(msg.entries)
             elif isinstance(msg, Reply):
                 self.ready.set()
+
+    def deliver(self, entries) -> None:
+        """Gains from tcpd.  One for a socket not watched here yet is kept for it: an accepted
+        connection is watched by tcpd from the accept on (its first state rides in the accept's
+        answer), but its mirror is registered only once that answer is back in the accepting
+        thread, and a gain sent meanwhile (the first data) reaches this thread first.  tcpd
+        tells a gain once: dropped here, the descriptor would never turn readable."""
+        mirrors = self.mirrors
+        for entry in entries:
+            if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], int)):
+                continue
+            mirror = mirrors.get(entry[0])
+            if mirror is None:
+                with self._mirrors_lock:        # watch() registers and looks here under the lock
+                    mirror = mirrors.get(entry[0])
+                    if mirror is None:
+                        kept = self.early.get(entry[0])
+                        if kept is None or kept[0] < entry[1]:
+                            self.early[entry[0]] = (entry[1], entry[2])
+                        while len(self.early) > EARLY_KEPT:     # (a closed socket's: none will come)
+                            del self.early[next(iter(self.early))]
+                        continue
+            mirror.apply(entry[1], entry[2])
 
     def _check_tcpd(self, sock) -> None:
         """Sockets of a tcpd incarnation that is gone: readable and writable, so that the
@@ -239,6 +260,9 @@ class Notifier:
         mirror = Mirror(sid[0])
         with self._mirrors_lock:
             self.mirrors[sid[1]] = mirror
+            early = self.early.pop(sid[1], None)
+        if early is not None:
+            mirror.apply(*early)        # (a Reply's older state applied after it is ignored)
         return mirror
 
 

@@ -39,6 +39,9 @@ POSTED_LINGER_MS = 1000  # how long a dropped channel keeps sending what was pos
 FENCE_WAIT = 2.0         # longest wait for another channel's posted calls (beyond the linger: lost)
 BACKSTOP_MARGIN = 1.0    # a call with a timeout still unanswered this long after it is asked about
 BACKSTOP_EVERY = 5.0     # a blocking call is asked about this often
+ORPHANS_KEPT = 64        # withdrawn calls whose answers a channel still expects
+_ORDERED = frozenset({"send", "shutdown", "close", "setsockopt"})    # calls that follow the posted ones
+SPARES_KEPT = 8          # channels kept per thread for signal handlers' calls (Stack._spare)
 TAKEOVER_WAIT = 30.0     # how long a call waits for a dead tcpd's successor (while supervisord restarts it)
 
 
@@ -138,11 +141,22 @@ class Stack:
             # a signal handler's call while a call of this thread waits for its answer, or
             # while a message of this thread is half sent: on a channel of its own, so that
             # neither takes the other's answer nor goes inside the other's message
-            channel = self._new_channel()
+            busy, channel = channel, self._spare()
+            channel.waiting = True
             try:
+                if op in _ORDERED and sid is not None and busy.posts > busy.handled:
+                    # what the thread posted on its own channel goes first (a handler's send
+                    # after the program's sends on the same connection stays behind them)
+                    try:
+                        self._call_on(channel, incarnation, "fence", sid, [busy.identity, busy.posts],
+                                      FENCE_WAIT, None, None)
+                    except OSError:
+                        pass            # the call itself will say what is wrong with the socket
                 return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
             finally:
-                channel.sock.close(POSTED_LINGER_MS)
+                channel.waiting = False
+                if channel not in self._local.spares:
+                    channel.sock.close(POSTED_LINGER_MS)    # (handlers nested deeper than kept)
         for _ in range(3):
             channel.waiting = True
             try:
@@ -152,6 +166,23 @@ class Stack:
             finally:
                 channel.waiting = False
         raise _error(errno.EIO, "libsock: the channel to tcpd kept closing")
+
+    def _spare(self) -> "_Channel":
+        """A channel for a signal handler's call while the thread's own is busy: one per depth
+        of handlers within handlers, kept for the next (a new channel per call costs a ZeroMQ
+        socket and tcpd a channel state each)."""
+        spares = self._local.__dict__.setdefault("spares", [])
+        if any(spare.pid != os.getpid() or spare.sock.closed for spare in spares):
+            spares[:] = [spare for spare in spares if spare.pid == os.getpid() and not spare.sock.closed]
+        for spare in spares:
+            if not (spare.waiting or spare.sending):
+                return spare
+        spare = self._new_channel()
+        with _channels_lock:
+            _channels.add(spare)
+        if len(spares) < SPARES_KEPT:
+            spares.append(spare)
+        return spare
 
     def _call_on(self, channel: "_Channel", incarnation: str, op: str, sid, args: list, timeout,
                  data: bytes | None, keep: Callable[[Reply], None] | None):
@@ -171,15 +202,17 @@ class Stack:
                 raise
             if ready:
                 try:
-                    reply = codec.decode(sock.recv_multipart())
+                    reply = codec.decode(self._take(sock))
                 except codec.MessageError:
                     continue
-                except BaseException:            # a signal as the answer was taken: it may be half read
-                    self._abandon(channel)              # (a new channel; this answer is lost, as before)
-                    raise
+                except BaseException:            # a signal as the answer was taken: the channel is whole
+                    self._withdraw(channel, request_id, sid, keep)      # (and the answer, if it was
+                    raise                                               # this one, lost: a rare window)
                 if not isinstance(reply, Reply):
                     continue
                 channel.confirm(reply.id)
+                if channel.orphans and channel.adopt(reply):
+                    continue                     # a withdrawn call's late answer (its keep has it)
                 if reply.id == probe_id:
                     probe_id = None
                     if reply.errno or reply.value:       # (it sleeps in tcpd: wait on)
@@ -206,7 +239,8 @@ class Stack:
             tcpd = self._read_tcpd()
             if tcpd is not None and tcpd[0] == channel.incarnation:
                 if sid is not None and probe_id is None and time.monotonic() >= ask_at:
-                    probe_id, _ = self._send_numbered(channel, lambda n: Call(n, "probe", sid, [request_id], 0))
+                    probe_id = -1 if keep is None else \
+                    self._send_numbered(channel, lambda n: Call(n, "probe", sid, [request_id], 0))[0]
                     ask_at = time.monotonic() + BACKSTOP_EVERY
                 continue
             successor = self._taken_over(channel, tcpd, sid)
@@ -262,56 +296,109 @@ class Stack:
         """Send the channel's next message (`make(number)`; posted ones carry minus it), kept
         until tcpd is known to have it.  A message a signal stopped before any of it left gives
         its number back; one torn after its first frame is kept as tcpd got it."""
-        number = channel.seq + 1
-        frames = codec.encode(make(-number if posted else number))
-        channel.seq = number
-        channel.unconfirmed.append((number, frames))
+        channel.frames_sent = 0
+        number = None
+        channel.sending = True      # from here, a signal handler's call takes a channel of its own
         try:
+            # (all inside: a handler raising between taking the number and sending would leave
+            # a gap, after which tcpd drops every message of the channel; one calling on this
+            # channel would take the same number)
+            number = channel.seq + 1
+            frames = codec.encode(make(-number if posted else number))
+            channel.seq = number
+            channel.unconfirmed.append((number, frames))
             if first:
                 self._send_first(channel, frames)
             else:
                 self._send_whole(channel, frames)
-        except BaseException:
+        except (_ChannelGone, zmq.ZMQError):
             if channel.frames_sent == 0:
-                channel.unconfirmed.pop()
+                if channel.unconfirmed and channel.unconfirmed[-1][0] == number:
+                    channel.unconfirmed.pop()
                 channel.seq = number - 1
+            raise
+        except BaseException:
+            if number is None or channel.seq != number:
+                raise                       # the number was not taken: nothing happened
+            channel.sending = True
+            if not (channel.unconfirmed and channel.unconfirmed[-1][0] == number):
+                channel.unconfirmed.append((number, frames))
+            if channel.frames_sent == 0:
+                # a signal handler raised as the message went: before its first frame left, or
+                # just after (between ZeroMQ's return and the next line), which cannot be told
+                # apart.  The number is spent either way: an empty frame ends the message if
+                # its first frame is out (a send of nothing), and a no-op with the same number
+                # follows, which tcpd skips as a copy if the message got there (channels.py)
+                filler = codec.encode(Call(-number, "sync", [channel.incarnation or "", 0], [], None))
+                channel.unconfirmed[-1] = (number, filler)
+                self._fill(channel, filler)
             else:
                 channel.unconfirmed[-1] = (number, frames[:channel.frames_sent] + [b""])
             raise
+        finally:
+            channel.sending = False
         return number, frames
+
+    @staticmethod
+    def _fill(channel: "_Channel", filler: list) -> None:
+        deferred: BaseException | None = None
+        for frame in (b"", filler[0]):
+            while True:
+                try:
+                    channel.sock.send(frame, 0)
+                    break
+                except zmq.ZMQError:
+                    return
+                except BaseException as exc:        # (sent again if it had left: a copy, skipped)
+                    deferred = exc
+        if deferred is not None:
+            raise deferred
 
     def _withdraw(self, channel: "_Channel", request_id: int, sid,
                   keep: Callable[[Reply], None] | None) -> None:
         """Take back a call its caller no longer waits for: tcpd ends it with EINTR if it
         still sleeps there, else its answer is already on the way and goes to `keep`.
-        A second signal meanwhile gives up: the channel is dropped (the answer with it)."""
+
+        The cancel is followed by a probe: tcpd handles a channel's messages in order, so its
+        answer comes after the call's, if there is one (none when tcpd lost the call).  A
+        second signal handler that raises meanwhile ends the wait: the call is left to the
+        channel's next reader (`orphans`), which hands its answer to `keep` when it comes.
+        The channel stays: dropping it (as before) lost what was posted on it, or let that
+        arrive after what the next channel carried."""
         if sid is None:
-            self._abandon(channel)                      # no socket to name: a new channel drops the answer
-            return
+            return              # no socket to name: a late answer is told apart by its id
         sock = channel.sock
-        try:
-            channel.posts, _ = self._send_numbered(channel, lambda n: Call(n, "cancel", sid, [request_id], None),
-                                                   posted=True)
-            while True:
-                if not sock.poll(LIVENESS_CHECK_MS):
-                    tcpd = self._read_tcpd()
-                    if tcpd is None or tcpd[0] != sid[0]:
-                        self._abandon(channel)
-                        return
-                    continue
-                try:
-                    reply = codec.decode(sock.recv_multipart())
-                except codec.MessageError:
-                    continue
-                if isinstance(reply, Reply):
-                    channel.confirm(reply.id)
-                if isinstance(reply, Reply) and reply.id == request_id:
-                    if reply.errno != errno.EINTR and keep is not None:
-                        keep(reply)
-                    return
-        except BaseException:
-            self._abandon(channel)
-            raise
+        channel.orphan(request_id, keep)
+        deferred: BaseException | None = None
+        probe_id = None
+        while probe_id is None:         # (the two sends take microseconds: handlers held back)
+            try:
+                channel.posts, _ = self._send_numbered(
+                    channel, lambda n: Call(n, "cancel", sid, [request_id], None), posted=True)
+                probe_id = -1 if keep is None else \
+                    self._send_numbered(channel, lambda n: Call(n, "probe", sid, [request_id], 0))[0]
+            except zmq.ZMQError:
+                break
+            except BaseException as exc:        # (nothing of it left, or it was ended whole: again)
+                deferred = exc
+        if deferred is not None:
+            raise deferred
+        if keep is None:
+            return          # nothing its answer carries is kept: the channel's next reader skips it
+        channel.orphan(probe_id, None)
+        while request_id in channel.orphans or probe_id in channel.orphans:
+            if not sock.poll(LIVENESS_CHECK_MS):
+                tcpd = self._read_tcpd()
+                if tcpd is None or tcpd[0] != channel.incarnation:
+                    return          # gone, and the call with it (a new tcpd is _call_on's)
+                continue
+            try:
+                reply = codec.decode(self._take(sock))
+            except codec.MessageError:
+                continue
+            if isinstance(reply, Reply):
+                channel.confirm(reply.id)
+                channel.adopt(reply)
 
     def post(self, op: str, sid, args: list, data: bytes | None = None) -> "Posted":
         """Send a call nobody waits for (id minus its number): a send within the socket's credit, or a close.
@@ -392,14 +479,41 @@ class Stack:
             channel.sending = False
 
     def _end_torn(self, channel: "_Channel") -> None:
+        """End a torn message with an empty frame.  A handler that raises again meanwhile is
+        held back until the frame is out (a send of one frame, microseconds): dropping the
+        channel instead let what it still queued arrive after what the next channel carried."""
+        deferred: BaseException | None = None
+        while True:
+            try:
+                channel.sock.send(b"", 0)
+                break
+            except zmq.ZMQError:
+                break               # closed under us: ZeroMQ rolls the unfinished message back
+            except BaseException as exc:
+                deferred = exc
+        if deferred is not None:
+            raise deferred
+
+    @staticmethod
+    def _take(sock: zmq.Socket) -> list:
+        """One whole message.  A signal handler that raises once part of it is taken would
+        leave the rest to be read as a message of its own: the rest is taken and dropped
+        first (further handlers' exceptions held back meanwhile), then the exception goes on."""
         try:
-            channel.sock.send(b"", 0)
+            return sock.recv_multipart()
         except BaseException:
-            # interrupted again: the channel goes (ZeroMQ rolls the unfinished message back
-            # when its socket closes; whole ones still queued leave within the linger if they can)
-            if getattr(self._local, "channel", None) is channel:
-                self._local.channel = None
-            channel.sock.close(POSTED_LINGER_MS)
+            deferred = None
+            while True:
+                try:
+                    if not sock.getsockopt(zmq.RCVMORE):
+                        break
+                    sock.recv(zmq.NOBLOCK)      # the rest of a message is in the socket already
+                except zmq.ZMQError:
+                    break
+                except BaseException as exc:
+                    deferred = exc
+            if deferred is not None:
+                raise deferred
             raise
 
     def _send_first(self, channel: "_Channel", frames: list) -> None:
@@ -440,10 +554,26 @@ class _Channel:
         self.waiting = False     # a call on it waits for its answer
         self.sending = False     # a message is going out on it, frame by frame
         self.frames_sent = 0     # ... and how many of its frames left
+        self.orphans: dict = {}  # call id -> keep: withdrawn calls whose answers are still to come
 
     @property
     def unsynced(self) -> bool:
         return self.handled < self.posts
+
+    def orphan(self, call_id: int, keep: Callable[[Reply], None] | None) -> None:
+        """A call whose caller no longer waits: its answer, when read, goes to `keep`."""
+        self.orphans[call_id] = keep
+        while len(self.orphans) > ORPHANS_KEPT:          # (lost by tcpd: no answer will come)
+            del self.orphans[next(iter(self.orphans))]
+
+    def adopt(self, reply: Reply) -> bool:
+        """`reply` answers an orphaned call: handed to its keep (unless it says EINTR)."""
+        if reply.id not in self.orphans:
+            return False
+        keep = self.orphans.pop(reply.id)
+        if keep is not None and reply.errno != errno.EINTR:
+            keep(reply)
+        return True
 
     def confirm(self, number: int) -> None:
         """An answer to message `number`: tcpd has handled everything up to it."""

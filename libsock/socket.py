@@ -347,6 +347,11 @@ class socket:
         if flags & MSG_WAITALL and not flags & MSG_PEEK:
             return self._recv_all(bufsize, flags)
         _, data = self._blocking_call("recv", bufsize, flags & MSG_PEEK, flags=flags)
+        if self._unread and not flags & MSG_PEEK:
+            # an interrupted recv's answer, read while this one waited: its bytes came first
+            data = self._unread + (data or b"")
+            data, self._unread = data[:bufsize], data[bufsize:]
+            self._hold_readable()
         return data or b""
 
     def _recv_late(self, bufsize: int, flags: int) -> bytes:

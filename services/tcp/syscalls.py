@@ -23,6 +23,7 @@ from services.tcp.sleepers import ParkedCall, Sleepers
 
 # errors after which a blocked call is retried when its socket wakes
 WAIT_ERRNOS = {errno.EAGAIN, errno.EINPROGRESS, errno.EALREADY}
+WHOLE_SEND = 4096       # a blocking send this small goes in whole (call_send)
 Handler = Callable[[float, ParkedCall], "tuple | None"]
 
 
@@ -283,6 +284,12 @@ class Syscalls:
         flags, = call.args
         if not data:                # nothing to send, but the socket's state still answers (EPIPE...)
             return (self.engine.send(now, parked.sid, data, flags),)
+        if not parked.sent and call.timeout != 0 and len(data) <= WHOLE_SEND \
+                and 0 < self.engine.send_credit(parked.sid) < len(data):
+            # a blocking send of a small message waits for room for all of it, as Linux's writer
+            # sleeps until a third of the buffer is free: a signal that interrupts it then leaves
+            # nothing half sent (the stream would carry part of a message the program retries)
+            raise TcpError(errno.EAGAIN)
         while parked.sent < len(data):
             try:
                 rest = memoryview(data)[parked.sent:] if parked.sent else data    # no copy of the rest

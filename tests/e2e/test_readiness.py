@@ -154,8 +154,6 @@ def test_epoll_edge_triggered_one_edge_per_arrival(net):
         ep.close()
 
 
-@pytest.mark.xfail(reason="about one run in five a connection's readiness never arrives within 10 s "
-                          "(a missed readiness gain, under investigation: issue 14's note)", strict=False)
 def test_selector_serves_a_socket_and_a_pipe(shared_stack):
     """A libsock listener, its connections and a pipe in one DefaultSelector (epoll)."""
     read_end, write_end = os.pipe()

@@ -1,6 +1,5 @@
-"""Issue 19's stress test at full size (make faults): 10,000 signals on each module, every
-message whole and in order.  libsock still lets a message out of order now and then (a known
-bug, issue 19's note): marked as expected to fail there until it is found, not hidden."""
+"""Issue 19's stress test at full size (make faults): 10,000 signals (SIGALRM and SIGINT) on
+each module, every message whole and in order."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +10,7 @@ from tests.e2e.test_signal_stress import run_stress
 
 @pytest.mark.parametrize("module", [
     "socket",
-    pytest.param("libsock", marks=pytest.mark.xfail(reason="a message now and then out of order", strict=False)),
+    pytest.param("libsock", marks=pytest.mark.xfail(reason="issue 19: the client hangs now and then", strict=False)),
 ])
 def test_ten_thousand_signals_tear_nothing(module):
     with running_stack() as stack:

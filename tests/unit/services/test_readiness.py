@@ -130,3 +130,34 @@ def test_eof_and_both_ways_shut_show_rdhup_and_hup_for_good():
         assert poller.poll(0)[0][1] & select.POLLHUP
     finally:
         m.close()
+
+
+def _notifier_without_a_channel():
+    """A Notifier's bookkeeping, without its thread and channel (what deliver and watch touch)."""
+    import threading
+    import weakref
+
+    from libsock._readiness import Notifier
+    n = Notifier.__new__(Notifier)
+    n.mirrors, n._mirrors_lock, n.early = weakref.WeakValueDictionary(), threading.Lock(), {}
+    n.ready, n.failed = threading.Event(), None
+    n.ready.set()
+    return n
+
+
+def test_a_gain_that_comes_before_the_socket_is_watched_here_is_kept_for_it():
+    """An accepted connection: tcpd watches it from the accept on and tells the first data's gain
+    on the readiness channel, which can be read before the accept's answer is back in the
+    accepting thread (issue 14's missed gain): kept, then shown once the mirror exists, and the
+    accept answer's older state does not undo it."""
+    n = _notifier_without_a_channel()
+    n.deliver([[7, 2, POLLIN | POLLOUT]])                    # the gain, first
+    m = n.watch(["inc", 7])                                  # then the accept's answer...
+    try:
+        m.apply(1, POLLOUT)                                  # ...with the state before the data
+        assert _shown(m.fd) == (True, True)
+        assert n.early == {}
+        n.deliver([[7, 3, POLLOUT]])                         # a watched socket's: applied at once
+        assert _shown(m.fd) == (False, True) and n.early == {}
+    finally:
+        m.close()
