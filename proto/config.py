@@ -25,7 +25,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "rcvbuf": 262144,
         "sndbuf": 262144,
         "max_backlog": 128,
-        "syncookies": 0,
+        "max_syn_backlog": 1024,
+        "syncookies": 1,
         "ephemeral_ports": "32768-60999",
         "timer_slack": 0.01,
         "congestion": "cubic",
@@ -58,6 +59,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "max_retries"): (1, 255),
     ("tcp", "keepalive_probes"): (1, 127),          # TCP_KEEPCNT's range on Linux
     ("tcp", "max_backlog"): (1, 65535),
+    ("tcp", "max_syn_backlog"): (1, 1 << 20),
     ("tcp", "rcvbuf"): (2304, 1 << 30),
     ("tcp", "sndbuf"): (4608, 1 << 30),
     ("tcp", "rto_min"): (0.001, 3600),
