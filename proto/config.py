@@ -26,6 +26,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "sndbuf": 262144,
         "max_backlog": 128,
         "max_syn_backlog": 1024,
+        "mem_max": 256 << 20,
         "syncookies": 1,
         "ephemeral_ports": "32768-60999",
         "timer_slack": 0.01,
@@ -60,6 +61,7 @@ LIMITS: dict[tuple[str, str], tuple[float, float]] = {
     ("tcp", "keepalive_probes"): (1, 127),          # TCP_KEEPCNT's range on Linux
     ("tcp", "max_backlog"): (1, 65535),
     ("tcp", "max_syn_backlog"): (1, 1 << 20),
+    ("tcp", "mem_max"): (1 << 16, 1 << 40),
     ("tcp", "rcvbuf"): (2304, 1 << 30),
     ("tcp", "sndbuf"): (4608, 1 << 30),
     ("tcp", "rto_min"): (0.001, 3600),

@@ -18,7 +18,7 @@ from proto.tcp.connection import (SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED,
                                   Connection)
 from proto.tcp.context import Context
 from proto.tcp.listener import close_listener
-from proto.tcp.rcvbuf import RecvBuffer, choose_wscale, rcvbuf_ceiling, window_after_read
+from proto.tcp.rcvbuf import RecvBuffer, charge, choose_wscale, rcvbuf_ceiling, window_after_read
 from proto.tcp.sendbuf import SendBuffer
 from proto.tcp.state import Recovery, State
 
@@ -270,6 +270,7 @@ class SocketCalls:
             if flags & MSG_PEEK:
                 return buf.peek(size)
             data = buf.take(size)
+            charge(self.cx, conn)
             if not conn.rcvbuf_locked:
                 conn.so_rcvbuf = buf.autotune(now, len(data), conn.rtt.srtt, conn.so_rcvbuf)
             if state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):     # Linux tcp_cleanup_rbuf
