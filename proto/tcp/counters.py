@@ -31,7 +31,7 @@ DROPS = (
     "drop_syn_sent_rst_no_ack", "drop_time_wait_rst", "drop_paws", "drop_mem_pressure",
 )
 # levels, not counts
-GAUGES = ("rcv_mem",)
+GAUGES = ("mem_held",)
 NAMES = MIB + EVENTS + DROPS + GAUGES
 
 

@@ -134,7 +134,7 @@ def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) 
                 conn.ts_recent = ts[0]                 # R3: the TSval to echo
             process_ack(cx, conn, now, seg, ack, plen)
             if plen:
-                if plen > conn.rcv_wnd or plen > cx.config.mem_max - cx.rcv_mem:     # (tcp.mem_max)
+                if plen > conn.rcv_wnd or plen > cx.config.mem_max - cx.mem_held:     # (tcp.mem_max)
                     receive_data(cx, conn, now, seq, payload)
                 else:
                     _append_in_order(cx, conn, now, payload, plen)
@@ -346,6 +346,7 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
     if n:
         buf.consume(n)
         conn.send_buffer_seq = (conn.send_buffer_seq + n) & MASK
+        charge(cx, conn)
     conn.snd_una = ack
     if ((conn.snd_nxt - ack) & MASK) >= HALF:
         conn.snd_nxt = ack

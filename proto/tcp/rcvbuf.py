@@ -223,16 +223,16 @@ def _buffer_and_free(conn) -> tuple[int, int]:
 
 
 def charge(cx, conn) -> int:
-    """Bring the engine's count of receive memory (tcp.mem_max) up to this connection's queues;
-    the headroom left under the cap."""
+    """Bring the engine's count of buffer memory (tcp.mem_max) up to this connection's receive
+    and send queues; the headroom left under the cap."""
     buf = conn.recv_buffer
-    held = buf.length + buf.ooo_len
-    charged = cx.rcv_charged.get(conn.id, 0)
+    held = buf.length + buf.ooo_len + len(conn.send_buffer)
+    charged = cx.mem_charged.get(conn.id, 0)
     if held != charged:
-        cx.rcv_mem += held - charged
-        cx.rcv_charged[conn.id] = held
-        cx.counters["rcv_mem"] = cx.rcv_mem
-    return cx.config.mem_max - cx.rcv_mem
+        cx.mem_held += held - charged
+        cx.mem_charged[conn.id] = held
+        cx.counters["mem_held"] = cx.mem_held
+    return cx.config.mem_max - cx.mem_held
 
 
 def select_window(conn, headroom: int | None = None) -> int:

@@ -215,6 +215,11 @@ class SocketCalls:
             return 0
         buf = conn.send_buffer
         room = conn.so_sndbuf - len(buf)
+        headroom = charge(self.cx, conn)              # tcp.mem_max, for every socket's buffers
+        if headroom < room:
+            if headroom <= 0 and not buf:
+                raise TcpError(errno.ENOBUFS)         # nothing of its own in flight to wait for
+            room = headroom
         if room <= 0:
             conn.nospace = True
             raise TcpError(errno.EAGAIN)
@@ -224,6 +229,7 @@ class SocketCalls:
             conn.nospace = True
         else:
             buf.append(data)
+        charge(self.cx, conn)
         snd.output(self.cx, conn, now)
         return size
 
@@ -239,6 +245,7 @@ class SocketCalls:
             self.cx.counters["posted_send_dropped"] += 1
             return
         conn.send_buffer.append(data)
+        charge(self.cx, conn)
         snd.output(self.cx, conn, now)
 
     def send_credit(self, sid: int) -> int:
@@ -247,7 +254,7 @@ class SocketCalls:
         conn = self.cx.conns.get(sid)
         if conn is None or not self._can_take_data(conn):
             return 0
-        return max(0, conn.so_sndbuf - len(conn.send_buffer))
+        return max(0, min(conn.so_sndbuf - len(conn.send_buffer), charge(self.cx, conn)))
 
     @staticmethod
     def _can_take_data(conn: Connection) -> bool:
