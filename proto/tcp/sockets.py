@@ -30,6 +30,8 @@ POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDHUP = 0x1, 0x2, 0x4,
 MSG_PEEK = 0x2
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 
+SNDBUF_MIN = 4096       # what a socket may always queue, past tcp.mem_max too (Linux tcp_wmem[0])
+
 
 class TcpError(Exception):
     """A user's bad call, or the socket's pending error: `errno` is Linux's value."""
@@ -217,9 +219,10 @@ class SocketCalls:
         room = conn.so_sndbuf - len(buf)
         headroom = charge(self.cx, conn)              # tcp.mem_max, for every socket's buffers
         if headroom < room:
-            if headroom <= 0 and not buf:
-                raise TcpError(errno.ENOBUFS)         # nothing of its own in flight to wait for
-            room = headroom
+            # past the cap a send waits for its own ACKs, but every socket may queue
+            # SNDBUF_MIN (Linux's tcp_wmem[0]), so that each one can go on
+            floor = SNDBUF_MIN - len(buf)
+            room = min(room, headroom if headroom > floor else floor)
         if room <= 0:
             conn.nospace = True
             raise TcpError(errno.EAGAIN)
@@ -254,7 +257,8 @@ class SocketCalls:
         conn = self.cx.conns.get(sid)
         if conn is None or not self._can_take_data(conn):
             return 0
-        return max(0, min(conn.so_sndbuf - len(conn.send_buffer), charge(self.cx, conn)))
+        room = conn.so_sndbuf - len(conn.send_buffer)
+        return max(0, min(room, max(charge(self.cx, conn), SNDBUF_MIN - len(conn.send_buffer))))
 
     @staticmethod
     def _can_take_data(conn: Connection) -> bool:
