@@ -50,7 +50,6 @@ class Owners:
         self._promised: dict[int, list] = {}
         self._held_closes: dict[int, int] = {}      # socket id -> pid whose close waits for that
         self._forks: OrderedDict[str, tuple[int, list]] = OrderedDict()  # token -> (forking pid, sids)
-        self.unclaimed: set[int] = set()    # sockets a new tcpd recovered: the first caller's
         self.next_sweep: float | None = None
 
     def __len__(self) -> int:
@@ -76,10 +75,6 @@ class Owners:
         if pid is None:
             return True
         holders = self._holders.get(sid)
-        if holders is None and sid in self.unclaimed:
-            self.unclaimed.discard(sid)
-            self.note(0.0, sid, identity)
-            return True
         return holders is not None and pid in holders
 
     def inherit(self, now: float, identity: bytes, token: str, uid: int | None = None) -> int:
@@ -183,7 +178,6 @@ class Owners:
 
     def forget(self, sid: int) -> None:
         """The socket was closed."""
-        self.unclaimed.discard(sid)
         self._promised.pop(sid, None)
         self._held_closes.pop(sid, None)
         for pid in self._holders.pop(sid, ()):
