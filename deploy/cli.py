@@ -11,7 +11,7 @@ from deploy import instance as inst
 
 def cmd_up(args) -> int:
     instance = inst.up(args.name, args.netns, args.dev, args.addr, args.host_addr, args.mtu,
-                       args.config, args.set or [], offload=args.offload == "on")
+                       args.config, args.set or [], offload=args.offload == "on", access_rule=args.access)
     if instance.note:
         print(f"netstack {instance.name}: {instance.note}", file=sys.stderr)
     print(f"netstack {instance.name}: {instance.addr} on {instance.dev} in namespace {instance.netns} "
@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offload", nargs="?", const="on", default="on", choices=("on", "off"),
                    help="virtio-net header with checksum and TCP segmentation offload (64 KiB super-segments): "
                         "on by default when the device takes it; --offload alone means on")
+    p.add_argument("--access", default="all", metavar="all|group:NAME|root",
+                   help="who may use the stack through libsock: every local user (default, as the kernel), "
+                        "members of group NAME, or root only")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a configuration key")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from deploy import control as ctl
 from proto.config import ConfigError, build_config
+from services import access
 from services.procs import pid_alive
 
 RUN_ROOT = Path(os.environ.get("NETSTACK_RUN_ROOT", "/run/netstack"))
@@ -127,8 +128,12 @@ def _add_device(netns: str, dev: str, offload: bool) -> bool:
 
 
 def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: int,
-       config_file: str | None, overrides: list[str], offload: bool = True) -> Instance:
+       config_file: str | None, overrides: list[str], offload: bool = True, access_rule: str = "all") -> Instance:
     check_can_run()
+    try:
+        gate = access.Gate(access_rule)
+    except access.RuleError as exc:
+        raise InstanceError(str(exc)) from None
     address, prefix = _check_addresses(addr, host_addr, mtu)
     instance = Instance(name=name, netns=netns or f"netstack-{name}", dev=dev, addr=address,
                         prefix=prefix, host_addr=host_addr, mtu=mtu)
@@ -144,9 +149,13 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
         if supervisord_pid(run_dir):
             raise InstanceError(f"instance {name!r} is already running (netstack down --name {name} stops it)")
         shutil.rmtree(run_dir)          # left by a crash: start afresh
+    # any user may pass through (not list) the run directory: libsock reads incarnations/,
+    # supervisord.pid, config.json (DNS), access and reaches public/ (access.py); the rest is root's
     run_dir.mkdir(parents=True, mode=0o700)
-    os.chmod(run_dir, 0o700)
-    (run_dir / "logs").mkdir()
+    os.chmod(run_dir, 0o711)
+    (run_dir / "logs").mkdir(mode=0o700)
+    (run_dir / "access").write_text(access_rule + "\n")
+    access.make_public_dir(run_dir, gate)
     try:
         if not netns_exists(instance.netns):
             _ip("netns", "add", instance.netns)
@@ -164,7 +173,7 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
         # overflow when hundreds of connections burst at once
         _ip("-n", instance.netns, "link", "set", dev, "mtu", str(mtu), "txqueuelen", str(TX_QUEUE_LEN), "up")
         config["instance"] = {"name": name, "dev": dev, "addr": address, "mtu": mtu, "netns": instance.netns,
-                              "offload": instance.offload, "prefix": prefix}
+                              "offload": instance.offload, "prefix": prefix, "access": access_rule}
         (run_dir / "config.json").write_text(json.dumps(config, indent=1))
         common = "\n".join([
             "autostart=true", "autorestart=true", "startsecs=0", "startretries=1000000",
@@ -175,12 +184,15 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
         conf = TEMPLATE.read_text().format(name=name, run=run_dir, python=sys.executable,
                                            ip=shutil.which("ip"), netns=instance.netns, common=common)
         (run_dir / "supervisord.conf").write_text(conf)
+        os.chmod(run_dir / "supervisord.conf", 0o600)
         # supervisord through run_supervisord below: it restarts a dead service at once
         started = subprocess.run([sys.executable, "-m", "deploy.instance", "supervisord",
                                   "-c", str(run_dir / "supervisord.conf")], capture_output=True, text=True)
         if started.returncode != 0:
             raise InstanceError(f"supervisord failed to start: {started.stderr.strip() or started.stdout.strip()}")
         wait_until_serving(run_dir, UP_TIMEOUT)
+        for public in ("supervisord.pid", "config.json", "instance.json", "access"):
+            os.chmod(run_dir / public, 0o644)       # (supervisord runs with umask 077)
     except BaseException:
         down(name, quiet=True)
         raise

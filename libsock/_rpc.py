@@ -49,16 +49,40 @@ def _error(code: int, message: str | None = None) -> OSError:
     return OSError(code, message or os.strerror(code))
 
 
+def public_endpoint(run_dir: Path, service: str) -> bool:
+    """Is the service's public endpoint there (RUN/public/<service>.sock)?  PermissionError
+    (EACCES) naming the instance and its rule when `netstack up --access` leaves this user out."""
+    path = run_dir / "public" / f"{service}.sock"
+    try:
+        os.stat(path)
+        allowed = os.access(path, os.R_OK | os.W_OK)
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        allowed = False
+    if not allowed:
+        try:
+            rule = (run_dir / "access").read_text().strip()
+        except OSError:
+            rule = "root"               # an instance of before --access: its directory is root's
+        raise PermissionError(errno.EACCES, f"netstack instance at {run_dir} refuses uid {os.getuid()} "
+                                            f"(--access {rule})")
+    return True
+
+
 class Stack:
     """The instance found through NETSTACK_RUN."""
 
     def __init__(self, run_dir: str):
         self.run_dir = Path(run_dir)
-        self.endpoint = f"ipc://{self.run_dir / 'tcpd.sock'}"
+        self.endpoint = f"ipc://{self.run_dir / 'public' / 'tcpd.sock'}"
         self._local = threading.local()
         self._tcpd: tuple[str, int] | None = None     # (incarnation, pid) last seen
         self.lost_calls = 0      # calls tcpd dropped unanswered, found by the backstop
         self.resent_calls = 0    # messages sent again to a tcpd that took over from one that died
+        # (forking pid, a socket id, secret, the fork's Posted) of the last fork: its child
+        # claims its copies with it (services/tcp/owners.py)
+        self.fork_token: tuple | None = None
 
     # -- tcpd liveness ------------------------------------------------------------
 
@@ -88,6 +112,8 @@ class Stack:
         try:
             pid = int((self.run_dir / "supervisord.pid").read_text())
             os.kill(pid, 0)
+        except PermissionError:
+            return True                 # alive, root's (this process is not)
         except (OSError, ValueError):
             return False
         return True
@@ -98,7 +124,7 @@ class Stack:
         deadline = time.monotonic() + patience
         while True:
             tcpd = self._read_tcpd()
-            if tcpd is not None and (self.run_dir / "tcpd.sock").exists():
+            if tcpd is not None and public_endpoint(self.run_dir, "tcpd"):
                 return tcpd
             if time.monotonic() >= deadline or not self._supervised():
                 raise self.down_error()
@@ -112,6 +138,14 @@ class Stack:
             channel = self._local.channel = self._new_channel()
             with _channels_lock:
                 _channels.add(channel)
+            inherited = self.fork_token
+            if inherited is not None and inherited[0] != os.getpid():     # a forked child's first
+                self.fork_token = None
+                try:
+                    self.after_posts(inherited[1], inherited[3])      # the parent's "fork" first
+                    self.post("inherit", inherited[1], [inherited[2]])
+                except OSError:
+                    pass
         return channel
 
     def _new_channel(self) -> "_Channel":

@@ -107,8 +107,12 @@ def _announce_fork() -> None:
         if not sock._closed and sock._sid is not None:
             groups.setdefault((id(sock._stack), sock._sid[0]), []).append(sock)
     for socks in groups.values():
+        # the child claims its copies with a secret only a process forked from here knows
+        # (Stack._channel posts "inherit"): a program this one merely starts has not got it
+        token = secrets.token_hex(16)
         try:
-            socks[0]._stack.post("fork", socks[0]._sid, [[sock._sid[1] for sock in socks]])
+            mark = socks[0]._stack.post("fork", socks[0]._sid, [[sock._sid[1] for sock in socks], token])
+            socks[0]._stack.fork_token = (os.getpid(), socks[0]._sid, token, mark)
         except (OSError, zmq.ZMQError):
             pass
 

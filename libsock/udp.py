@@ -54,7 +54,7 @@ class DatagramStack:
 
     def __init__(self, run_dir: str):
         self.run_dir = Path(run_dir)
-        self.endpoint = f"ipc://{self.run_dir / 'udpd.sock'}"
+        self.endpoint = f"ipc://{self.run_dir / 'public' / 'udpd.sock'}"
         self._local = threading.local()
         self._ids = itertools.count(1)
         self.answered_by: str | None = None     # the udpd incarnation of the last answer
@@ -79,7 +79,7 @@ class DatagramStack:
         stack = _rpc.stack()
         while True:
             incarnation = self.incarnation()
-            if incarnation is not None and (self.run_dir / "udpd.sock").exists():
+            if incarnation is not None and _rpc.public_endpoint(self.run_dir, "udpd"):
                 return incarnation
             if time.monotonic() >= deadline or not stack._supervised():
                 raise stack.down_error()

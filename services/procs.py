@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 
+def parent_of(pid: int) -> int | None:
+    """The parent of a live process (None if it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def pid_alive(pid: int) -> bool:
     """True while `pid` runs; a zombie (dead, not yet reaped) is not alive."""
     try:

@@ -85,7 +85,8 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
     CallSpec("cancel", (_int("call_id", 0, MAX_INT),), posted="only"),
     CallSpec("probe", (_int("call_id", 0, MAX_INT),),
              answers="whether call_id of this channel sleeps on the socket in tcpd (libsock's backstop)"),
-    CallSpec("fork", (Arg("sids", (list,)),), posted="only"),
+    CallSpec("fork", (Arg("sids", (list,)), Arg("token", (str,))), posted="only"),
+    CallSpec("inherit", (Arg("token", (str,)),), posted="only"),
 )}
 
 

@@ -11,7 +11,9 @@ class TcpConfig:
     rcvbuf: int = 262144
     sndbuf: int = 262144
     max_backlog: int = 128
-    syncookies: int = 0               # like tcp_syncookies: 1 when a SYN queue is full, 2 always, 0 never
+    mem_max: int = 256 << 20          # like tcp_mem's hard limit: bytes all receive queues may hold
+    max_syn_backlog: int = 1024       # like tcp_max_syn_backlog: half-open children a listener keeps at most
+    syncookies: int = 1               # like tcp_syncookies: 1 when a SYN queue is full, 2 always, 0 never
     ephemeral_ports: tuple[int, int] = (32768, 60999)
     connect_timeout: float = 75.0
     rto_initial: float = 1.0

@@ -61,6 +61,9 @@ class Context:
         # blocks whose structure changed, and the connections whose streams may have moved
         self.touched: set[int] = set()
         self.active: set[int] = set()
+        # tcp.mem_max: the bytes every receive and send queue holds, as last charged (rcvbuf.charge)
+        self.mem_charged: dict[int, int] = {}
+        self.mem_held = 0
         self._challenge_start = float("-inf")
         self._challenge_count = 0
 
@@ -184,6 +187,8 @@ class Context:
             self.wake(conn)
 
     def forget(self, conn: Connection) -> None:
+        self.mem_held -= self.mem_charged.pop(conn.id, 0)
+        self.counters["mem_held"] = self.mem_held
         self.ports.unbind(conn)
         self.conns.pop(conn.id, None)
         self.touched.add(conn.id)

@@ -29,9 +29,11 @@ DROPS = (
     "drop_no_socket", "drop_not_local", "drop_orphan_child", "drop_outside_window", "drop_port_zero",
     "drop_rst_outside_window", "drop_syn_in_window", "drop_syn_outside_window", "drop_syn_queue_full",
     "drop_syn_rcvd_bad_ack", "drop_syn_sent_bad_ack", "drop_syn_sent_no_syn",
-    "drop_syn_sent_rst_no_ack", "drop_time_wait_rst", "drop_paws",
+    "drop_syn_sent_rst_no_ack", "drop_time_wait_rst", "drop_paws", "drop_mem_pressure",
 )
-NAMES = MIB + EVENTS + DROPS
+# levels, not counts
+GAUGES = ("mem_held",)
+NAMES = MIB + EVENTS + DROPS + GAUGES
 
 
 class Counters(dict):

@@ -6,7 +6,7 @@ silently (listen_overflows, listen_drops), and so is the handshake's final
 ACK (the child stays in SYN_RCVD and retransmits its SYN+ACK).  When the SYN
 queue is full (or always, `tcp.syncookies` = 2), a SYN gets a SYN cookie
 instead of a child (syncookies.py); the ACK that brings a valid one back makes
-the child then.
+the child then (kept as a request when the accept queue is full: cookie_child).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def listen_arrives(cx: Context, listener: Connection, now: float, src: str, dst:
         cx.counters["listen_drops"] += 1
         return None
     mode = cx.config.syncookies
-    if mode == syncookies.ALWAYS or len(listener.syn_queue) >= max(listener.backlog, cx.config.max_backlog):
+    if mode == syncookies.ALWAYS or len(listener.syn_queue) >= syn_queue_limit(cx, listener):
         if mode == syncookies.OFF:
             cx.counters["listen_drops"] += 1
             cx.count("drop_syn_queue_full")
@@ -75,6 +75,11 @@ def listen_arrives(cx: Context, listener: Connection, now: float, src: str, dst:
     snd.send_syn(cx, child)
     cx.arm(child, "retransmit", now + child.rtt.rto)
     return None
+
+
+def syn_queue_limit(cx: Context, listener: Connection) -> int:
+    """Half-open children a listener keeps before its SYNs get cookies (or are dropped)."""
+    return max(listener.backlog, cx.config.max_backlog)
 
 
 def _child(cx: Context, listener: Connection, now: float, src: str, dst: str, syn: TcpSegment) -> Connection:
@@ -148,8 +153,20 @@ def send_cookie(cx: Context, listener: Connection, now: float, src: str, dst: st
 def cookie_child(cx: Context, listener: Connection, now: float, src: str, dst: str, seg: TcpSegment,
                  said: syncookies.CookieOptions) -> Connection | None:
     """The ACK brought a valid cookie back (cookie_v4_check): a child in SYN_RCVD made from what
-    the cookie says, or None when the accept queue is full (dropped silently, as Linux)."""
-    if accept_queue_full(listener):
+    the cookie says; the caller hands it the ACK, which moves it to the accept queue.
+
+    When the accept queue is full, Linux drops the ACK and keeps nothing; but the peer thinks
+    itself connected and sends on, and its next segment, whose sequence number is past the
+    cookie's, fails the check and is answered with a reset (a burst of 200 asyncio clients at a
+    listener saw this: the cookies were sent while the accept queue had room, the ACKs found it
+    full).  Here the child is kept in the SYN queue as though the SYN had been queued: the ACK is
+    dropped, its SYN+ACK is retransmitted, and the peer's next ACK completes it once the
+    application has accepted.  Only a peer that received our SYN+ACK can return a valid cookie
+    (a spoofed flood cannot), and the SYN queue holds at most `tcp.max_syn_backlog` children
+    this way (as Linux's tcp_max_syn_backlog bounds its requests): beyond that the ACK is
+    dropped as Linux does (None)."""
+    if accept_queue_full(listener) and len(listener.syn_queue) >= max(syn_queue_limit(cx, listener),
+                                                                      cx.config.max_syn_backlog):
         cx.counters["listen_overflows"] += 1
         cx.counters["listen_drops"] += 1
         return None
@@ -163,6 +180,8 @@ def cookie_child(cx: Context, listener: Connection, now: float, src: str, dst: s
     child.rtt.seq = None                  # no RTT sample from a handshake we did not time
     if child.ts_ok:
         child.ts_offset = cx.ts_offset(child)       # the clock the cookie's SYN+ACK used
+    if accept_queue_full(listener):
+        cx.arm(child, "retransmit", now + child.rtt.rto)    # its ACK will be dropped: a request, as any
     return child
 
 

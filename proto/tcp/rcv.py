@@ -10,7 +10,7 @@ from proto.tcp import delack, recovery, scoreboard, seqnum, snd
 from proto.tcp.connection import SNDBUF_AUTOTUNE_MAX, Connection
 from proto.tcp.context import Context
 from proto.tcp.handshake import enter_established, take_syn_options
-from proto.tcp.rcvbuf import syn_window
+from proto.tcp.rcvbuf import charge, syn_window
 from proto.tcp.listener import child_established, listen_arrives
 from proto.tcp.state import Recovery, State
 from proto.wire.tcp import TcpSegment
@@ -134,10 +134,11 @@ def segment_arrives(cx: Context, conn: Connection, now: float, seg: TcpSegment) 
                 conn.ts_recent = ts[0]                 # R3: the TSval to echo
             process_ack(cx, conn, now, seg, ack, plen)
             if plen:
-                if plen > conn.rcv_wnd:
+                if plen > conn.rcv_wnd or plen > cx.config.mem_max - cx.mem_held:     # (tcp.mem_max)
                     receive_data(cx, conn, now, seq, payload)
                 else:
                     _append_in_order(cx, conn, now, payload, plen)
+                    charge(cx, conn)
             respond(cx, conn, now)
             return
 
@@ -349,6 +350,7 @@ def process_ack(cx: Context, conn: Connection, now: float, seg: TcpSegment, ack:
     if n:
         buf.consume(n)
         conn.send_buffer_seq = (conn.send_buffer_seq + n) & MASK
+        charge(cx, conn)
     conn.snd_una = ack
     if ((conn.snd_nxt - ack) & MASK) >= HALF:
         conn.snd_nxt = ack
@@ -458,6 +460,15 @@ def receive_data(cx: Context, conn: Connection, now: float, seq: int, payload: b
         payload = payload[:room]
         plen = room
     buf = conn.recv_buffer
+    headroom = charge(cx, conn)
+    if plen > headroom:                                # tcp.mem_max reached (Linux: tcp_try_rmem_schedule)
+        if buf.length or buf.ooo_len:
+            cx.count("drop_mem_pressure")              # the sender retransmits once there is room
+            conn.ack_now = True
+            return
+        if plen > conn.rcv_mss:                        # a connection holding nothing takes a segment,
+            payload = payload[:conn.rcv_mss]           # so that every one can go on
+            plen = conn.rcv_mss
     if seq == rcv_nxt:
         _append_in_order(cx, conn, now, payload, plen)
         if buf.ooo:
@@ -471,6 +482,7 @@ def receive_data(cx: Context, conn: Connection, now: float, seq: int, payload: b
         buf.insert_out_of_order(rcv_nxt, seq, payload)
         cx.count("ofo_segments")
         conn.ack_now = True                            # out-of-order: duplicate ACK at once (RFC 5681 4.2)
+    charge(cx, conn)
 
 
 def fin_received(cx: Context, conn: Connection, now: float) -> None:

@@ -222,7 +222,20 @@ def _buffer_and_free(conn) -> tuple[int, int]:
     return rcvbuf, free
 
 
-def select_window(conn) -> int:
+def charge(cx, conn) -> int:
+    """Bring the engine's count of buffer memory (tcp.mem_max) up to this connection's receive
+    and send queues; the headroom left under the cap."""
+    buf = conn.recv_buffer
+    held = buf.length + buf.ooo_len + len(conn.send_buffer)
+    charged = cx.mem_charged.get(conn.id, 0)
+    if held != charged:
+        cx.mem_held += held - charged
+        cx.mem_charged[conn.id] = held
+        cx.counters["mem_held"] = cx.mem_held
+    return cx.config.mem_max - cx.mem_held
+
+
+def select_window(conn, headroom: int | None = None) -> int:
     """The 16-bit window field to send now, and move conn.rcv_adv to match.
 
     The window follows the free receive buffer, but its right edge never moves
@@ -230,6 +243,8 @@ def select_window(conn) -> int:
     (receiver SWS avoidance, RFC 1122 4.2.3.3: min(rcvbuf/2, MSS)).
     """
     rcvbuf, free = _buffer_and_free(conn)
+    if headroom is not None and free > headroom:
+        free = headroom if headroom > 0 else 0          # tcp.mem_max: the window stops opening
     rcv_nxt = conn.rcv_nxt
     current = (conn.rcv_adv - rcv_nxt) & MASK
     if current >= HALF:

@@ -9,7 +9,7 @@ from proto.tcp import rack, scoreboard, seqnum
 from proto.tcp.connection import Connection
 from proto.tcp.context import Context
 from proto.tcp.delack import ack_sent, data_sent
-from proto.tcp.rcvbuf import select_window, syn_window
+from proto.tcp.rcvbuf import charge, select_window, syn_window
 from proto.tcp.state import SENDING, Recovery, State
 from proto.wire.tcp import FLAGS_BY_VALUE, NO_OPTIONS, TcpOptions, TcpSegment
 
@@ -39,7 +39,7 @@ def emit(cx: Context, conn: Connection, flags: int, seq: int, payload: bytes = b
     if flags & SYN:
         window = syn_window(conn)
     else:
-        window = select_window(conn)
+        window = select_window(conn, charge(cx, conn))
     if flags & ACK:
         ack = conn.rcv_nxt
         conn.ack_pending = False

@@ -18,7 +18,7 @@ from proto.tcp.connection import (SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED,
                                   Connection)
 from proto.tcp.context import Context
 from proto.tcp.listener import close_listener
-from proto.tcp.rcvbuf import RecvBuffer, choose_wscale, rcvbuf_ceiling, window_after_read
+from proto.tcp.rcvbuf import RecvBuffer, charge, choose_wscale, rcvbuf_ceiling, window_after_read
 from proto.tcp.sendbuf import SendBuffer
 from proto.tcp.state import Recovery, State
 
@@ -29,6 +29,8 @@ LOOPBACK = "127.0.0.1"
 POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDHUP = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x2000
 MSG_PEEK = 0x2
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+
+SNDBUF_MIN = 4096       # what a socket may always queue, past tcp.mem_max too (Linux tcp_wmem[0])
 
 
 class TcpError(Exception):
@@ -215,6 +217,12 @@ class SocketCalls:
             return 0
         buf = conn.send_buffer
         room = conn.so_sndbuf - len(buf)
+        headroom = charge(self.cx, conn)              # tcp.mem_max, for every socket's buffers
+        if headroom < room:
+            # past the cap a send waits for its own ACKs, but every socket may queue
+            # SNDBUF_MIN (Linux's tcp_wmem[0]), so that each one can go on
+            floor = SNDBUF_MIN - len(buf)
+            room = min(room, headroom if headroom > floor else floor)
         if room <= 0:
             conn.nospace = True
             raise TcpError(errno.EAGAIN)
@@ -224,6 +232,7 @@ class SocketCalls:
             conn.nospace = True
         else:
             buf.append(data)
+        charge(self.cx, conn)
         snd.output(self.cx, conn, now)
         return size
 
@@ -239,6 +248,7 @@ class SocketCalls:
             self.cx.counters["posted_send_dropped"] += 1
             return
         conn.send_buffer.append(data)
+        charge(self.cx, conn)
         snd.output(self.cx, conn, now)
 
     def send_credit(self, sid: int) -> int:
@@ -247,7 +257,8 @@ class SocketCalls:
         conn = self.cx.conns.get(sid)
         if conn is None or not self._can_take_data(conn):
             return 0
-        return max(0, conn.so_sndbuf - len(conn.send_buffer))
+        room = conn.so_sndbuf - len(conn.send_buffer)
+        return max(0, min(room, max(charge(self.cx, conn), SNDBUF_MIN - len(conn.send_buffer))))
 
     @staticmethod
     def _can_take_data(conn: Connection) -> bool:
@@ -270,6 +281,7 @@ class SocketCalls:
             if flags & MSG_PEEK:
                 return buf.peek(size)
             data = buf.take(size)
+            charge(self.cx, conn)
             if not conn.rcvbuf_locked:
                 conn.so_rcvbuf = buf.autotune(now, len(data), conn.rtt.srtt, conn.so_rcvbuf)
             if state in (S.ESTABLISHED, S.FIN_WAIT_1, S.FIN_WAIT_2):     # Linux tcp_cleanup_rbuf

@@ -1,7 +1,11 @@
 """Which processes hold each socket, so that a process's death closes what it held.
 
 libsock names each of its ZeroMQ channels `p<pid>.<token>` (the routing id tcpd
-sees with every call); every call adds the caller's pid to its socket's holders.
+sees with every call; the shell has checked that pid against the kernel's
+credentials of the channel, services/access.py).  A socket belongs to the
+processes that hold it: the one that made it (socket, accept) and those it was
+handed to by fork.  A call from any other process answers EBADF, as an fd
+number the process does not have (`claim`).
 Once a second tcpd checks that the holders are alive: a socket whose every holder
 has died is closed, as the kernel closes a dead process's descriptors (after
 SIGKILL too), so a killed server's port is free again and its peers see FIN.
@@ -13,27 +17,39 @@ parent waits (`hold_close`): if the child uses the socket meanwhile, the parent'
 close only lets go of its own hold and the child keeps the connection (a forking
 server: the parent accepts, forks, closes; the child serves).  If no child does,
 the close happens when the moment ends.
+
+Which process is the child: the parent's `fork` carries a secret (a random
+token) that only a process forked from it has in its memory; the child's first
+message is `inherit` with it, and it holds the parent's sockets if the kernel
+says its parent (/proc/<pid>/stat) is the process that forked.  A program the
+parent merely starts (subprocess: fork and exec, with Python's sockets closed on
+exec) has no token and gets EBADF, as it would have no descriptor.
 """
 from __future__ import annotations
 
 import re
 
-from services.procs import pid_alive
+from collections import OrderedDict
+
+from services.procs import parent_of, pid_alive
 
 SWEEP_EVERY = 1.0
 CLAIM_WITHIN = 1.0          # how long after a fork a close from the parent waits for the child
 _IDENTITY = re.compile(rb"p([0-9]{1,10})\.")
 _CACHE_MAX = 10_000
+FORKS_KEPT = 10_000         # the newest forks whose children may still claim their copies
 
 
 class Owners:
     def __init__(self) -> None:
         self._holders: dict[int, set[int]] = {}     # socket id -> pids that called on it
         self._sockets_of: dict[int, int] = {}       # pid -> how many sockets it holds
+        self._uid_of: dict[int, int] = {}           # pid -> its uid (for netstack ss)
         self._pid_of: dict[bytes, int | None] = {}  # routing id -> pid (None: not libsock's)
         # socket id -> [until when a forked child may take it, the forking pid, whether a child did]
         self._promised: dict[int, list] = {}
         self._held_closes: dict[int, int] = {}      # socket id -> pid whose close waits for that
+        self._forks: OrderedDict[str, tuple[int, list]] = OrderedDict()  # token -> (forking pid, sids)
         self.next_sweep: float | None = None
 
     def __len__(self) -> int:
@@ -52,11 +68,44 @@ class Owners:
             pid = self._pid_of[identity] = int(found.group(1)) if found else None
         return pid
 
-    def note(self, now: float, sid: int, identity: bytes) -> None:
+    def claim(self, sid: int, identity: bytes) -> bool:
+        """May a call on `sid` come from `identity`: does its process hold the socket?  A call
+        not from libsock (root's tools on the service's own endpoint) may."""
+        pid = self.pid_of(identity)
+        if pid is None:
+            return True
+        holders = self._holders.get(sid)
+        return holders is not None and pid in holders
+
+    def inherit(self, now: float, identity: bytes, token: str, uid: int | None = None) -> int:
+        """A forked child's first message: it holds the sockets its parent forked with, if the
+        token is that fork's and the kernel says the parent forked it.  How many it took."""
+        fork = self._forks.get(token)
+        pid = self.pid_of(identity)
+        if fork is None or pid is None or parent_of(pid) != fork[0]:
+            return 0
+        taken = 0
+        for sid in fork[1]:
+            if sid in self._holders:
+                self.note(now, sid, identity, uid)
+                taken += 1
+        return taken
+
+    def uid_of(self, identity: bytes) -> int | None:
+        """The uid of a process that holds sockets (accept's caller: a parked call's)."""
+        return self._uid_of.get(self.pid_of(identity))
+
+    def owners_of(self, sid: int) -> list[list[int]]:
+        """[[pid, uid], ...]: who holds the socket (netstack ss)."""
+        return [[pid, self._uid_of.get(pid, -1)] for pid in sorted(self._holders.get(sid, ()))]
+
+    def note(self, now: float, sid: int, identity: bytes, uid: int | None = None) -> None:
         """A call on `sid` came from `identity`: its process holds the socket."""
         pid = self.pid_of(identity)
         if pid is None:
             return
+        if uid is not None:
+            self._uid_of[pid] = uid
         holders = self._holders.get(sid)
         if holders is None:
             holders = self._holders[sid] = set()
@@ -78,12 +127,19 @@ class Owners:
             holders.discard(pid)
             self._drop_count(pid)
 
-    def promise(self, now: float, identity: bytes, sids) -> None:
-        """The caller forks: a close of these sockets from it waits CLAIM_WITHIN for the child."""
+    def promise(self, now: float, identity: bytes, sids, token: str) -> None:
+        """The caller forks: a close of these sockets from it waits CLAIM_WITHIN for the child,
+        which may claim them with `token` (inherit)."""
         deadline, parent = now + CLAIM_WITHIN, self.pid_of(identity)
+        own = [sid for sid in sids if isinstance(sid, int) and parent in self._holders.get(sid, ())]
+        if parent is not None and own:
+            self._forks[token] = (parent, own)
+            while len(self._forks) > FORKS_KEPT:
+                self._forks.popitem(last=False)
         for sid in sids:
             holders = self._holders.get(sid) if isinstance(sid, int) else None
-            if holders is not None:            # (a child whose call came first has taken it already)
+            if holders is not None and parent in holders:      # (its own only; a child whose
+                # call came first has taken it already)
                 self._promised[sid] = [deadline, parent, bool(holders - {parent})]
         if self._promised and (self.next_sweep is None or deadline < self.next_sweep):
             self.next_sweep = deadline
@@ -133,6 +189,7 @@ class Owners:
             self._sockets_of[pid] = left
         else:
             del self._sockets_of[pid]
+            self._uid_of.pop(pid, None)
 
     def orphans(self, now: float) -> list[int]:
         """The sockets whose every holder has died (forgotten here; the caller closes them)."""
@@ -148,6 +205,7 @@ class Owners:
                     for holders in self._holders.values():
                         holders.discard(pid)
                     del self._sockets_of[pid]
+                    self._uid_of.pop(pid, None)
         self.next_sweep = now + SWEEP_EVERY if self._holders else None
         if self._promised:
             first = min(deadline for deadline, _, _ in self._promised.values())

@@ -15,6 +15,7 @@ from typing import Callable
 from proto.ipc.calls import CALLS, CallError, check_args, check_header
 from proto.ipc.messages import Call, Reply
 from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, TcpEngine, TcpError
+from services.access import PRIVILEGED_PORTS, identity_pid
 from services.tcp.channels import GAP, NEXT, Channels
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
@@ -87,7 +88,10 @@ class Syscalls:
                     self._answer(identity, call, self.refused_sockets[sid[1]])
                 return
             if sid[1] in self.engine.conns:
-                self.owners.note(now, sid[1], identity)
+                if call.op not in ("inherit", "fence") and not self.owners.claim(sid[1], identity):
+                    self.count("ebadf_not_owner")        # another process's socket: an fd it does not have
+                    self._answer(identity, call, errno.EBADF)
+                    return
                 self.changed(call.op, sid[1])
         if call.id <= 0:
             self._posted(now, identity, call)
@@ -150,13 +154,16 @@ class Syscalls:
                     if len(self.refused_sockets) < 100_000:
                         self.refused_sockets[sid] = errno.EMFILE
                     return
-                self.owners.note(now, self.engine.socket(now, sid), identity)
+                self.owners.note(now, self.engine.socket(now, sid), identity, self.caller.uid)
             elif op == "send":
                 self.engine.send_posted(now, sid, call.payload[0])
             elif op == "close":
                 self._close_or_hold(now, sid, identity)
             elif op == "fork":
-                self.owners.promise(now, identity, call.args[0])
+                self.owners.promise(now, identity, call.args[0], call.args[1])
+            elif op == "inherit":
+                self.count("inherits")
+                self.owners.inherit(now, identity, call.args[0], self.caller.uid)
             elif op == "cancel":
                 self._withdraw(identity, sid, call.args[0])
         except TcpError:            # a socket already gone: nothing to tell anyone
@@ -224,11 +231,13 @@ class Syscalls:
         if self._too_many_sockets(parked.identity):
             raise TcpError(errno.EMFILE)
         sid = self.engine.socket(now)
-        self.owners.note(now, sid, parked.identity)
+        self.owners.note(now, sid, parked.identity, self.caller.uid)
         return ([self.incarnation, sid],)
 
     def call_bind(self, now: float, parked: ParkedCall):
         addr, port = parked.call.args
+        if 0 < port < PRIVILEGED_PORTS and self.caller.uid != 0:
+            raise TcpError(errno.EACCES)          # Linux: ip_unprivileged_port_start, CAP_NET_BIND_SERVICE
         return (self.engine.bind(now, parked.sid, addr, port),)
 
     def call_listen(self, now: float, parked: ParkedCall):
@@ -240,7 +249,7 @@ class Syscalls:
             raise TcpError(errno.EMFILE)             # the connection stays queued, as Linux's
         child, (addr, port) = self.engine.accept(now, parked.sid)
         self.changed("accept", child)
-        self.owners.note(now, child, parked.identity)
+        self.owners.note(now, child, parked.identity, self.owners.uid_of(parked.identity))
         ready = self._watch_child(parked.sid, child, parked.identity) if self.readiness else None
         if ready is not None:
             return ([[self.incarnation, child], [addr, port], ready],)
@@ -359,7 +368,7 @@ class Syscalls:
         the channel."""
         channel, = parked.call.args
         pid = self.owners.pid_of(parked.identity)
-        if pid is None:
+        if pid is None or identity_pid(channel) != pid:      # its own readiness channel only
             raise TcpError(errno.EINVAL)
         if parked.sid not in self.engine.conns:
             raise TcpError(errno.EBADF)
@@ -375,7 +384,7 @@ class Syscalls:
     def call_cancel(self, now: float, parked: ParkedCall):     # posted only: check() refuses a call
         raise TcpError(errno.EINVAL)
 
-    call_fork = call_cancel
+    call_fork = call_inherit = call_cancel
 
     # -- closing and withdrawing ---------------------------------------------------
 

@@ -18,7 +18,7 @@ import json
 import os
 import time
 
-from proto.ipc.messages import Readiness, SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
+from proto.ipc.messages import Call, Readiness, SegmentsReceived, SegmentsTransmit, TimerFired, TimerSet
 from proto.tcp.config import TcpConfig
 from proto.tcp.engine import TcpEngine
 from proto.wire.ipv4 import addr_to_str, str_to_addr
@@ -40,6 +40,7 @@ _STRUCTURAL = frozenset({"socket", "bind", "listen", "connect", "accept", "shutd
 
 class Tcpd(Service, Syscalls):
     name = "tcpd"
+    public_ops = frozenset({"call"})        # applications' calls, at RUN/public/tcpd.sock
 
     def __init__(self, run_dir: str):
         super().__init__(run_dir)
@@ -320,7 +321,14 @@ class Tcpd(Service, Syscalls):
         return {"dropping": self.drop_calls}
 
     def control_ss(self) -> list:
-        return self.engine.listing(time.monotonic())
+        rows = self.engine.listing(time.monotonic())
+        for row in rows:
+            row["owners"] = self.owners.owners_of(row["id"])      # [[pid, uid]...], as ss -p
+        return rows
+
+    def refuse(self, identity: bytes, msg, err: int) -> None:
+        if isinstance(msg, Call):
+            self._answer(identity, msg, err)
 
     # -- netstack trace: transitions always, segments while a trace holds a lease
 

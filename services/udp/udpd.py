@@ -28,7 +28,8 @@ from proto.wire.icmp import IcmpParseError, parse_quoted_datagram
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.udp import udp_ports
 from services._shell import Service, main
-from services.procs import pid_alive
+from services.procs import parent_of, pid_alive
+from services.access import PRIVILEGED_PORTS
 
 OWNER_CHECK = 1.0
 
@@ -44,6 +45,7 @@ class Parked:
 
 class Udpd(Service):
     name = "udpd"
+    public_ops = frozenset({"udp_call"})        # applications' calls, at RUN/public/udpd.sock
 
     def __init__(self, run_dir: str):
         super().__init__(run_dir)
@@ -118,6 +120,11 @@ class Udpd(Service):
             return
         handler = self.calls[msg.op]
         pid = _pid_of(identity)
+        owners = self.owners.get(msg.sid)
+        if pid and owners is not None and pid not in owners and parent_of(pid) not in owners:
+            self.count("ebadf_not_owner")        # another process's socket (tcpd's owners.py)
+            self._reply(identity, msg.id, errno.EBADF)
+            return
         if pid and msg.op != "close":
             self.owners.setdefault(msg.sid, set()).add(pid)
         try:
@@ -140,6 +147,8 @@ class Udpd(Service):
 
     def _bind(self, identity: bytes, msg: DatagramCall) -> None:
         host, port = msg.args
+        if isinstance(port, int) and 0 < port < PRIVILEGED_PORTS and self.caller.uid != 0:
+            raise UdpError(errno.EACCES)           # as Linux's ip_unprivileged_port_start
         self._reply(identity, msg.id, value=self.engine.bind(msg.sid, str_to_addr(host), port))
 
     def _connect(self, identity: bytes, msg: DatagramCall) -> None:
@@ -195,6 +204,10 @@ class Udpd(Service):
     def _getsockopt(self, identity: bytes, msg: DatagramCall) -> None:
         level, name = msg.args
         self._reply(identity, msg.id, value=self.engine.getsockopt(msg.sid, level, name))
+
+    def refuse(self, identity: bytes, msg, err: int) -> None:
+        if isinstance(msg, DatagramCall) and isinstance(msg.id, int):
+            self._reply(identity, msg.id, err)
 
     def _close(self, identity: bytes, msg: DatagramCall) -> None:
         self.engine.close(msg.sid)

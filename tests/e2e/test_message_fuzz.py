@@ -10,6 +10,8 @@ process's socket is the access work of issue 15, not validation)."""
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 import random
 from pathlib import Path
 
@@ -27,7 +29,7 @@ SERVICES = ("nicd", "ipd", "tcpd", "timerd")
 OPS = ("hello", "dev_rx", "dev_tx", "tcp_rx", "tcp_tx", "timer_set", "timer_fired", "call", "reply", "ready",
        "ctl", "ctl_reply")
 CALL_OPS = ("socket", "bind", "listen", "connect", "accept", "send", "recv", "shutdown", "close", "setsockopt",
-            "getsockopt", "getsockname", "getpeername", "poll", "sync", "fence", "cancel", "fork", "watch", "probe",
+            "getsockopt", "getsockname", "getpeername", "poll", "sync", "fence", "cancel", "fork", "inherit", "watch", "probe",
             "nosuch")
 
 
@@ -83,15 +85,17 @@ def hostile_message(rng: random.Random, incarnation: str) -> list:
     return [msgpack.packb([1, op, *fields], use_bin_type=True), *frames]
 
 
-def _fuzz(run_dir: str, incarnation: str, count: int, seed: int) -> int:
+def _fuzz(run_dir: str, incarnation: str, count: int, seed: int, endpoints=SERVICES) -> int:
     rng = random.Random(seed)
     ctx = zmq.Context()
     sent = 0
     socks = {}
     try:
-        for service in SERVICES:
+        for service in endpoints:
             sock = ctx.socket(zmq.DEALER)
-            sock.setsockopt(zmq.ROUTING_ID, f"fuzz-{service}-{seed}".encode())
+            # on a public endpoint, a name that carries the caller's pid, as libsock's (access.py)
+            name = f"p{os.getpid()}.{seed:x}{len(socks)}" if service.startswith("public/") else f"fuzz-{service}-{seed}"
+            sock.setsockopt(zmq.ROUTING_ID, name.encode())
             sock.setsockopt(zmq.LINGER, 10_000)          # everything sent is delivered before the end
             sock.setsockopt(zmq.SNDHWM, 1000)
             sock.connect(f"ipc://{Path(run_dir) / (service + '.sock')}")
@@ -129,6 +133,14 @@ def _check(stack):
     assert conn.recv(100) == b"before"
     sent = _fuzz(stack.run_dir, before["tcpd"]["incarnation"], PER_SERVICE, 15)
     assert sent == PER_SERVICE * len(SERVICES)
+    # the applications' endpoints, from another process: the test's sockets are not its own
+    public = ("public/tcpd", "public/udpd")
+    other = multiprocessing.get_context("fork").Pool(1)
+    try:
+        sent = other.apply(_fuzz, (stack.run_dir, before["tcpd"]["incarnation"], PER_SERVICE // 2, 16, public))
+    finally:
+        other.terminate()
+    assert sent == PER_SERVICE // 2 * len(public)
 
     # every service still answers, none restarted, none raised
     def settled():
@@ -143,6 +155,8 @@ def _check(stack):
         assert after[service]["incarnation"] == before[service]["incarnation"], f"{service} restarted"
         assert stats[service].get("handler_errors", 0) == 0, (service, stats[service])
     assert stats["tcpd"]["drop_internal_error"] == 0 and stats["tcpd"]["timer_internal_error"] == 0
+    assert stats["tcpd"]["ipc_refused_op"] > 0 and stats["udpd"]["ipc_refused_op"] > 0     # not calls: dropped
+    assert stats["udpd"].get("handler_errors", 0) == 0 and after["udpd"]["incarnation"] == before["udpd"]["incarnation"]
     rejected = {s: {k: v for k, v in stats[s].items() if k.startswith("ipc_bad_")} for s in SERVICES}
     assert all(rejected[s].get("ipc_bad_shape", 0) > 0 for s in SERVICES), rejected
 

@@ -61,7 +61,8 @@ def test_a_call_that_does_not_fit_is_an_errno(bad, err):
     call("setsockopt", [6, 1, b"\x01\0\0\0"]),
     call("fence", [b"p1.abc", 3], timeout=2),
     call("cancel", [7], id=0),
-    call("fork", [[1, 2]], id=0),
+    call("fork", [[1, 2], "token"], id=0),
+    call("inherit", ["token"], id=0),
     call("close", [], id=0),
 ])
 def test_well_formed_calls_pass(good):

@@ -36,7 +36,7 @@ def test_a_close_right_after_a_fork_waits_and_the_child_that_uses_the_socket_kee
     """A forking server: the parent accepts, forks, closes its copy; the child serves."""
     owners, parent, child = Owners(), b"p100.aa", b"p101.bb"
     owners.note(0.0, 7, parent)
-    owners.promise(0.0, parent, [7, 99])               # 99: not a socket of ours, ignored
+    owners.promise(0.0, parent, [7, 99], "t")               # 99: not a socket of ours, ignored
     assert owners.next_sweep == CLAIM_WITHIN
     assert owners.hold_close(0.1, 7, parent)           # the parent's close waits ...
     owners.note(0.2, 7, child)                         # ... the child's first call takes the socket
@@ -49,7 +49,7 @@ def test_a_held_close_happens_when_no_child_comes():
     owners, parent = Owners(), b"p100.aa"
     owners.note(0.0, 7, parent)
     owners.note(0.0, 8, parent)
-    owners.promise(0.0, parent, [7, 8])
+    owners.promise(0.0, parent, [7, 8], "t")
     assert owners.hold_close(0.5, 7, parent)
     assert owners.closes_due(0.9) == []
     assert owners.closes_due(CLAIM_WITHIN) == [7]      # 8 was never closed: nothing to do
@@ -63,10 +63,29 @@ def test_a_child_that_calls_before_the_parent_closes_or_even_before_the_fork_mes
         owners.note(0.0, 7, parent)
         if child_first:
             owners.note(0.1, 7, child)
-            owners.promise(0.0, parent, [7])
+            owners.promise(0.0, parent, [7], "t")
         else:
-            owners.promise(0.0, parent, [7])
+            owners.promise(0.0, parent, [7], "t")
             owners.note(0.1, 7, child)
         assert owners.hold_close(0.2, 7, parent)       # stays open: the parent lets go of its hold
         assert owners._holders[7] == {101}
         assert owners.closes_due(5.0) == []
+
+
+def test_only_a_child_forked_by_the_holder_with_the_fork_token_inherits(monkeypatch):
+    """A process holds the sockets it made or was handed by fork: the child's `inherit` needs the
+    token of the parent's `fork`, and the kernel's word that the parent forked it."""
+    from services.tcp import owners as module
+    parents = {101: 100, 102: 100, 103: 55}
+    monkeypatch.setattr(module, "parent_of", parents.get)
+    owners, parent = Owners(), b"p100.aa"
+    owners.note(0.0, 7, parent)
+    owners.note(0.0, 8, b"p200.cc")                    # another process's socket
+    owners.promise(0.0, parent, [7, 8], "secret")      # 8 is not the parent's: not handed on
+    assert not owners.claim(7, b"p101.bb")             # a child that has not inherited yet
+    assert owners.inherit(0.1, b"p102.bb", "guess") == 0           # the wrong token
+    assert owners.inherit(0.1, b"p103.bb", "secret") == 0          # the token, but not forked by 100
+    assert owners.inherit(0.1, b"p101.bb", "secret") == 1
+    assert owners.claim(7, b"p101.bb") and not owners.claim(8, b"p101.bb")
+    assert not owners.claim(7, b"p102.bb") and owners.claim(7, parent)
+    assert owners.claim(7, b"not-libsock")             # root's tools on the private endpoint

@@ -138,18 +138,65 @@ def test_syncookies_0_drops_and_2_always_answers_with_a_cookie():
     assert eng.conns[sid].iss == synack.seq
 
 
-def test_cookie_ack_with_a_full_accept_queue_is_dropped():
-    eng, lsid, peer = listening(backlog=0, syncookies=2)
-    peer.send(SYN, options=peer.syn_options())
-    peer.take_one()
+def _cookie_then_full_accept_queue(backlog=1, max_syn_backlog=1024, extra=0):
+    """A burst as 200 asyncio clients make: `peer`'s SYN (and `extra` others') gets a cookie while
+    the accept queue has room, then other handshakes fill the accept queue before its ACK arrives."""
+    eng, lsid, peer = listening(backlog=backlog, max_backlog=backlog, syncookies=1, max_syn_backlog=max_syn_backlog)
     first = Peer(eng, port=41000, engine_port=80)
     first.send(SYN, options=first.syn_options())
     first.take_one()
-    first.send(ACK)                                  # the accept queue now holds one (backlog 0 admits one)
-    peer.send(ACK)
+    others = [Peer(eng, port=43000 + i, engine_port=80) for i in range(extra)]
+    for p in [peer, *others]:
+        p.send(SYN, options=p.syn_options())            # the SYN queue is full: a cookie
+    synack = peer.take_one()
+    for p in others:
+        p.take_one()
+    assert eng.counters["syncookies_sent"] == 1 + extra
+    first.send(ACK)
+    for i in range(backlog):
+        other = Peer(eng, port=42000 + i, engine_port=80)
+        other.send(SYN, options=other.syn_options())
+        other.take_one()
+        other.send(ACK)
+    assert len(eng.listeners[80].accept_queue) == backlog + 1          # full (Linux: more than backlog)
+    return eng, lsid, peer, synack, others
+
+
+def test_cookie_ack_at_a_full_accept_queue_keeps_a_request_and_never_resets_the_peer():
+    """The peer whose cookie ACK met a full accept queue thinks itself connected and sends on:
+    its next segments (sequence numbers past the cookie's) must not be checked as cookies and
+    reset (they were: syncookies_failed); once the application accepts, its retransmission
+    completes the connection and every byte arrives."""
+    eng, lsid, peer, synack, _ = _cookie_then_full_accept_queue()
+    peer.send(ACK)                                   # the cookie comes back: dropped, a request kept
     peer.expect_nothing()
-    assert eng.counters["listen_overflows"] == 1 and eng.counters["syncookies_recv"] == 2   # both checked
-    assert len(eng.listeners[80].accept_queue) == 1
+    peer.send(ACK | PSH, payload=b"a" * 100)         # data past the cookie's sequence number
+    peer.send(ACK | PSH, payload=b"b" * 100)
+    assert all(not s.flags & RST for s in peer.take())
+    assert eng.counters["syncookies_failed"] == 0 and eng.counters["out_rsts"] == 0
+    assert eng.counters["syncookies_recv"] == 1 and eng.counters["listen_overflows"] >= 1
+    while eng.listeners[80].accept_queue:
+        peer.call("accept", lsid)
+    peer.advance(1.0)                                # the request's SYN+ACK is retransmitted
+    again = [s for s in peer.take() if s.flags == SYN | ACK]
+    assert again and again[0].seq == synack.seq
+    peer.send(ACK | PSH, payload=b"a" * 100, seq=peer.iss + 1)     # the peer retransmits from its start
+    sid, _ = peer.call("accept", lsid)
+    assert eng.conns[sid].state is State.ESTABLISHED and eng.conns[sid].iss == synack.seq
+    peer.send(ACK | PSH, payload=b"b" * 100, seq=peer.iss + 101)
+    assert peer.call("recv", sid, 1000) == b"a" * 100 + b"b" * 100
+
+
+def test_cookie_requests_beyond_max_syn_backlog_are_dropped_as_linux():
+    eng, lsid, peer, synack, others = _cookie_then_full_accept_queue(max_syn_backlog=3, extra=3)
+    listener = eng.listeners[80]
+    for other in others:                             # three requests kept from cookies
+        other.send(ACK)
+        other.expect_nothing()
+    assert len(listener.syn_queue) == 3
+    peer.send(ACK)                                   # a fourth: dropped, nothing kept (Linux)
+    peer.expect_nothing()
+    assert eng.counters["syncookies_recv"] == 4 and len(listener.syn_queue) == 3
 
 
 def test_timestamps_survive_a_cookie():
