@@ -113,6 +113,8 @@ class Pinger:
                             break
                         reply = sock.recv(2048)
                         icmp = reply[(reply[0] & 0x0F) * 4:]
+                        if len(icmp) < 8:               # not an echo reply of ours (and never a dead pinger)
+                            continue
                         kind, _, _, ident, rseq = struct.unpack("!BBHHH", icmp[:8])
                         if kind == 0 and ident == self.ident and (rseq - first_seq) & 0xFFFF < 0x8000:
                             got = time.monotonic()
@@ -126,7 +128,7 @@ def kill_and_measure(stack, service: str, pinger: Pinger, signal: str = "KILL") 
     first_packet = pinger.start()
     back = wait_for(lambda: _answers(stack, service, incarnation) and time.monotonic(), 5, 0.001,
                     f"{service} to answer again")
-    reply = first_packet.get(15)
+    reply = first_packet.get(timeout=30)
     assert reply is not None, f"no ICMP echo got through after the {service} kill"
     if service == "timerd":        # its packets are timers: tcpd re-armed its timers in the new timerd
         recovered = wait_for(lambda: ctl.control(stack.run_dir, "tcpd", "stats").get("timer_rearms", 0) > rearms
@@ -418,6 +420,29 @@ def _kernel_slow_reader(host: str, port: int, killed) -> str:
                 return type(exc).__name__
 
 
+def _block_four_calls(stack, sock, accept_listener, served, pusher):
+    """recv, accept, recv on an accepted connection and a 16 MiB sendall, each in a thread,
+    all asleep in tcpd when this returns: (calls, threads, outcomes, results)."""
+    outcomes, results = {}, {}
+
+    def blocked(name, fn):
+        try:
+            results[name] = fn()
+            outcomes[name] = ("returned", time.monotonic())
+        except OSError as exc:
+            outcomes[name] = (type(exc).__name__, time.monotonic())
+
+    calls = {"recv": lambda: sock.recv(100), "accept": lambda: accept_listener.accept(),
+             "recv (accepted)": lambda: served.recv(100),
+             "sendall": lambda: pusher.sendall(b"x" * (16 * MiB))}
+    threads = [threading.Thread(target=blocked, args=item, daemon=True) for item in calls.items()]
+    for t in threads:
+        t.start()
+    wait_for(lambda: ctl.control(stack.run_dir, "tcpd", "stats")["parked_calls"] >= len(calls), 10, 0.02,
+             "every call to block")
+    return calls, threads, outcomes, results
+
+
 def tcpd_kill_resets_promptly(stack) -> dict:
     """Show 3: SIGKILL tcpd under blocked recv, accept and send calls."""
     echo_port, server_port, sink_port = 7450, 7451, 7452
@@ -437,23 +462,7 @@ def tcpd_kill_resets_promptly(stack) -> dict:
         assert served.recv(5, libsock.MSG_WAITALL) == b"hello"
         assert ready.wait(10)
         pusher = wait_for(lambda: _connect(stack.host, sink_port), 10, 0.05, "the slow reader")
-        outcomes = {}
-
-        def blocked(name, fn):
-            try:
-                fn()
-                outcomes[name] = ("returned", time.monotonic())
-            except OSError as exc:
-                outcomes[name] = (type(exc).__name__, time.monotonic())
-
-        calls = {"recv": lambda: sock.recv(100), "accept": lambda: accept_listener.accept(),
-                 "recv (accepted)": lambda: served.recv(100),
-                 "sendall": lambda: pusher.sendall(b"x" * (16 * MiB))}
-        threads = [threading.Thread(target=blocked, args=item, daemon=True) for item in calls.items()]
-        for t in threads:
-            t.start()
-        wait_for(lambda: ctl.control(stack.run_dir, "tcpd", "stats")["parked_calls"] >= len(calls), 10, 0.02,
-                 "every call to block")
+        calls, threads, outcomes, _ = _block_four_calls(stack, sock, accept_listener, served, pusher)
         killed_at, _, _, old_pid = _kill_timed(stack, "tcpd", "KILL")
         killed.set()
         for t in threads:
@@ -532,23 +541,7 @@ def tcpd_kill_keeps_blocked_calls(stack) -> dict:
         assert served.recv(5, libsock.MSG_WAITALL) == b"hello"
         assert ready.wait(10)
         pusher = wait_for(lambda: _connect(stack.host, sink_port), 10, 0.05, "the slow reader")
-        outcomes, results = {}, {}
-
-        def blocked(name, fn):
-            try:
-                results[name] = fn()
-                outcomes[name] = ("returned", time.monotonic())
-            except OSError as exc:
-                outcomes[name] = (type(exc).__name__, time.monotonic())
-
-        calls = {"recv": lambda: sock.recv(100), "accept": lambda: accept_listener.accept(),
-                 "recv (accepted)": lambda: served.recv(100),
-                 "sendall": lambda: pusher.sendall(b"x" * (16 * MiB))}
-        threads = [threading.Thread(target=blocked, args=item, daemon=True) for item in calls.items()]
-        for t in threads:
-            t.start()
-        wait_for(lambda: ctl.control(stack.run_dir, "tcpd", "stats")["parked_calls"] >= len(calls), 10, 0.02,
-                 "every call to block")
+        calls, threads, outcomes, results = _block_four_calls(stack, sock, accept_listener, served, pusher)
         _, _, _, old_pid = _kill_timed(stack, "tcpd", "KILL")
         stimulus = time.monotonic()          # what each call waits for comes now (or soon after)
         killed.set()
@@ -618,11 +611,12 @@ def transfers_survive_stop(stack, size: int, service: str = "ipd", seconds: floa
                 with libsock.create_server(("0.0.0.0", port + 9)) as listener:
                     assert listener.getsockname()[1] == port + 9
             if service not in ("nicd", "ipd"):
-                assert pinger.start().get(5) is not None, f"no ICMP echo got through while {service} stopped"
+                assert pinger.start(5).get(timeout=15) is not None, \
+                    f"no ICMP echo got through while {service} stopped"
             time.sleep(max(0.0, stopped_at + seconds - time.monotonic()))
         finally:
             continued = _kill_timed(stack, service, "CONT")[0]
-        reply = pinger.start().get(15)
+        reply = pinger.start(15).get(timeout=30)
         assert reply is not None, "no ICMP echo got through after SIGCONT"
         outcome = transfers.finish()
     finally:
