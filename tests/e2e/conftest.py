@@ -5,6 +5,7 @@ import contextlib
 import itertools
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -16,6 +17,14 @@ import pytest
 
 NETSTACK = str(Path(sys.executable).with_name("netstack"))
 _counter = itertools.count()
+
+# the suite opens thousands of descriptors in one process over its run (ZeroMQ channels, kernel-side
+# sockets of forked helpers that inherit them; the 2,000-connection test alone needs 2,000): the soft
+# limit of 1024 made it fail with EMFILE late in a full run
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _hard == resource.RLIM_INFINITY or _hard > _soft:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(_hard, 65536) if _hard != resource.RLIM_INFINITY else 65536,
+                                                _hard))
 
 if os.geteuid() != 0 or not os.path.exists("/dev/net/tun"):
     pytest.skip("end-to-end tests need root and /dev/net/tun", allow_module_level=True)

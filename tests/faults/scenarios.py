@@ -94,6 +94,8 @@ class Pinger:
     def _run(self, netns: str, ready: threading.Event) -> None:
         ns.enter_netns(netns)
         sock = std_socket.socket(std_socket.AF_INET, std_socket.SOCK_RAW, std_socket.IPPROTO_ICMP)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
         ready.set()
         seq = 0
         with sock:
@@ -109,7 +111,7 @@ class Pinger:
                     sock.sendto(packet, (self.addr, 0))
                     until = time.monotonic() + self.INTERVAL
                     while got is None and (left := until - time.monotonic()) > 0:
-                        if not select.select([sock], [], [], left)[0]:
+                        if not poller.poll(left * 1000):      # (poll: select fails past fd 1023)
                             break
                         reply = sock.recv(2048)
                         icmp = reply[(reply[0] & 0x0F) * 4:]
