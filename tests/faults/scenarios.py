@@ -388,14 +388,15 @@ def requests_survive_kills(stack, connections: int = 50, services=FAULT_SERVICES
 
 # -- show 3: a tcpd kill resets promptly ----------------------------------------------
 
-def _kernel_client_waits(host: str, port: int, killed, ready) -> str:
-    """Connect to a libsock server, then after the tcpd kill send a byte: the new tcpd must
-    answer with a reset.  Returns what the next recv raised (or returned)."""
+def _kernel_client_waits(host: str, port: int, killed, ready, wait: float = 5) -> str:
+    """Connect to a libsock server, then after the tcpd kill send a byte (without the store the
+    new tcpd answers with a reset; with it, the connection carries on): what the reads to EOF
+    raised, or "eof"."""
     with std_socket.create_connection((host, port), timeout=10) as sock:
         sock.sendall(b"hello")
         ready.set()
         killed.wait(30)
-        sock.settimeout(5)
+        sock.settimeout(wait)
         try:
             sock.sendall(b"after the kill")
             while sock.recv(4096):
@@ -487,22 +488,6 @@ def tcpd_kill_resets_promptly(stack) -> dict:
             process.kill()
 
 
-def _kernel_client_speaks_later(host: str, port: int, killed, ready) -> str:
-    """Connect to a libsock server, say hello; after the tcpd kill say more, then read to EOF."""
-    with std_socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(b"hello")
-        ready.set()
-        killed.wait(30)
-        sock.settimeout(10)
-        try:
-            sock.sendall(b"after the kill")
-            while sock.recv(4096):
-                pass
-            return "eof"
-        except OSError as exc:
-            return type(exc).__name__
-
-
 def _kernel_reads_later(host: str, port: int, killed) -> tuple[int, str] | str:
     """Accept one connection and read nothing until the tcpd kill; then read it all."""
     with std_socket.create_server((host, port)) as listener:
@@ -533,7 +518,7 @@ def tcpd_kill_keeps_blocked_calls(stack) -> dict:
     listener.settimeout(10)
     accept_listener = libsock.create_server(("0.0.0.0", server_port + 10))
     accept_listener.settimeout(20)
-    client = ns.KernelProcess(stack.netns, _kernel_client_speaks_later, stack.addr, server_port, killed, ready)
+    client = ns.KernelProcess(stack.netns, _kernel_client_waits, stack.addr, server_port, killed, ready, 10)
     late = None
     try:
         sock = wait_for(lambda: _connect(stack.host, echo_port), 10, 0.05, "the echo server")
