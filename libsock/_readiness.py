@@ -15,7 +15,7 @@ is a real kernel wake-up: epoll's edge-triggered mode sees each edge.  Readable
 shows select's read set (POLLIN, POLLHUP, POLLERR); writable its write set
 (POLLOUT, POLLERR).
 
-The state comes from tcpd (services/tcp/readiness.py): every Reply to a call on a
+The state comes from tcpd (services/readiness.py): every Reply to a call on a
 watched socket carries `[version, mask]` (applied by the calling thread, so a recv
 that got EAGAIN leaves the descriptor unreadable before it returns), and gains
 arrive unasked on the process's readiness channel, a DEALER read by one daemon
@@ -41,10 +41,10 @@ import weakref
 import zmq
 
 from proto.ipc import codec
-from proto.ipc.messages import Call, Readiness, Reply
+from proto.ipc.messages import Call, DatagramCall, DatagramReply, Readiness, Reply
+from proto.poll import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP
 from channel.frames import send_frames
 
-POLLIN, POLLOUT, POLLERR, POLLHUP, POLLRDHUP = 0x1, 0x4, 0x8, 0x10, 0x2000
 READ_SET, WRITE_SET = POLLIN | POLLHUP | POLLERR, POLLOUT | POLLERR
 LIVENESS_CHECK_MS = 1000
 EARLY_KEPT = 4096           # gains kept for sockets not watched yet (Notifier.deliver)
@@ -157,7 +157,10 @@ class Mirror:
 
 
 class Notifier:
-    """A process's readiness channel to one tcpd, and the thread that reads it."""
+    """A process's readiness channel to one tcpd, and the thread that reads it.  (The hooks
+    `_wait`, `_hello` and `_check` are what differs for udpd: DatagramNotifier.)"""
+
+    answer = Reply          # what the service answers `_hello` with
 
     def __init__(self, stack) -> None:
         self.stack = stack
@@ -179,21 +182,19 @@ class Notifier:
         sock.setsockopt(zmq.ROUTING_ID, self.identity)
         sock.connect(self.stack.endpoint)
         try:
-            tcpd = self.stack.wait_for_tcpd(0)
+            self._wait()
         except OSError as exc:
             self.failed = exc
             self.ready.set()
             return
-        # a call answered on this channel: from then on tcpd's ROUTER can route to it
-        send_frames(sock, codec.encode(Call(1, "sync", [tcpd[0], 0], [], 0)))
+        # a call answered on this channel: from then on the service's ROUTER can route to it
+        self._say_hello(sock)
         while True:
             if not sock.poll(LIVENESS_CHECK_MS):
                 if self.ready.is_set():
-                    self._check_tcpd(sock)
-                else:           # unanswered (a tcpd restarting then): ask the one there is now
-                    tcpd = self.stack._read_tcpd()
-                    if tcpd is not None:
-                        send_frames(sock, codec.encode(Call(1, "sync", [tcpd[0], 0], [], 0)))
+                    self._check(sock)
+                else:           # unanswered (the service restarting then): ask the one there is now
+                    self._say_hello(sock)
                 continue
             try:
                 msg = codec.decode(sock.recv_multipart())
@@ -201,8 +202,16 @@ class Notifier:
                 continue
             if isinstance(msg, Readiness):
                 self.deliver(msg.entries)
-            elif isinstance(msg, Reply):
+            elif isinstance(msg, self.answer):
                 self.ready.set()
+
+    def _wait(self) -> None:
+        self.stack.wait_for_tcpd(0)
+
+    def _say_hello(self, sock) -> None:
+        tcpd = self.stack._read_tcpd()
+        if tcpd is not None:
+            send_frames(sock, codec.encode(Call(1, "sync", [tcpd[0], 0], [], 0)))
 
     def deliver(self, entries) -> None:
         """Gains from tcpd.  One for a socket not watched here yet is kept for it: an accepted
@@ -227,7 +236,7 @@ class Notifier:
                         continue
             mirror.apply(entry[1], entry[2])
 
-    def _check_tcpd(self, sock) -> None:
+    def _check(self, sock) -> None:
         """Sockets of a tcpd incarnation that is gone: readable and writable, so that the
         program calls on them and learns ECONNRESET instead of waiting forever.  If a new tcpd
         took them over (it recovered them from its store), once: the program's next call
@@ -250,23 +259,51 @@ class Notifier:
                 taken_over = True
             mirror.force(True, True)
         if taken_over:
-            send_frames(sock, codec.encode(Call(1, "sync", [tcpd[0], 0], [], 0)))
+            self._say_hello(sock)
 
-    def watch(self, sid: list) -> Mirror:
+    def watch(self, key: int, incarnation: str) -> Mirror:
+        """A mirror for socket `key` (tcpd's socket id; udpd's sid) of the service's `incarnation`."""
         if not self.ready.wait(5.0):
-            raise OSError(errno.ENETDOWN, "libsock: tcpd did not answer on the readiness channel")
+            raise OSError(errno.ENETDOWN, "libsock: the stack did not answer on the readiness channel")
         if self.failed is not None:
             raise self.failed
-        mirror = Mirror(sid[0])
+        mirror = Mirror(incarnation)
         with self._mirrors_lock:
-            self.mirrors[sid[1]] = mirror
-            early = self.early.pop(sid[1], None)
+            self.mirrors[key] = mirror
+            early = self.early.pop(key, None)
         if early is not None:
             mirror.apply(*early)        # (a Reply's older state applied after it is ignored)
         return mirror
 
 
-_notifiers: dict[int, Notifier] = {}
+class DatagramNotifier(Notifier):
+    """A process's readiness channel to udpd (libsock/udp.py's sockets).  udpd keeps no
+    watches across its death: when its incarnation changes, every mirror of an older one turns
+    readable and writable, so that the program calls, the call re-creates the socket in the new
+    udpd (udp.py's restore) and watches it again, and the answer shows its true state."""
+
+    answer = DatagramReply
+
+    def _wait(self) -> None:
+        self.stack.wait_for_udpd()
+
+    def _say_hello(self, sock) -> None:
+        send_frames(sock, codec.encode(DatagramCall(1, "hello", 0, [], 0)))
+
+    def _check(self, sock) -> None:
+        if not self.mirrors:
+            return
+        now = self.stack.incarnation()
+        with self._mirrors_lock:
+            mirrors = list(self.mirrors.values())
+        stale = [mirror for mirror in mirrors if mirror.incarnation != now]
+        for mirror in stale:
+            mirror.force(True, True)
+        if stale and now is not None:
+            self._say_hello(sock)
+
+
+_notifiers: dict[int, Notifier] = {}        # id(stack) -> this process's notifier for it
 _lock = threading.Lock()
 
 
@@ -282,21 +319,23 @@ def _more_descriptors() -> None:
         pass
 
 
-def notifier(stack) -> Notifier:
+def notifier(stack, kind: type[Notifier] = Notifier) -> Notifier:
+    """This process's notifier for `stack` (a tcpd's Stack, or udpd's DatagramStack with
+    kind=DatagramNotifier)."""
     with _lock:
         if not _notifiers:
             _more_descriptors()
         found = _notifiers.get(id(stack))
         if found is None or found.pid != os.getpid():       # a forked child starts its own
-            found = _notifiers[id(stack)] = Notifier(stack)
+            found = _notifiers[id(stack)] = kind(stack)
         return found
 
 
-def apply(stack, sid, ready) -> None:
-    """A Reply's `ready` for `sid`, applied by the thread that made the call."""
+def apply(stack, key: int, ready) -> None:
+    """A reply's `ready` for socket `key`, applied by the thread that made the call."""
     found = _notifiers.get(id(stack))
     if found is None or not isinstance(ready, list) or len(ready) != 2:
         return
-    mirror = found.mirrors.get(sid[1])
+    mirror = found.mirrors.get(key)
     if mirror is not None:
         mirror.apply(ready[0], ready[1])

@@ -264,7 +264,7 @@ class Stack:
                 if reply.id != request_id:
                     continue                     # the answer to a call abandoned earlier
                 if reply.ready is not None:      # the socket's readiness, for its fileno() (_readiness.py)
-                    _readiness.apply(self, sid, reply.ready)
+                    _readiness.apply(self, sid[1], reply.ready)
                 if reply.errno:
                     failure = _error(reply.errno)
                     failure.told = reply.value       # what tcpd says of the socket with it (connect: SS_*)

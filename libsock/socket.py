@@ -281,7 +281,7 @@ class socket:
         child, peer = accepted[0], accepted[1]
         sock = socket._adopt(child)
         if len(accepted) == 3 and self._mirror is not None:      # tcpd watches it for us already
-            sock._mirror = _readiness.notifier(self._stack).watch(child)
+            sock._mirror = _readiness.notifier(self._stack).watch(child[1], child[0])
             sock._mirror.apply(*accepted[2])
         return sock, (peer[0], peer[1])
 
@@ -448,7 +448,7 @@ class socket:
             if self._born is not None and self._stack.after_posts(self._sid, self._born):
                 self._born = None
             notifier = _readiness.notifier(self._stack)
-            self._mirror = notifier.watch(self._sid)
+            self._mirror = notifier.watch(self._sid[1], self._sid[0])
             try:        # its answer carries the socket's state, shown before fileno() returns
                 self._stack.call("watch", self._sid, [notifier.identity], 0)
             except OSError:

@@ -8,6 +8,11 @@ changes; the socket keeps it, and when udpd restarts (a call answers ESTALE,
 or udpd's incarnation changes while a call waits) it re-creates itself in the
 new udpd from that state and repeats the call: a bound socket stays bound and
 receives again, and only datagrams in flight are lost (UDP promises no more).
+
+fileno() is the readiness descriptor TCP sockets have (_readiness.py): udpd tells
+the process the socket's poll mask (readable with a datagram or an error
+waiting, always writable), so selectors and asyncio's datagram endpoints wait
+on it beside their other descriptors.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import zmq
 
-from libsock import _rpc
+from libsock import _readiness, _rpc
 from libsock.socket import socket as _stream
 from proto.ipc import codec
 from proto.ipc.messages import NAMED_SOCKET_IDS, DatagramCall, DatagramReply
@@ -133,6 +138,8 @@ class DatagramStack:
                     continue                 # the answer to a call abandoned earlier
                 if reply.errno == errno.ESTALE:
                     raise _Restarted()
+                if reply.ready is not None:      # the socket's readiness, for its fileno()
+                    _readiness.apply(self, sid, reply.ready)
                 self.answered_by = reply.incarnation
                 if reply.errno:
                     raise _error(reply.errno)
@@ -150,6 +157,8 @@ class DatagramStack:
             if channel.poll(CANCEL_WAIT_MS):
                 reply = codec.decode(channel.recv_multipart())
                 if isinstance(reply, DatagramReply) and reply.id == request_id and not reply.errno and keep:
+                    if reply.ready is not None:
+                        _readiness.apply(self, sid, reply.ready)
                     keep(reply)
                 return
         except BaseException:
@@ -201,7 +210,7 @@ class DatagramSocket:
         self._stack = datagram_stack()
         self._timeout = 0.0 if type & SOCK_NONBLOCK else _std.getdefaulttimeout()
         self._closed = False
-        self._fd = -1
+        self._mirror = None       # fileno()'s descriptor, made on the first call (_readiness.py)
         self._incarnation = None  # the udpd that holds it (known from its answers)
         self._state = None        # udpd's last word on it: [local, port, peer, peer port, locks, options]
         self._pending: list = []  # what a receive took after its caller was interrupted
@@ -247,6 +256,8 @@ class DatagramSocket:
         except OSError as exc:
             if exc.errno != errno.EEXIST:    # (another thread restored it first)
                 raise
+        if self._mirror is not None:         # the new udpd watches it for this process again
+            self._watch()
 
     def _blocking_call(self, op: str, *args, flags: int = 0, data=None, keep=None):
         wait = 0.0 if flags & MSG_DONTWAIT else self._timeout
@@ -335,6 +346,12 @@ class DatagramSocket:
 
     def _keep(self, reply) -> None:
         self._pending.append((reply.value, reply.payload[0] if reply.payload else b""))
+        self._hold_readable()
+
+    def _hold_readable(self) -> None:
+        """A datagram libsock holds (an interrupted receive's) keeps the descriptor readable."""
+        if self._mirror is not None:
+            self._mirror.hold(bool(self._pending))
 
     def _receive(self, bufsize: int, flags: int) -> tuple[bytes, tuple[str, int]]:
         if not isinstance(bufsize, int):
@@ -345,6 +362,7 @@ class DatagramSocket:
             (host, port, _length), data = self._pending[0]
             if not flags & MSG_PEEK:
                 self._pending.pop(0)
+                self._hold_readable()
             return data[:bufsize], (host, port)
         keep = None if flags & MSG_PEEK else self._keep
         (host, port, _length), data = self._blocking_call("recv", bufsize, bool(flags & MSG_PEEK),
@@ -399,20 +417,34 @@ class DatagramSocket:
         return _address_text(self._state[2]), self._state[3]
 
     def fileno(self) -> int:
-        """A real descriptor (/dev/null, always ready), as libsock's TCP sockets have; -1 once closed."""
+        """A real descriptor, readable while a datagram (or an error) waits and always writable,
+        for select, poll, epoll, selectors and asyncio, as libsock's TCP sockets have
+        (_readiness.py).  Made on the first call; -1 once closed, as in CPython."""
         if self._closed:
             return -1
-        if self._fd < 0:
-            self._fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        return self._fd
+        if self._mirror is None:
+            notifier = _readiness.notifier(self._stack, _readiness.DatagramNotifier)
+            self._mirror = notifier.watch(self._sid, self._incarnation or self._stack.incarnation())
+            self._watch()
+            self._hold_readable()
+        return self._mirror.fd
+
+    def _watch(self) -> None:
+        """udpd tells this process of the socket's readiness from now on; its answer carries
+        the socket's state, shown before this returns."""
+        notifier = _readiness.notifier(self._stack, _readiness.DatagramNotifier)
+        try:
+            self._stack.call("watch", self._sid, [notifier.identity], 0)
+            self._mirror.incarnation = self._stack.answered_by
+        except (OSError, _Restarted):
+            self._mirror.force(True, True)      # the next call will tell what is wrong (or restore)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._mirror is not None:
+            self._mirror.close()
         try:     # waits: the port is free once close() returns
             self._stack.call("close", self._sid, [], 0)
         except (OSError, _Restarted, zmq.ZMQError):

@@ -102,8 +102,10 @@ class Service:
         folder = self.run_dir / "incarnations"
         folder.mkdir(exist_ok=True)
         os.chmod(folder, 0o755)                # libsock reads them, as any user
-        with open(folder / self.name, "a") as record:
+        with open(folder / self.name, "a+") as record:
             record.write(f"{self.incarnation} {os.getpid()} {self.started:.3f}\n")
+            record.seek(0)
+            self.starts = sum(1 for _ in record)    # this one included: counts up across restarts
         os.chmod(folder / self.name, 0o644)
 
     def peer(self, service: str) -> zmq.Socket:

@@ -363,12 +363,18 @@ class DatagramCall(Message):
 
 @dataclass(frozen=True, slots=True)
 class DatagramReply(Message):
-    """udpd -> libsock: `[1, "udp_reply", id, errno, value, incarnation]` (+ a data frame for recv)."""
+    """udpd -> libsock: `[1, "udp_reply", id, errno, value, incarnation, ready]` (+ a data frame for recv).
+
+    `ready` is `[version, poll mask]` of the call's socket when the calling process watches it
+    (a "watch" call naming the process's readiness channel, as with tcpd's Reply), else None;
+    gains come unasked on that channel as `Readiness` messages.
+    """
     OP: ClassVar[str] = "udp_reply"
     id: int
     errno: int
     value: Any
     incarnation: str
+    ready: Any = None
 
 
 ALL_MESSAGES += (DatagramsReceived, DatagramsTransmit, PortUnreachable, IcmpErrorsReceived,

@@ -30,6 +30,10 @@ CALLS: dict[str, CallSpec] = {spec.op: spec for spec in (
     CallSpec("getsockopt", (_LEVEL, _OPTNAME), answers="int"),
     CallSpec("close", posted="may"),
     CallSpec("cancel", (Arg("call_id", (int,), 0, MAX_INT),), posted="only"),
+    # readiness (libsock/_readiness.py): the process's channel says hello (sid 0), then a socket
+    # whose fileno() is asked for is watched through it; the answer's `ready` is its first state
+    CallSpec("hello", answers="None"),
+    CallSpec("watch", (Arg("channel", (bytes,)),), answers="None, and `ready`"),
 )}
 
 

@@ -21,8 +21,8 @@ from proto.tcp.connection import TIMER_KINDS
 from proto.tcp.context import Context
 from proto.tcp.effects import Effects, TimerKey
 from proto.tcp.listener import listen_arrives
-from proto.tcp.sockets import (MSG_PEEK, POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, POLLRDHUP,
-                               SHUT_RD, SHUT_RDWR, SHUT_WR, SocketCalls, TcpError)
+from proto.poll import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLPRI, POLLRDHUP
+from proto.tcp.sockets import MSG_PEEK, SHUT_RD, SHUT_RDWR, SHUT_WR, SocketCalls, TcpError
 from proto.tcp.sockopt import (IPPROTO_IP, IPPROTO_TCP, SO_ERROR, SO_KEEPALIVE, SO_LINGER, SO_RCVBUF,
                                SO_REUSEADDR, SO_SNDBUF, SOL_SOCKET, TCP_KEEPCNT, TCP_KEEPIDLE,
                                TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, SocketOptions)

@@ -12,6 +12,7 @@ import errno
 import ipaddress
 
 from proto.ipc.messages import NAMED_SOCKET_IDS
+from proto.poll import POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, POLLRDHUP
 from proto.tcp import delack, seqnum, snd
 from proto.tcp.congestion import make as make_congestion_control
 from proto.tcp.connection import (SS_CONNECTED, SS_CONNECTING, SS_UNCONNECTED,
@@ -25,8 +26,6 @@ from proto.tcp.state import Recovery, State
 S = State
 MASK = seqnum.MASK
 LOOPBACK = "127.0.0.1"
-# poll bits (Linux values)
-POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL, POLLRDHUP = 0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x2000
 MSG_PEEK = 0x2
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
 

@@ -20,6 +20,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
+from proto.poll import POLLERR, POLLHUP, POLLIN, POLLOUT
 from proto.wire.ipv4 import addr_to_str
 from proto.wire.udp import MAX_PAYLOAD, UdpParseError, build_udp, parse_udp
 
@@ -283,6 +284,15 @@ class UdpEngine:
     def readable(self, sid: int) -> bool:
         sock = self.sockets.get(sid)
         return sock is None or bool(sock.queue) or bool(sock.error)
+
+    def poll_mask(self, sid: int) -> int:
+        """Linux's udp_poll (datagram_poll): POLLIN with a datagram queued, POLLERR with an error
+        pending, POLLOUT always (a send is handed to IP at once: no send queue fills); a socket
+        closed under its watcher shows everything, so its next call learns EBADF."""
+        sock = self.sockets.get(sid)
+        if sock is None:
+            return POLLIN | POLLOUT | POLLERR | POLLHUP
+        return POLLOUT | (POLLIN if sock.queue else 0) | (POLLERR if sock.error else 0)
 
     def setsockopt(self, sid: int, level: int, name: int, value: int) -> list:
         sock = self._get(sid)

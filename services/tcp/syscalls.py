@@ -19,7 +19,7 @@ from services.access import PRIVILEGED_PORTS, identity_pid
 from services.tcp.channels import GAP, NEXT, Channels
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
-from services.tcp.readiness import Readiness
+from services.readiness import Readiness
 from services.tcp.sleepers import ParkedCall, Sleepers
 
 # errors after which a blocked call is retried when its socket wakes

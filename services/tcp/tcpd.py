@@ -27,7 +27,7 @@ from services._shell import Service, log, main
 from services.tcp.channels import Channels
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
-from services.tcp.readiness import Readiness as ReadinessWatches
+from services.readiness import Readiness as ReadinessWatches
 from services.tcp.sleepers import Sleepers
 from services.tcp.store import TcpStore
 from services.tcp.syscalls import Syscalls

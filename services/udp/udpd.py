@@ -9,6 +9,13 @@ as udpd last returned it, and re-creates the socket in a new incarnation
 (a call on a socket udpd does not know answers ESTALE).  A socket whose every
 process has died is closed within OWNER_CHECK seconds, as the kernel closes a
 dead process's descriptors.
+
+A process that asks a socket for its fileno() watches its readiness as with
+tcpd (services/readiness.py, libsock/_readiness.py): each answer carries the
+socket's poll mask (Linux's udp_poll), and a datagram or an ICMP error that
+gives it a bit its watcher was not told of is told on the process's readiness
+channel.  Versions count from this incarnation's number, so what a new udpd
+tells is newer than anything the dead one did.
 """
 from __future__ import annotations
 
@@ -22,14 +29,15 @@ from proto.config import parse_port_range
 from proto.ipc.calls import CallError
 from proto.ipc.udp_calls import check
 from proto.ipc.messages import (DatagramCall, DatagramReply, DatagramsReceived, DatagramsTransmit,
-                                IcmpErrorsReceived, PortUnreachable)
+                                IcmpErrorsReceived, PortUnreachable, Readiness)
 from proto.udp.engine import UdpConfig, UdpEngine, UdpError
 from proto.wire.icmp import IcmpParseError, parse_quoted_datagram
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.udp import udp_ports
 from services._shell import Service, main
 from services.procs import parent_of, pid_alive
-from services.access import PRIVILEGED_PORTS
+from services.access import PRIVILEGED_PORTS, identity_pid
+from services.readiness import Readiness as ReadinessWatches
 
 OWNER_CHECK = 1.0
 
@@ -58,11 +66,13 @@ class Udpd(Service):
         self.parked: dict[int, list[Parked]] = {}
         self.deadlines: list[tuple[float, int, Parked]] = []       # heap of parked calls with a timeout
         self.owners: dict[int, set[int]] = {}                      # sid -> pids that used it
+        self.readiness = ReadinessWatches(epoch=self.starts)
         self.next_owner_check = time.monotonic() + OWNER_CHECK
         self.handlers.update(udp_rx=self.on_datagrams, udp_icmp=self.on_icmp_errors, udp_call=self.on_call)
         self.calls = {"socket": self._socket, "bind": self._bind, "connect": self._connect,
                       "sendto": self._sendto, "recv": self._recv, "setsockopt": self._setsockopt,
-                      "getsockopt": self._getsockopt, "close": self._close, "cancel": self._cancel}
+                      "getsockopt": self._getsockopt, "close": self._close, "cancel": self._cancel,
+                      "hello": self._hello, "watch": self._watch}
         self.counters.update(in_bytes=0, out_bytes=0, bad_calls=0)
         self.peer("ipd")
 
@@ -108,6 +118,9 @@ class Udpd(Service):
             if waiting:
                 for parked in waiting:
                     self._answer_recv(parked)
+        if effects.woken and self.readiness:
+            for channel, entries in self.readiness.gained(effects.woken, self.engine.poll_mask).items():
+                self.reply(channel, Readiness(entries))
 
     # -- from libsock -------------------------------------------------------------
 
@@ -119,7 +132,10 @@ class Udpd(Service):
             self._reply(identity, msg.id, exc.errno)
             return
         handler = self.calls[msg.op]
-        pid = _pid_of(identity)
+        if msg.op == "hello":                    # a readiness channel: no socket
+            handler(identity, msg)
+            return
+        pid = identity_pid(identity)
         owners = self.owners.get(msg.sid)
         if pid and owners is not None and pid not in owners and parent_of(pid) not in owners:
             self.count("ebadf_not_owner")        # another process's socket (tcpd's owners.py)
@@ -130,31 +146,36 @@ class Udpd(Service):
         try:
             handler(identity, msg)
         except UdpError as exc:
-            self._reply(identity, msg.id, exc.errno)
+            self._reply(identity, msg.id, exc.errno, sid=msg.sid)
         except (TypeError, ValueError, IndexError):     # malformed arguments: an errno, never a crash
             self.counters["bad_calls"] += 1
             self._reply(identity, msg.id, errno.EINVAL)
         self.flush()
 
-    def _reply(self, identity: bytes, request_id: int, code: int = 0, value=None, data=None) -> None:
-        if request_id:           # a posted call (id 0) is not answered
-            self.reply(identity, DatagramReply(request_id, code, value, self.incarnation,
+    def _reply(self, identity: bytes, request_id: int, code: int = 0, value=None, data=None,
+               sid: int | None = None) -> None:
+        """Answer a call (a posted one, id 0, is not answered); with the socket's readiness
+        when the caller watches `sid` (a recv that emptied the queue leaves it unreadable)."""
+        if request_id:
+            ready = None if sid is None else self.readiness.stamp(sid, identity_pid(identity),
+                                                                   self.engine.poll_mask)
+            self.reply(identity, DatagramReply(request_id, code, value, self.incarnation, ready,
                                                payload=(data,) if data is not None else ()))
 
     def _socket(self, identity: bytes, msg: DatagramCall) -> None:
         state = msg.args[0] if msg.args else None
-        self._reply(identity, msg.id, value=self.engine.open(msg.sid, state).state())
+        self._reply(identity, msg.id, value=self.engine.open(msg.sid, state).state(), sid=msg.sid)
 
     def _bind(self, identity: bytes, msg: DatagramCall) -> None:
         host, port = msg.args
         if isinstance(port, int) and 0 < port < PRIVILEGED_PORTS and self.caller.uid != 0:
             raise UdpError(errno.EACCES)           # as Linux's ip_unprivileged_port_start
-        self._reply(identity, msg.id, value=self.engine.bind(msg.sid, str_to_addr(host), port))
+        self._reply(identity, msg.id, value=self.engine.bind(msg.sid, str_to_addr(host), port), sid=msg.sid)
 
     def _connect(self, identity: bytes, msg: DatagramCall) -> None:
         host, port = msg.args
         addr = None if host is None else str_to_addr(host)
-        self._reply(identity, msg.id, value=self.engine.connect(msg.sid, addr, port))
+        self._reply(identity, msg.id, value=self.engine.connect(msg.sid, addr, port), sid=msg.sid)
 
     def _sendto(self, identity: bytes, msg: DatagramCall) -> None:
         host, port = msg.args
@@ -166,7 +187,7 @@ class Udpd(Service):
                 self.count("posted_send_errors")
             return
         sent, state = self.engine.sendto(msg.sid, addr, port, msg.payload[0])
-        self._reply(identity, msg.id, value=[sent, state])
+        self._reply(identity, msg.id, value=[sent, state], sid=msg.sid)
 
     def _recv(self, identity: bytes, msg: DatagramCall) -> None:
         bufsize, peek = msg.args
@@ -192,18 +213,19 @@ class Udpd(Service):
             if exc.errno == errno.EAGAIN and (parked.deadline is None or parked.deadline > time.monotonic()):
                 self.parked.setdefault(parked.sid, []).append(parked)      # someone else took it: sleep on
                 return
-            self._reply(parked.identity, parked.id, exc.errno)
+            self._reply(parked.identity, parked.id, exc.errno, sid=parked.sid)
             return
         parked.deadline = -1.0        # answered (its heap entry is stale)
-        self._reply(parked.identity, parked.id, value=[addr_to_str(src), src_port, length], data=data)
+        self._reply(parked.identity, parked.id, value=[addr_to_str(src), src_port, length], data=data,
+                    sid=parked.sid)
 
     def _setsockopt(self, identity: bytes, msg: DatagramCall) -> None:
         level, name, value = msg.args
-        self._reply(identity, msg.id, value=self.engine.setsockopt(msg.sid, level, name, value))
+        self._reply(identity, msg.id, value=self.engine.setsockopt(msg.sid, level, name, value), sid=msg.sid)
 
     def _getsockopt(self, identity: bytes, msg: DatagramCall) -> None:
         level, name = msg.args
-        self._reply(identity, msg.id, value=self.engine.getsockopt(msg.sid, level, name))
+        self._reply(identity, msg.id, value=self.engine.getsockopt(msg.sid, level, name), sid=msg.sid)
 
     def refuse(self, identity: bytes, msg, err: int) -> None:
         if isinstance(msg, DatagramCall) and isinstance(msg.id, int):
@@ -212,7 +234,25 @@ class Udpd(Service):
     def _close(self, identity: bytes, msg: DatagramCall) -> None:
         self.engine.close(msg.sid)
         self.owners.pop(msg.sid, None)
+        self.readiness.forget(msg.sid)
         self._reply(identity, msg.id)
+
+    def _hello(self, identity: bytes, msg: DatagramCall) -> None:
+        """A process's readiness channel announces itself: answered, so that it knows udpd can
+        reach it."""
+        self._reply(identity, msg.id)
+
+    def _watch(self, identity: bytes, msg: DatagramCall) -> None:
+        """The calling process watches the socket through the readiness channel in args."""
+        channel, = msg.args
+        pid = identity_pid(identity)
+        if pid is None or identity_pid(channel) != pid:         # its own readiness channel only
+            raise UdpError(errno.EINVAL)
+        if msg.sid not in self.engine.sockets:
+            raise UdpError(errno.ESTALE)
+        self.count("watches")
+        self.readiness.watch(msg.sid, pid, channel, 0)
+        self._reply(identity, msg.id, sid=msg.sid)
 
     def _cancel(self, identity: bytes, msg: DatagramCall) -> None:
         """A blocked receive whose caller was interrupted by a signal: ended with EINTR."""
@@ -221,7 +261,7 @@ class Udpd(Service):
             if parked.identity == identity and parked.id == request_id:
                 self.parked[msg.sid].remove(parked)
                 parked.deadline = -1.0
-                self._reply(identity, request_id, errno.EINTR)
+                self._reply(identity, request_id, errno.EINTR, sid=msg.sid)
                 return
 
     # -- time ---------------------------------------------------------------------
@@ -243,12 +283,13 @@ class Udpd(Service):
             if parked in waiting:
                 waiting.remove(parked)
             parked.deadline = -1.0
-            self._reply(parked.identity, parked.id, errno.EAGAIN)
+            self._reply(parked.identity, parked.id, errno.EAGAIN, sid=parked.sid)
         if now >= self.next_owner_check:
             self.next_owner_check = now + OWNER_CHECK
             dead = [sid for sid, pids in self.owners.items() if not any(map(pid_alive, pids))]
             for sid in dead:
                 self.engine.close(sid)
+                self.readiness.forget(sid)
                 del self.owners[sid]
             if dead:
                 self.count("closed_for_dead_owner", len(dead))
@@ -261,14 +302,6 @@ class Udpd(Service):
 
     def control_ss(self) -> list:
         return self.engine.listing()
-
-
-def _pid_of(identity: bytes) -> int:
-    """libsock names its channel p<pid>.<random>."""
-    try:
-        return int(identity[1:].split(b".", 1)[0]) if identity[:1] == b"p" else 0
-    except ValueError:
-        return 0
 
 
 if __name__ == "__main__":

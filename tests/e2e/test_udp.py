@@ -273,9 +273,16 @@ def test_a_full_receive_buffer_drops_and_counts(shared_stack):
 
 def test_udpd_killed_during_a_stream_the_socket_receives_again(stack):
     """UDP promises nothing for datagrams in flight; the bound socket must stay bound and
-    receive again within a second of the kill (libsock re-creates it in the new udpd)."""
+    receive again within a second of the kill (libsock re-creates it in the new udpd).  A
+    socket a selector waits on, with no call made on it, wakes and receives too."""
+    import selectors
     record = Path(stack.run_dir) / "incarnations" / "udpd"
-    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock:
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock, \
+            libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as waiting, selectors.DefaultSelector() as selector:
+        waiting.bind(("0.0.0.0", 7005))
+        waiting.setblocking(False)
+        selector.register(waiting, selectors.EVENT_READ)
+        assert not selector.select(0)
         sock.bind(("0.0.0.0", 7003))
         sock.settimeout(10)
         sender = KernelProcess(stack.netns, _stream, stack.addr, 7003)
@@ -292,8 +299,22 @@ def test_udpd_killed_during_a_stream_the_socket_receives_again(stack):
             assert took < 1.0, took
             assert sock.getsockname() == ("0.0.0.0", 7003)
             assert len(record.read_text().splitlines()) == 2
+            second = KernelProcess(stack.netns, _stream, stack.addr, 7005)
+            try:      # woken (by libsock, on the new incarnation), it calls: restored, watched again
+                received = wait_for(lambda: selector.select(1) and _try_recv(waiting), 10, 0,
+                                    "the waiting socket to receive through the new udpd")
+                assert len(received) == 4 and waiting.getsockname() == ("0.0.0.0", 7005)
+            finally:
+                second.kill()
         finally:
             sender.kill()
+
+
+def _try_recv(sock) -> bytes | None:
+    try:
+        return sock.recv(100)
+    except BlockingIOError:
+        return None
 
 
 def _stream(stack_addr: str, port: int) -> None:
@@ -322,3 +343,115 @@ def test_a_dead_processs_socket_is_closed_and_its_port_freed(shared_stack):
                 assert exc.errno == errno.EADDRINUSE
                 return False
         wait_for(bind, 3, 0.05, "udpd to close the dead process's socket")
+
+
+# ---- readiness: fileno() for selectors and asyncio ------------------------------------------------
+
+def _send_datagrams(stack_addr: str, port: int, count: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+        for n in range(count):
+            out.sendto(b"d%d" % n, (stack_addr, port))
+
+
+def test_a_selector_sees_a_udp_socket_readable_only_while_a_datagram_waits(shared_stack):
+    """fileno() is a real descriptor: writable always, readable from a datagram's arrival until
+    the last queued one is taken, and readable for a pending ICMP error (select's read set has
+    POLLERR), which the next call reports."""
+    import selectors
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock, selectors.DefaultSelector() as selector:
+        sock.bind(("0.0.0.0", 7006))
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        read, write = selectors.EVENT_READ, selectors.EVENT_WRITE
+        events = lambda: sum(mask for _, mask in selector.select(0))
+        readable = selectors.DefaultSelector()          # to wait for readability alone
+        readable.register(sock, read)
+        assert events() == write
+        KernelProcess(shared_stack.netns, _send_datagrams, shared_stack.addr, 7006, 3).result(10)
+        assert readable.select(5) and events() == read | write
+        got = set()
+        while len(got) < 3:                     # all three queued: readable until the last is taken
+            assert events() & read, got
+            got.add(sock.recv(100))
+        assert got == {b"d0", b"d1", b"d2"}
+        assert events() == write
+        with pytest.raises(BlockingIOError):
+            sock.recv(100)
+        sock.connect((HOST, 7007))              # nobody holds it: port unreachable comes back
+        sock.send(b"anyone?")
+        assert readable.select(5) and events() == read | write
+        with pytest.raises(ConnectionRefusedError):
+            sock.recv(100)
+        assert events() == write
+        readable.close()
+    assert sock.fileno() == -1
+
+
+ASYNCIO_DATAGRAMS = """
+import asyncio, socket, sys
+assert socket.__name__ == "libsock"
+port, echo_port, closed_port = map(int, sys.argv[1:4])
+class Upper(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.stopped = asyncio.get_running_loop().create_future()
+    def connection_made(self, transport):
+        self.transport = transport
+    def datagram_received(self, data, addr):
+        if data == b"STOP":
+            self.stopped.set_result(addr)
+        else:
+            self.transport.sendto(data.upper(), addr)
+class Client(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.got = asyncio.Queue()
+    def datagram_received(self, data, addr):
+        self.got.put_nowait((data, addr))
+    def error_received(self, exc):
+        self.got.put_nowait((exc, None))
+async def main():
+    loop = asyncio.get_running_loop()
+    server, upper = await loop.create_datagram_endpoint(Upper, local_addr=("0.0.0.0", port))
+    print("listening", flush=True)
+    client, to_echo = await loop.create_datagram_endpoint(Client, remote_addr=("198.18.0.1", echo_port))
+    for i in range(300):
+        client.sendto(b"n%d" % i * (1 + i % 7))
+        assert await asyncio.wait_for(to_echo.got.get(), 5) == (b"n%d" % i * (1 + i % 7), ("198.18.0.1", echo_port))
+    client.sendto(b"STOP")
+    refused, to_nobody = await loop.create_datagram_endpoint(Client, remote_addr=("198.18.0.1", closed_port))
+    refused.sendto(b"anyone?")
+    error, _ = await asyncio.wait_for(to_nobody.got.get(), 5)
+    assert isinstance(error, ConnectionRefusedError), error
+    await asyncio.wait_for(upper.stopped, 60)
+    print("done", flush=True)
+asyncio.run(main())
+"""
+
+
+def _upper_clients(stack_addr: str, port: int, count: int) -> int:
+    """Kernel-side: `count` datagrams to the asyncio server, each answered upper-cased."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        for i in range(count):
+            message = b"k%d." % i * (1 + i % 11)
+            sock.sendto(message, (stack_addr, port))
+            assert sock.recvfrom(65535) == (message.upper(), (stack_addr, port)), i
+        sock.sendto(b"STOP", (stack_addr, port))
+    return count
+
+
+def test_asyncio_datagram_endpoints_on_libsock(shared_stack, tmp_path):
+    """An unchanged asyncio program under `netstack run`: a create_datagram_endpoint server that
+    kernel clients use, a client endpoint talking to a kernel echo server, and error_received
+    with ConnectionRefusedError for a port nobody holds."""
+    from tests.e2e.test_evloop import _program, _start, _stop
+    echo = KernelProcess(shared_stack.netns, kernel_echo, 7008)
+    program = _start(shared_stack, sys.executable, _program(tmp_path, "datagrams.py", ASYNCIO_DATAGRAMS),
+                     "7009", "7008", "7010")
+    try:
+        assert KernelProcess(shared_stack.netns, _upper_clients, shared_stack.addr, 7009, 300).result(60) == 300
+        assert program.stdout.readline().strip() == "done", program.stderr.read()
+        assert program.wait(10) == 0
+        assert echo.result(10) == 300
+    finally:
+        _stop(program)
+        echo.kill()

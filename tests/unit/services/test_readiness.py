@@ -1,11 +1,11 @@
-"""tcpd's readiness bookkeeping (services/tcp/readiness.py) and libsock's mirror descriptor
+"""tcpd's readiness bookkeeping (services/readiness.py) and libsock's mirror descriptor
 (libsock/_readiness.py): what is told, when, and what the descriptor then shows."""
 from __future__ import annotations
 
 import select
 
 from libsock._readiness import Mirror
-from services.tcp.readiness import POLLERR, POLLHUP, POLLIN, POLLOUT, Readiness
+from services.readiness import POLLERR, POLLHUP, POLLIN, POLLOUT, Readiness
 
 masks: dict[int, int] = {}
 
@@ -152,7 +152,7 @@ def test_a_gain_that_comes_before_the_socket_is_watched_here_is_kept_for_it():
     accept answer's older state does not undo it."""
     n = _notifier_without_a_channel()
     n.deliver([[7, 2, POLLIN | POLLOUT]])                    # the gain, first
-    m = n.watch(["inc", 7])                                  # then the accept's answer...
+    m = n.watch(7, "inc")                                  # then the accept's answer...
     try:
         m.apply(1, POLLOUT)                                  # ...with the state before the data
         assert _shown(m.fd) == (True, True)

@@ -290,3 +290,31 @@ def test_a_posted_send_leaves_the_pending_error_for_the_next_call():
     e.icmp_error_in(3, 3, US, PEER, e.sockets[1].local_port, 9)
     e.sendto(1, None, 0, b"posted", posted=True)          # nobody waits for its answer
     expect(errno.ECONNREFUSED, e.recv, 1, 10)
+
+
+# ---- readiness ----------------------------------------------------------------------------------
+
+def test_the_poll_mask_is_udp_polls():
+    """Always writable; readable while a datagram waits, until the last one is taken; an ICMP
+    error pending shows POLLERR (select: readable) until a call reports it; a closed socket shows
+    everything (its watcher's next call learns EBADF)."""
+    from proto.poll import POLLERR, POLLHUP, POLLIN, POLLOUT
+    e = engine()
+    port = e.bind(sock(e, 1), ANY, 0)[1]
+    assert e.poll_mask(1) == POLLOUT
+    arrive(e, b"a", port)
+    arrive(e, b"b", port)
+    assert e.take_effects().woken == {1}
+    assert e.poll_mask(1) == POLLOUT | POLLIN
+    e.recv(1, 10)
+    assert e.poll_mask(1) == POLLOUT | POLLIN
+    e.recv(1, 10, peek=True)
+    e.recv(1, 10)
+    assert e.poll_mask(1) == POLLOUT
+    e.connect(1, PEER, 9)
+    e.icmp_error_in(3, 3, US, PEER, port, 9)
+    assert e.take_effects().woken == {1} and e.poll_mask(1) == POLLOUT | POLLERR
+    expect(errno.ECONNREFUSED, e.recv, 1, 10)
+    assert e.poll_mask(1) == POLLOUT
+    e.close(1)
+    assert e.poll_mask(1) == POLLIN | POLLOUT | POLLERR | POLLHUP

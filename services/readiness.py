@@ -2,8 +2,8 @@
 
 A program that asks a libsock socket for its fileno() gets a real descriptor that
 libsock keeps readable and writable as the socket is (libsock/_readiness.py).  For
-that, tcpd tells the process the socket's poll mask (Linux's tcp_poll, computed by
-the engine):
+that, the service holding the socket (tcpd, udpd) tells the process the socket's
+poll mask (Linux's tcp_poll or udp_poll, computed by the engine):
 
 - once when the process starts watching (a posted "watch" naming its readiness
   channel), on that channel;
@@ -19,14 +19,15 @@ Each (socket, process) pair stamps what it tells with a version that counts up;
 libsock applies a mask only if it is newer than the one it holds, so a Reply and
 a notification that cross on different channels never leave a stale state.
 
-Pure bookkeeping: tcpd's shell computes masks, sends, and knows the pids.
+Pure bookkeeping: the service's shell computes masks, sends, and knows the pids.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 # the bits a watcher's descriptor shows (select's read set: IN|HUP|ERR; write set: OUT|ERR)
-POLLIN, POLLOUT, POLLERR, POLLHUP, POLLRDHUP = 0x1, 0x4, 0x8, 0x10, 0x2000
+from proto.poll import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP
+
 SHOWN = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP
 
 
