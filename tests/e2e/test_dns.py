@@ -2,7 +2,6 @@
 started with its own configuration file and stopped after; libsock resolves through it."""
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -12,7 +11,7 @@ import time
 import pytest
 
 import libsock
-from tests.e2e.conftest import running_stack, wait_for
+from tests.e2e.conftest import NETSTACK, running_stack, wait_for
 from tests.e2e.netns import KernelProcess, popen
 
 HOST = "198.18.0.1"
@@ -84,20 +83,21 @@ def test_nxdomain_is_eai_noname_at_once(dnsmasq, dns_stack):
 
 
 def test_requests_reaches_a_server_by_name(dnsmasq, dns_stack, tmp_path):
-    """requests, with libsock standing in for socket (as `netstack run` will do), fetches
-    http://web.test:8000/ from a kernel-side http.server."""
+    """requests, unchanged, under `netstack run` (libsock stands in for socket), fetches
+    http://web.test:8000/ from a kernel-side http.server: the name resolves through dnsmasq
+    over the stack's UDP."""
     (tmp_path / "hello.txt").write_text("hello from the kernel's side\n")
     server = popen(dns_stack.netns, sys.executable, "-m", "http.server", "--bind", HOST, "8000",
                    "--directory", str(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        program = ("import sys, libsock; sys.modules['socket'] = libsock; import requests; "
+        program = ("import socket, requests; assert socket.__name__ == 'libsock'; "
                    "print(requests.get('http://web.test:8000/hello.txt', timeout=5).text, end='')")
         def fetch():
-            result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30,
-                                    env={**os.environ, "NETSTACK_RUN": dns_stack.run_dir})
+            result = subprocess.run([NETSTACK, "run", "--name", dns_stack.name, "--", sys.executable, "-c", program],
+                                    capture_output=True, text=True, timeout=30)
             fetch.last = result.stderr[-2000:]
             return result.stdout if result.returncode == 0 else None
-        try:
+        try:      # (until http.server listens)
             assert wait_for(fetch, 20, 0.2, "requests to fetch by name") == "hello from the kernel's side\n"
         except AssertionError:
             raise AssertionError(fetch.last) from None
