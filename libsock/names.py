@@ -15,9 +15,9 @@ EAI_NODATA; every server silent, refusing or failing -> EAI_AGAIN.
 
 dnspython (pure Python, maintained) builds and parses the messages: name
 compression, CNAME chains, TTLs and the SOA of a negative answer are its
-work.  Its own transport is not used: it waits for readiness on fileno(),
-which for a libsock socket is always ready, so it would spin; queries go over
-libsock's blocking sockets with their timeouts instead.  The resolver core
+work.  Its own transport is not used: it waits for readiness on fileno() and
+then calls (two crossings to udpd per answer); libsock's blocking recv with a
+timeout sleeps in udpd until the answer comes (one), so queries go over it.  The resolver core
 takes its transports and clock as arguments (unit tests use fakes).
 """
 from __future__ import annotations
