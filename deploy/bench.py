@@ -41,6 +41,9 @@ MiB = 1 << 20
 # took each other's namespaces and instance down ("tcpd restarted", connects that timed out)
 RUN_TAG = f"bench{os.getpid() % 100000}"
 PORT = 9000
+# what `--workloads` chooses among: TCP (bulk, request/response, asyncio, HTTP, loss, connection
+# rates), UDP (datagram rates, request/response), scale (concurrent connections and idle CPU)
+WORKLOADS = ("tcp", "udp", "scale")
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -360,8 +363,8 @@ class Target:
         """(the side under test, the kernel peer)."""
         raise NotImplementedError
 
-    def measure(self, quick: bool, trials: int) -> dict:
-        return measure(self, quick, trials)
+    def measure(self, quick: bool, trials: int, workloads: frozenset = frozenset(WORKLOADS)) -> dict:
+        return measure(self, quick, trials, workloads)
 
     def close(self) -> None:
         pass
@@ -621,7 +624,7 @@ class ZmqChain(Target):
             ready.wait(10)
             self.procs.append(proc)
 
-    def measure(self, quick: bool, trials: int) -> dict:
+    def measure(self, quick: bool, trials: int, workloads: frozenset = frozenset(WORKLOADS)) -> dict:
         latencies = []
 
         def rr():
@@ -660,7 +663,7 @@ def _trials(n: int, fn) -> dict:
     return _spread([fn() for _ in range(n)])
 
 
-def measure(target: Target, quick: bool, trials: int) -> dict:
+def measure(target: Target, quick: bool, trials: int, workloads: frozenset = frozenset(WORKLOADS)) -> dict:
     ours, peer = target.sides()
     bulk_size = 16 * MiB if quick else 256 * MiB
     port = [PORT]
@@ -742,6 +745,8 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
         _finish(srv)
         return first
 
+    if "tcp" not in workloads:
+        return measure_udp(ours, peer, quick, trials, next_port) if "udp" in workloads else {}
     result = {
         "bulk_in_MBps": _trials(trials, lambda: bulk(peer, ours)),       # kernel -> the side under test
         "bulk_out_MBps": _trials(trials, lambda: bulk(ours, peer)),      # the side under test -> kernel
@@ -765,7 +770,8 @@ def measure(target: Target, quick: bool, trials: int) -> dict:
     result["conn_rate_first_per_s"] = _trials(trials, rate)
     result["conn_rate_last_per_s"] = _spread(rates_last)
     result["asyncio_server_conn_per_s"] = _trials(trials, async_accept_rate)
-    result.update(measure_udp(ours, peer, quick, trials, next_port))
+    if "udp" in workloads:
+        result.update(measure_udp(ours, peer, quick, trials, next_port))
     return result
 
 
@@ -877,12 +883,17 @@ def measure_scale(target: "Netstack", quick: bool) -> dict:
 
 
 def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targets: str = "all",
-              trials: int | None = None) -> int:
+              trials: int | None = None, workloads: str = "all") -> int:
     trials = trials or (1 if quick else 3)
     names = list(TARGETS) if targets == "all" else targets.split(",")
     unknown = [name for name in names if name not in TARGETS]
     if unknown:
         print(f"netstack bench: no target {', '.join(unknown)} (targets: {', '.join(TARGETS)})", file=sys.stderr)
+        return 2
+    chosen = frozenset(WORKLOADS if workloads == "all" else workloads.split(","))
+    if chosen - set(WORKLOADS):
+        print(f"netstack bench: no workload {', '.join(sorted(chosen - set(WORKLOADS)))} "
+              f"(workloads: {', '.join(WORKLOADS)})", file=sys.stderr)
         return 2
     results = {"mtu": mtu, "quick": quick, "trials": trials, "targets": {}}
     for name in names:
@@ -890,8 +901,8 @@ def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targe
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
         target = TARGETS[name](mtu)
         try:
-            results["targets"][name] = target.measure(quick, trials)
-            if name == "netstack":
+            results["targets"][name] = target.measure(quick, trials, chosen)
+            if name == "netstack" and "scale" in chosen:
                 # a fresh instance: the connection-rate runs leave thousands of TIME_WAITs
                 # whose 2MSL timers would be counted as idle CPU
                 target.close()

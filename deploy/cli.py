@@ -130,7 +130,8 @@ def cmd_demo(args) -> int:
 
 def cmd_bench(args) -> int:
     from deploy.bench import run_bench
-    return run_bench(quick=args.quick, as_json=args.json, mtu=args.mtu, targets=args.targets, trials=args.trials)
+    return run_bench(quick=args.quick, as_json=args.json, mtu=args.mtu, targets=args.targets, trials=args.trials,
+                     workloads=args.workloads)
 
 
 def cmd_pcap(args) -> int:
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mtu", type=int, default=1500)
     p.add_argument("--targets", default="all", help="comma-separated, of netstack,netstack-tso,veth,tun-relay,zmq-chain (default: all)")
     p.add_argument("--trials", type=int, help="trials per figure (default 3, or 1 with --quick)")
+    p.add_argument("--workloads", default="all", help="comma-separated, of tcp,udp,scale (default: all)")
     p = command("pcap", cmd_pcap, "write what crosses the device to a pcap file (tcpdump, Wireshark)")
     p.add_argument("file", help="the pcap file to write")
     p.add_argument("--count", type=int, help="stop after N packets")
