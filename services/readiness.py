@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 # the bits a watcher's descriptor shows (select's read set: IN|HUP|ERR; write set: OUT|ERR)
 from proto.poll import POLLERR, POLLHUP, POLLIN, POLLOUT, POLLRDHUP
+from services.access import identity_pid
 
 SHOWN = POLLIN | POLLOUT | POLLERR | POLLHUP | POLLRDHUP
 
@@ -50,6 +51,14 @@ class Readiness:
 
     def __len__(self) -> int:
         return len(self._watches)
+
+    def watch_call(self, sid: int, pid: int | None, channel: bytes) -> bool:
+        """A `watch` call of process `pid`: registered if `channel` is that process's own
+        readiness channel (libsock names it n<pid>.<random>), else False (EINVAL)."""
+        if pid is None or identity_pid(channel) != pid:
+            return False
+        self.watch(sid, pid, channel, 0)
+        return True
 
     def watch(self, sid: int, pid: int, channel: bytes, mask: int) -> list:
         """Process `pid` watches `sid` through `channel`: the entry to send it now."""

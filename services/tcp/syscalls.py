@@ -15,7 +15,7 @@ from typing import Callable
 from proto.ipc.calls import CALLS, CallError, check_args, check_header
 from proto.ipc.messages import Call, Reply
 from proto.tcp.engine import POLLERR, POLLHUP, POLLOUT, SO_ERROR, SOL_SOCKET, TcpEngine, TcpError
-from services.access import PRIVILEGED_PORTS, identity_pid
+from services.access import PRIVILEGED_PORTS
 from services.tcp.channels import GAP, NEXT, Channels
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
@@ -367,13 +367,11 @@ class Syscalls:
         args (readiness.py); the answer's `ready` gives the first state, later gains go to
         the channel."""
         channel, = parked.call.args
-        pid = self.owners.pid_of(parked.identity)
-        if pid is None or identity_pid(channel) != pid:      # its own readiness channel only
-            raise TcpError(errno.EINVAL)
         if parked.sid not in self.engine.conns:
             raise TcpError(errno.EBADF)
+        if not self.readiness.watch_call(parked.sid, self.owners.pid_of(parked.identity), channel):
+            raise TcpError(errno.EINVAL)
         self.count("watches")
-        self.readiness.watch(parked.sid, pid, channel, 0)
         return (None,)
 
     def call_probe(self, now: float, parked: ParkedCall):

@@ -245,13 +245,11 @@ class Udpd(Service):
     def _watch(self, identity: bytes, msg: DatagramCall) -> None:
         """The calling process watches the socket through the readiness channel in args."""
         channel, = msg.args
-        pid = identity_pid(identity)
-        if pid is None or identity_pid(channel) != pid:         # its own readiness channel only
-            raise UdpError(errno.EINVAL)
         if msg.sid not in self.engine.sockets:
             raise UdpError(errno.ESTALE)
+        if not self.readiness.watch_call(msg.sid, identity_pid(identity), channel):
+            raise UdpError(errno.EINVAL)
         self.count("watches")
-        self.readiness.watch(msg.sid, pid, channel, 0)
         self._reply(identity, msg.id, sid=msg.sid)
 
     def _cancel(self, identity: bytes, msg: DatagramCall) -> None:
