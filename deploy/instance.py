@@ -57,7 +57,7 @@ class Instance:
             raise InstanceError(f"instance {name!r} is not running ({RUN_ROOT / name} does not exist)") from None
 
     def save(self) -> None:
-        (self.run_dir / "instance.json").write_text(json.dumps(asdict(self)))
+        _root_only(self.run_dir / "instance.json", json.dumps(asdict(self)))
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -69,6 +69,22 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def netns_exists(netns: str) -> bool:
     return Path("/run/netns", netns).exists()
+
+
+def _root_only(path: Path, text: str) -> None:
+    """Write a file of the run directory only root may read."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with open(fd, "w") as f:
+        f.write(text)
+
+
+def running_run_dir(name: str) -> Path:
+    """An instance's run directory, for any user (instance.json is root's): `netstack run`."""
+    run_dir = RUN_ROOT / name
+    if not run_dir.is_dir():
+        raise InstanceError(f"instance {name!r} is not running ({run_dir} does not exist)")
+    return run_dir
 
 
 def supervisord_pid(run_dir: Path) -> int | None:
@@ -149,13 +165,19 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
         if supervisord_pid(run_dir):
             raise InstanceError(f"instance {name!r} is already running (netstack down --name {name} stops it)")
         shutil.rmtree(run_dir)          # left by a crash: start afresh
-    # any user may pass through (not list) the run directory: libsock reads incarnations/,
-    # supervisord.pid, config.json (DNS), access and reaches public/ (access.py); the rest is root's
+    # any user may pass through (not list) the run directory to public/, whose mode follows the
+    # access rule (access.py): the call endpoints and what libsock reads (incarnations/,
+    # supervisord.pid, tcpd.lineage, dns.json); everything else is root's alone.  The old paths
+    # of incarnations/ and supervisord.pid are links into public/.
     run_dir.mkdir(parents=True, mode=0o700)
     os.chmod(run_dir, 0o711)
     (run_dir / "logs").mkdir(mode=0o700)
-    (run_dir / "access").write_text(access_rule + "\n")
-    access.make_public_dir(run_dir, gate)
+    _root_only(run_dir / "access", access_rule + "\n")
+    public = access.make_public_dir(run_dir, gate)
+    (public / "incarnations").mkdir(mode=0o755)
+    os.chmod(public / "incarnations", 0o755)
+    (run_dir / "incarnations").symlink_to(f"{access.PUBLIC_DIR}/incarnations")
+    (run_dir / "supervisord.pid").symlink_to(f"{access.PUBLIC_DIR}/supervisord.pid")
     try:
         if not netns_exists(instance.netns):
             _ip("netns", "add", instance.netns)
@@ -174,7 +196,9 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
         _ip("-n", instance.netns, "link", "set", dev, "mtu", str(mtu), "txqueuelen", str(TX_QUEUE_LEN), "up")
         config["instance"] = {"name": name, "dev": dev, "addr": address, "mtu": mtu, "netns": instance.netns,
                               "offload": instance.offload, "prefix": prefix, "access": access_rule}
-        (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+        _root_only(run_dir / "config.json", json.dumps(config, indent=1))
+        (public / "dns.json").write_text(json.dumps(config.get("dns", {})))     # libsock's resolver
+        os.chmod(public / "dns.json", 0o644)
         common = "\n".join([
             "autostart=true", "autorestart=true", "startsecs=0", "startretries=1000000",
             "stopsignal=TERM", "stopwaitsecs=3", "redirect_stderr=true",
@@ -191,8 +215,7 @@ def up(name: str, netns: str | None, dev: str, addr: str, host_addr: str, mtu: i
         if started.returncode != 0:
             raise InstanceError(f"supervisord failed to start: {started.stderr.strip() or started.stdout.strip()}")
         wait_until_serving(run_dir, UP_TIMEOUT)
-        for public in ("supervisord.pid", "config.json", "instance.json", "access"):
-            os.chmod(run_dir / public, 0o644)       # (supervisord runs with umask 077)
+        os.chmod(public / "supervisord.pid", 0o644)      # (supervisord runs with umask 077)
     except BaseException:
         down(name, quiet=True)
         raise

@@ -42,7 +42,7 @@ def run(name: str, argv: list[str]) -> int:
         argv = argv[1:]
     if not argv:
         raise inst.InstanceError("run: no program given (netstack run [--name N] -- PROGRAM [ARGS...])")
-    run_dir = inst.Instance.load(name).run_dir
+    run_dir = inst.running_run_dir(name)
     if not tcpd_alive(run_dir):
         raise inst.InstanceError(f"instance {name!r} has no tcpd running (netstack status --name {name})")
     program = shutil.which(argv[0])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import grp
 import json
 import multiprocessing.util
 from collections import deque
@@ -61,13 +62,26 @@ def public_endpoint(run_dir: Path, service: str) -> bool:
     except PermissionError:
         allowed = False
     if not allowed:
-        try:
-            rule = (run_dir / "access").read_text().strip()
-        except OSError:
-            rule = "root"               # an instance of before --access: its directory is root's
         raise PermissionError(errno.EACCES, f"netstack instance at {run_dir} refuses uid {os.getuid()} "
-                                            f"(--access {rule})")
+                                            f"(--access {_access_rule(run_dir)})")
     return True
+
+
+def _access_rule(run_dir: Path) -> str:
+    """The instance's --access rule as the public directory's mode and group show it to anyone
+    (services/access.py: 0755 all, 0750 group, 0700 root); RUN/access is root's."""
+    try:
+        found = os.stat(run_dir / "public")
+    except OSError:
+        return "root"
+    if found.st_mode & 0o007:
+        return "all"
+    if found.st_mode & 0o070:
+        try:
+            return f"group:{grp.getgrgid(found.st_gid).gr_name}"
+        except KeyError:
+            return f"group:{found.st_gid}"
+    return "root"
 
 
 class Stack:
@@ -89,7 +103,7 @@ class Stack:
     def _read_tcpd(self) -> tuple[str, int] | None:
         """tcpd's newest incarnation and pid, if it is alive."""
         try:
-            with open(self.run_dir / "incarnations" / "tcpd", "rb") as record:
+            with open(self.run_dir / "public" / "incarnations" / "tcpd", "rb") as record:
                 record.seek(0, os.SEEK_END)
                 record.seek(max(0, record.tell() - 200))
                 last = record.read().split(b"\n")[-2].split()
@@ -110,7 +124,7 @@ class Stack:
     def _supervised(self) -> bool:
         """Is the instance's supervisord alive (so a missing tcpd is one being restarted)?"""
         try:
-            pid = int((self.run_dir / "supervisord.pid").read_text())
+            pid = int((self.run_dir / "public" / "supervisord.pid").read_text())
             os.kill(pid, 0)
         except PermissionError:
             return True                 # alive, root's (this process is not)
@@ -123,8 +137,11 @@ class Stack:
         supervisord (the instance is down, or its directory a leftover), ENETDOWN at once."""
         deadline = time.monotonic() + patience
         while True:
+            # (the endpoint first: a caller the access rule refuses cannot read incarnations/
+            # either, and must hear EACCES, not that no tcpd runs)
+            reachable = public_endpoint(self.run_dir, "tcpd")
             tcpd = self._read_tcpd()
-            if tcpd is not None and public_endpoint(self.run_dir, "tcpd"):
+            if tcpd is not None and reachable:
                 return tcpd
             if time.monotonic() >= deadline or not self._supervised():
                 raise self.down_error()
@@ -294,7 +311,7 @@ class Stack:
         """The newest tcpd's incarnation and the incarnations whose sockets it holds (it writes
         this once it has recovered them from its store)."""
         try:
-            record = json.loads((self.run_dir / "tcpd.lineage").read_text())
+            record = json.loads((self.run_dir / "public" / "tcpd.lineage").read_text())
             return record["incarnation"], set(record["holds"])
         except (OSError, ValueError, KeyError, TypeError):
             return None

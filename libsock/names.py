@@ -308,8 +308,8 @@ def resolver() -> DnsResolver:
         found = _resolvers.get(run_dir)
         if found is None:
             try:
-                with open(os.path.join(run_dir, "config.json")) as config:
-                    dns = json.load(config).get("dns", {})
+                with open(os.path.join(run_dir, "public", "dns.json")) as config:    # (netstack up)
+                    dns = json.load(config)
             except (OSError, ValueError):
                 dns = {}
             found = _resolvers[run_dir] = DnsResolver(DnsConfig.from_mapping(dns), udp_over_stack, tcp_over_stack)

@@ -67,7 +67,7 @@ class DatagramStack:
     def incarnation(self) -> str | None:
         """udpd's newest incarnation, if it is alive."""
         try:
-            with open(self.run_dir / "incarnations" / "udpd", "rb") as record:
+            with open(self.run_dir / "public" / "incarnations" / "udpd", "rb") as record:
                 record.seek(0, os.SEEK_END)
                 record.seek(max(0, record.tell() - 200))
                 last = record.read().split(b"\n")[-2].split()
@@ -83,8 +83,9 @@ class DatagramStack:
         deadline = time.monotonic() + patience
         stack = _rpc.stack()
         while True:
+            reachable = _rpc.public_endpoint(self.run_dir, "udpd")      # (EACCES first: _rpc's wait)
             incarnation = self.incarnation()
-            if incarnation is not None and _rpc.public_endpoint(self.run_dir, "udpd"):
+            if incarnation is not None and reachable:
                 return incarnation
             if time.monotonic() >= deadline or not stack._supervised():
                 raise stack.down_error()

@@ -99,9 +99,9 @@ class Service:
 
     def _record_incarnation(self) -> None:
         """Append this start to RUN/incarnations/<name>: `netstack status` counts restarts from it."""
-        folder = self.run_dir / "incarnations"
-        folder.mkdir(exist_ok=True)
-        os.chmod(folder, 0o755)                # libsock reads them, as any user
+        folder = self.run_dir / access.PUBLIC_DIR / "incarnations"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o755)                # libsock reads them, as the access rule lets it
         with open(folder / self.name, "a+") as record:
             record.write(f"{self.incarnation} {os.getpid()} {self.started:.3f}\n")
             record.seek(0)

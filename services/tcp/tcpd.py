@@ -24,6 +24,7 @@ from proto.tcp.engine import TcpEngine
 from proto.wire.ipv4 import addr_to_str, str_to_addr
 from proto.wire.tcp import TcpParseError, build_tcp, parse_tcp
 from services._shell import Service, log, main
+from services.access import PUBLIC_DIR
 from services.tcp.channels import Channels
 from services.tcp.fences import Fences
 from services.tcp.owners import Owners
@@ -65,9 +66,10 @@ class Tcpd(Service, Syscalls):
         if self.store is not None:
             self._recover(TcpConfig.from_mapping(tcp), instance["addr"])
         # libsock reads here whether this tcpd holds the sockets of the one before
-        tmp = self.run_dir / "tcpd.lineage.new"
+        tmp = self.run_dir / PUBLIC_DIR / "tcpd.lineage.new"
         tmp.write_text(json.dumps({"incarnation": self.incarnation, "holds": sorted(self.lineage)}))
-        os.replace(tmp, self.run_dir / "tcpd.lineage")
+        os.chmod(tmp, 0o644)            # (the public directory's mode is the access rule)
+        os.replace(tmp, self.run_dir / PUBLIC_DIR / "tcpd.lineage")
         self.sleepers = Sleepers()
         self.socket_limit = self.config.get("limits", {}).get("sockets_per_process", 1024)
         self.trace = TraceRing()        # for netstack trace: transitions, and segments while leased

@@ -21,6 +21,7 @@ import pytest
 
 import libsock
 from tests.e2e import netns as ns
+from tests.e2e import peers
 from tests.e2e.conftest import running_stack, wait_for
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -68,6 +69,8 @@ for name in ("tcpd", "udpd", "ipd", "nicd", "timerd"):
     with kernel.socket(kernel.AF_UNIX) as raw:
         out["service_endpoints"][name] = errno_of(raw.connect, f"{RUN}/{name}.sock")
 out["list_run_dir"] = errno_of(os.listdir, RUN)
+out["read_private"] = {name: errno_of(open, f"{RUN}/{name}")
+                       for name in ("config.json", "instance.json", "access", "supervisord.conf", "tcp.journal")}
 # through the public endpoint: a segment as ipd would send it, and a call under another pid's name
 context = zmq.Context.instance()
 for name, message in ((f"p{os.getpid()}.abcdef", SegmentsReceived([[bytes(4), bytes(4)]], payload=(bytes(20),))),
@@ -79,6 +82,17 @@ for name, message in ((f"p{os.getpid()}.abcdef", SegmentsReceived([[bytes(4), by
     send_frames(forged, codec.encode(message))
     forged.close()
 print(json.dumps(out), flush=True)
+"""
+
+# a user's connection across a tcpd kill: libsock must read the new tcpd's lineage (public/)
+ACROSS_A_KILL = PRELUDE + """
+with libsock.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as c:
+    c.sendall(b"before")
+    assert c.recv(100) == b"before"
+    print("connected", flush=True)
+    sys.stdin.readline()                        # tcpd is killed and back meanwhile
+    c.sendall(b"after")
+    print(c.recv(100).decode(), flush=True)
 """
 
 REFUSED = PRELUDE + """
@@ -164,6 +178,13 @@ def test_an_ordinary_user_serves_and_connects_and_touches_nothing_else():
         assert found["other_getsockname"] == errno.EBADF and found["other_close"] == errno.EBADF
         assert found["service_endpoints"] == dict.fromkeys(("tcpd", "udpd", "ipd", "nicd", "timerd"), errno.EACCES)
         assert found["list_run_dir"] == errno.EACCES
+        assert set(found["read_private"].values()) == {errno.EACCES}, found["read_private"]
+        # as INTERFACE.md says: everything in the run directory is root's but public/ (the
+        # endpoints and what libsock reads there: incarnations, supervisord.pid, lineage, dns.json)
+        run = Path(stack.run_dir)
+        opened = [p.name for p in run.iterdir() if not p.is_symlink() and p.name != "public"
+                  and os.stat(p).st_mode & 0o077]          # (what is inside logs/ is behind its 0700)
+        assert opened == [], opened
         # root's listener was not touched: it still accepts
         assert victim.getsockname()[1] == 9000
         assert ns.in_netns(stack.netns, _kernel_client_connects, stack.addr, 9000)
@@ -192,9 +213,23 @@ def test_group_and_root_rules_refuse_with_eacces_naming_the_instance():
             assert stack.run_dir in refused["text"] and f"group:{GROUP}" in refused["text"], refused
             # a member gets through to the network (nobody listens on port 9: refused by the kernel)
             assert _refused(member, stack)["errno"] == errno.ECONNREFUSED
+            # and keeps its connection across a tcpd kill (it reads the new tcpd's lineage)
+            echo = ns.KernelProcess(stack.netns, peers.echo_server, stack.host, 7701)
+            proc = _as(member, ACROSS_A_KILL, stack.run_dir, stack.host, "7701", stdin=subprocess.PIPE)
+            try:
+                assert proc.stdout.readline().strip() == "connected", proc.stderr.read()
+                stack.cli("kill", "tcpd")
+                out, err = proc.communicate("go\n", timeout=60)
+                assert proc.returncode == 0 and out.strip() == "after", err
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                echo.kill()
         with running_stack("--access=root") as stack:
             refused = _refused(member, stack)
             assert refused["errno"] == errno.EACCES and "--access root" in refused["text"], refused
+            assert (Path(stack.run_dir) / "public" / "tcpd.lineage").exists()
 
 
 def test_up_refuses_an_unknown_rule_or_group():
