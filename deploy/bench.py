@@ -354,6 +354,38 @@ def w_udp_request_response(sm, host, port, count, ready):
         return _round_trips(sock, count)
 
 
+def w_asyncio_udp_request_response(sm, host, port, count, ready):
+    """The same exchange through an asyncio datagram endpoint (the socket's fileno() in epoll)."""
+    import asyncio
+    ready.wait(30)
+    sock = sm.socket(sm.AF_INET, sm.SOCK_DGRAM)
+    sock.connect((host, port))
+    sock.setblocking(False)
+
+    class Client(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.answer = None
+
+        def datagram_received(self, data, addr):
+            if self.answer is not None and not self.answer.done():
+                self.answer.set_result(data)
+
+    async def exchange():
+        loop = asyncio.get_running_loop()
+        transport, client = await loop.create_datagram_endpoint(Client, sock=sock)
+        samples = []
+        for _ in range(count):
+            t = time.perf_counter()
+            client.answer = loop.create_future()
+            transport.sendto(b"x")
+            await asyncio.wait_for(client.answer, 5)
+            samples.append(time.perf_counter() - t)
+        transport.close()
+        return samples
+
+    return _p50_p99_us(asyncio.run(exchange()))
+
+
 # -- targets --------------------------------------------------------------------------------
 
 class Target:
@@ -790,13 +822,13 @@ def measure_udp(ours: Side, peer: Side, quick: bool, trials: int, next_port) -> 
         losses.setdefault(key, []).append(100.0 * (count - received) / count)
         return received / seconds
 
-    def rr() -> float:
+    def rr(workload=w_udp_request_response, key="rr_p99") -> float:
         p, ready = next_port(), ctx.Event()
         rounds = 2000 if quick else 20000
         srv = peer.start(w_udp_echo, peer.addr, p, rounds, ready)
-        p50, p99 = _finish(ours.start(w_udp_request_response, peer.addr, p, rounds, ready))
+        p50, p99 = _finish(ours.start(workload, peer.addr, p, rounds, ready))
         _finish(srv)
-        losses.setdefault("rr_p99", []).append(p99)
+        losses.setdefault(key, []).append(p99)
         return p50
 
     result = {}
@@ -805,6 +837,8 @@ def measure_udp(ours: Side, peer: Side, quick: bool, trials: int, next_port) -> 
         result[f"udp_in_{size}_dps"] = _trials(trials, lambda: one_way(peer, ours, size, f"in_{size}"))
     result["udp_rr_p50_us"] = _trials(trials, rr)
     result["udp_rr_p99_us"] = _spread(losses.pop("rr_p99"))
+    result["udp_asyncio_rr_p50_us"] = _trials(trials, lambda: rr(w_asyncio_udp_request_response, "async_p99"))
+    result["udp_asyncio_rr_p99_us"] = _spread(losses.pop("async_p99"))
     for key, values in losses.items():
         result[f"udp_{key}_loss_pct"] = _spread(values)
     return result
@@ -938,7 +972,9 @@ def format_table(results: dict) -> str:
             ("UDP 64 B kernel->side (dgram/s)", "udp_in_64_dps"), ("  lost (%)", "udp_in_64_loss_pct"),
             ("UDP 1472 B side->kernel (dgram/s)", "udp_out_1472_dps"), ("  lost (%)", "udp_out_1472_loss_pct"),
             ("UDP 1472 B kernel->side (dgram/s)", "udp_in_1472_dps"), ("  lost (%)", "udp_in_1472_loss_pct"),
-            ("UDP 1-byte req/resp p50 (us)", "udp_rr_p50_us"), ("UDP 1-byte req/resp p99 (us)", "udp_rr_p99_us")]
+            ("UDP 1-byte req/resp p50 (us)", "udp_rr_p50_us"), ("UDP 1-byte req/resp p99 (us)", "udp_rr_p99_us"),
+            ("UDP asyncio req/resp p50 (us)", "udp_asyncio_rr_p50_us"),
+            ("UDP asyncio req/resp p99 (us)", "udp_asyncio_rr_p99_us")]
     targets = list(results["targets"])
     lines = [f"netstack bench (MTU {results['mtu']}, {results['trials']} trial(s) each, median [min-max])",
              f"{'figure':34}" + "".join(f"{t:>24}" for t in targets)]
