@@ -10,7 +10,7 @@ from tests.e2e.conftest import netstack
 
 FIGURES = {"bulk_in_MBps", "bulk_out_MBps", "rr_p50_us", "rr_p99_us", "conn_rate_first_per_s",
            "conn_rate_last_per_s", "asyncio_rr_p50_us", "asyncio_rr_p99_us", "asyncio_server_conn_per_s",
-           "udp_rr_p50_us", "udp_rr_p99_us",
+           "udp_rr_p50_us", "udp_rr_p99_us", "udp_asyncio_rr_p50_us", "udp_asyncio_rr_p99_us",
            *(f"udp_{way}_{size}_{what}" for way in ("in", "out") for size in (64, 1472)
              for what in ("dps", "loss_pct"))}
 FIGURES |= {f"http_{role}_{p}_us" for role in ("client", "server") for p in ("p50", "p99")}
@@ -38,6 +38,7 @@ def test_bench_quick_json_beside_a_kernel_baseline():
         assert figures["rr_p50_us"]["median"] <= figures["rr_p99_us"]["median"]
         assert figures["asyncio_rr_p50_us"]["median"] <= figures["asyncio_rr_p99_us"]["median"]
         assert figures["udp_rr_p50_us"]["median"] <= figures["udp_rr_p99_us"]["median"]
+        assert figures["udp_asyncio_rr_p50_us"]["median"] <= figures["udp_asyncio_rr_p99_us"]["median"]
         assert figures["http_client_p50_us"]["median"] <= figures["http_client_p99_us"]["median"]
         assert figures["loss1_out_retrans_per_MiB"]["min"] > 0 and figures["loss1_in_retrans_per_MiB"]["min"] > 0
     scale = report["scale"]
