@@ -179,7 +179,9 @@ class Tcpd(Service, Syscalls):
         was told may die with tcpd (the peer sends again what it was not acknowledged, libsock
         what it was not answered), so a recv that parks, or a segment whose ACK is delayed,
         costs no write of its own (a one-byte request/response: 3 commits -> 2)."""
-        if self.store is not None and (self._held_segments or self._held_answers):
+        if self.store is None:
+            self.engine.take_changes()          # (nobody keeps them: the sets would only grow)
+        elif self._held_segments or self._held_answers:
             began = time.perf_counter()
             self.store.commit(self.engine, now, self._kept)
             self.store_seconds += time.perf_counter() - began
