@@ -147,6 +147,7 @@ class Syscalls:
         a close, a fork's hand-off, a cancel."""
         sid = call.sid[1]
         self.count("posted_calls")
+        self.posted_since_commit = True        # libsock was told it is done: committed at once
         op = call.op
         try:
             if op == "socket":

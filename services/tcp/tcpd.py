@@ -56,6 +56,7 @@ class Tcpd(Service, Syscalls):
         durable = tcp.pop("durable", 1)
         self.store = TcpStore(str(self.run_dir / "tcp.journal")) if durable else None
         self.store_seconds = 0.0         # time spent in its commits (stats: store_us)
+        self.posted_since_commit = False
         self.channels = Channels(self.store.channel if self.store is not None else None)
         self.lineage = {self.incarnation}
         self._held_segments: list = []          # what leaves once the store has the commit that made it
@@ -175,13 +176,16 @@ class Tcpd(Service, Syscalls):
 
     def _release(self, now: float) -> None:
         """Commit what the engine and the calls changed, then let out what it produced.  With
-        nothing to let out, the commit waits for the next one that has: what nobody outside
-        was told may die with tcpd (the peer sends again what it was not acknowledged, libsock
-        what it was not answered), so a recv that parks, or a segment whose ACK is delayed,
-        costs no write of its own (a one-byte request/response: 3 commits -> 2)."""
+        nothing to let out and no posted call handled, the commit waits for the next one that
+        has: what nobody outside was told may die with tcpd (the peer sends again what it was
+        not acknowledged, libsock a waited call it was not answered), so a recv that parks, or
+        a segment whose ACK is delayed, costs no write of its own (a one-byte request/response:
+        3 commits -> 2).  A posted call (a send within credit, a close) counts as told: its
+        process may exit before libsock could send it again."""
         if self.store is None:
             self.engine.take_changes()          # (nobody keeps them: the sets would only grow)
-        elif self._held_segments or self._held_answers:
+        elif self._held_segments or self._held_answers or self.posted_since_commit:
+            self.posted_since_commit = False
             began = time.perf_counter()
             self.store.commit(self.engine, now, self._kept)
             self.store_seconds += time.perf_counter() - began
