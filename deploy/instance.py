@@ -55,6 +55,9 @@ class Instance:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:
             raise InstanceError(f"instance {name!r} is not running ({RUN_ROOT / name} does not exist)") from None
+        except PermissionError:
+            raise InstanceError(f"instance {name!r} is root's: this command needs root "
+                                f"(applications use it through netstack run and libsock)") from None
 
     def save(self) -> None:
         _root_only(self.run_dir / "instance.json", json.dumps(asdict(self)))

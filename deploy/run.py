@@ -43,6 +43,11 @@ def run(name: str, argv: list[str]) -> int:
     if not argv:
         raise inst.InstanceError("run: no program given (netstack run [--name N] -- PROGRAM [ARGS...])")
     run_dir = inst.running_run_dir(name)
+    from libsock._rpc import public_endpoint
+    try:
+        public_endpoint(run_dir, "tcpd")        # a user the access rule leaves out hears so
+    except PermissionError as exc:
+        raise inst.InstanceError(exc.strerror) from None
     if not tcpd_alive(run_dir):
         raise inst.InstanceError(f"instance {name!r} has no tcpd running (netstack status --name {name})")
     program = shutil.which(argv[0])

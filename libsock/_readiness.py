@@ -326,7 +326,9 @@ def notifier(stack, kind: type[Notifier] = Notifier) -> Notifier:
         if not _notifiers:
             _more_descriptors()
         found = _notifiers.get(id(stack))
-        if found is None or found.pid != os.getpid():       # a forked child starts its own
+        # a forked child starts its own; one that failed (the stack was down, or restarting
+        # then) is not kept: the next fileno() tries again
+        if found is None or found.pid != os.getpid() or found.failed is not None:
             found = _notifiers[id(stack)] = kind(stack)
         return found
 

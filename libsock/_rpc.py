@@ -51,20 +51,23 @@ def _error(code: int, message: str | None = None) -> OSError:
 
 
 def public_endpoint(run_dir: Path, service: str) -> bool:
-    """Is the service's public endpoint there (RUN/public/<service>.sock)?  PermissionError
-    (EACCES) naming the instance and its rule when `netstack up --access` leaves this user out."""
-    path = run_dir / "public" / f"{service}.sock"
+    """Is the service's public endpoint there and open to this user (RUN/public/<service>.sock)?
+    PermissionError (EACCES) naming the instance and its rule when `netstack up --access` leaves
+    this user out: the public directory's mode is the rule, set once at `up`.  An endpoint this
+    user may not use yet in a directory it may enter is a service starting (it binds, then gives
+    the socket its mode): not there yet."""
+    folder = run_dir / "public"
     try:
-        os.stat(path)
-        allowed = os.access(path, os.R_OK | os.W_OK)
+        os.stat(folder)
     except FileNotFoundError:
         return False
-    except PermissionError:
-        allowed = False
-    if not allowed:
-        raise PermissionError(errno.EACCES, f"netstack instance at {run_dir} refuses uid {os.getuid()} "
-                                            f"(--access {_access_rule(run_dir)})")
-    return True
+    except PermissionError:         # (the run directory itself: an instance of before --access)
+        pass
+    else:
+        if os.access(folder, os.X_OK):
+            return os.access(folder / f"{service}.sock", os.R_OK | os.W_OK)
+    raise PermissionError(errno.EACCES, f"netstack instance at {run_dir} refuses uid {os.getuid()} "
+                                        f"(--access {_access_rule(run_dir)})")
 
 
 def _access_rule(run_dir: Path) -> str:
@@ -103,7 +106,7 @@ class Stack:
     def _read_tcpd(self) -> tuple[str, int] | None:
         """tcpd's newest incarnation and pid, if it is alive."""
         try:
-            with open(self.run_dir / "public" / "incarnations" / "tcpd", "rb") as record:
+            with open(self.run_dir / "incarnations" / "tcpd", "rb") as record:     # (-> public/)
                 record.seek(0, os.SEEK_END)
                 record.seek(max(0, record.tell() - 200))
                 last = record.read().split(b"\n")[-2].split()
@@ -124,7 +127,7 @@ class Stack:
     def _supervised(self) -> bool:
         """Is the instance's supervisord alive (so a missing tcpd is one being restarted)?"""
         try:
-            pid = int((self.run_dir / "public" / "supervisord.pid").read_text())
+            pid = int((self.run_dir / "supervisord.pid").read_text())      # (-> public/)
             os.kill(pid, 0)
         except PermissionError:
             return True                 # alive, root's (this process is not)

@@ -301,6 +301,14 @@ _resolvers: dict[str, DnsResolver] = {}
 _resolvers_lock = threading.Lock()
 
 
+def _old_dns_settings(run_dir: str) -> dict:
+    try:
+        with open(os.path.join(run_dir, "config.json")) as config:
+            return json.load(config).get("dns", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def resolver() -> DnsResolver:
     """The resolver of the instance libsock uses (its dns.* settings from the run directory)."""
     run_dir = os.environ.get("NETSTACK_RUN", "/run/netstack/default")
@@ -310,6 +318,8 @@ def resolver() -> DnsResolver:
             try:
                 with open(os.path.join(run_dir, "public", "dns.json")) as config:    # (netstack up)
                     dns = json.load(config)
+            except FileNotFoundError:        # an instance started before public/dns.json
+                dns = _old_dns_settings(run_dir)
             except (OSError, ValueError):
                 dns = {}
             found = _resolvers[run_dir] = DnsResolver(DnsConfig.from_mapping(dns), udp_over_stack, tcp_over_stack)

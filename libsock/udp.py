@@ -67,7 +67,7 @@ class DatagramStack:
     def incarnation(self) -> str | None:
         """udpd's newest incarnation, if it is alive."""
         try:
-            with open(self.run_dir / "public" / "incarnations" / "udpd", "rb") as record:
+            with open(self.run_dir / "incarnations" / "udpd", "rb") as record:     # (-> public/)
                 record.seek(0, os.SEEK_END)
                 record.seek(max(0, record.tell() - 200))
                 last = record.read().split(b"\n")[-2].split()

@@ -95,6 +95,11 @@ with libsock.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10) as c
     print(c.recv(100).decode(), flush=True)
 """
 
+# the command line as this user (its interpreter is root's to start here: PRELUDE drops to the user)
+CLI = "import json, sys; from deploy import cli, run" + PRELUDE + """
+sys.exit(cli.main(json.loads(sys.argv[1])))
+"""
+
 REFUSED = PRELUDE + """
 try:
     libsock.create_connection((sys.argv[1], 9), timeout=5)
@@ -230,6 +235,12 @@ def test_group_and_root_rules_refuse_with_eacces_naming_the_instance():
             refused = _refused(member, stack)
             assert refused["errno"] == errno.EACCES and "--access root" in refused["text"], refused
             assert (Path(stack.run_dir) / "public" / "tcpd.lineage").exists()
+            # the command line says the same in one line; root's commands say they are root's
+            for command in (["run", "--name", stack.name, "--", "/bin/true"], ["status", "--name", stack.name]):
+                proc = _as(member, CLI, stack.run_dir, json.dumps(command))
+                out, err = proc.communicate(timeout=60)
+                assert proc.returncode == 1 and len(err.strip().splitlines()) == 1, (command, err)
+                assert ("--access root" if command[0] == "run" else "is root's") in err, (command, err)
 
 
 def test_up_refuses_an_unknown_rule_or_group():

@@ -35,8 +35,8 @@ def test_enetdown_at_once_when_only_a_leftover_directory_is_there(no_stack, monk
     """A run directory with no supervisord alive is no stack: no waiting for a tcpd to come back."""
     import os
     from libsock import _rpc
-    os.makedirs(os.path.join(no_stack, "public", "incarnations"))
-    with open(os.path.join(no_stack, "public", "supervisord.pid"), "w") as f:
+    os.makedirs(os.path.join(no_stack, "incarnations"))
+    with open(os.path.join(no_stack, "supervisord.pid"), "w") as f:
         f.write("999999999")                      # no such process
     monkeypatch.setattr(_rpc.time, "sleep", lambda seconds: pytest.fail("libsock waited for a dead stack"))
     with pytest.raises(OSError) as caught:
