@@ -60,10 +60,11 @@ class Mirror:
     """One socket's descriptor and what it shows."""
 
     __slots__ = ("_a", "_b", "fd", "readable", "writable", "version", "lock", "incarnation", "held",
-                 "_told", "_ended", "__weakref__")
+                 "_told", "_ended", "pid", "__weakref__")
 
     def __init__(self, incarnation: str = "") -> None:
         self.incarnation = incarnation
+        self.pid = os.getpid()          # a forked child makes its own (it is not the watcher)
         self._a, self._b = _std.socketpair(_std.AF_UNIX, _std.SOCK_STREAM)
         self._a.setblocking(False)
         self._b.setblocking(False)
@@ -97,6 +98,12 @@ class Mirror:
             except OSError:
                 pass
             self._ended = ended
+
+    def renew(self) -> None:
+        """The service that keeps this socket's state started again (a restore, or another
+        instance): its versions are not comparable with those shown; the next is taken."""
+        with self.lock:
+            self.version = 0
 
     def force(self, readable: bool, writable: bool) -> None:
         with self.lock:
@@ -287,20 +294,25 @@ class DatagramNotifier(Notifier):
     def _wait(self) -> None:
         self.stack.wait_for_udpd()
 
+    greeted: str | None = None      # the udpd incarnation last said hello to
+
     def _say_hello(self, sock) -> None:
+        """udpd answers, and tells again every socket watched through this channel: a gain it
+        sent while the channel was reconnecting to it (after a restart) was dropped."""
+        self.greeted = self.stack.incarnation()
         send_frames(sock, codec.encode(DatagramCall(1, "hello", 0, [], 0)))
 
     def _check(self, sock) -> None:
+        now = self.stack.incarnation()
+        if now is not None and now != self.greeted:
+            self._say_hello(sock)
         if not self.mirrors:
             return
-        now = self.stack.incarnation()
         with self._mirrors_lock:
             mirrors = list(self.mirrors.values())
-        stale = [mirror for mirror in mirrors if mirror.incarnation != now]
-        for mirror in stale:
-            mirror.force(True, True)
-        if stale and now is not None:
-            self._say_hello(sock)
+        for mirror in mirrors:
+            if mirror.incarnation != now:
+                mirror.force(True, True)
 
 
 _notifiers: dict[int, Notifier] = {}        # id(stack) -> this process's notifier for it

@@ -62,7 +62,11 @@ class DatagramStack:
         self.endpoint = f"ipc://{self.run_dir / 'public' / 'udpd.sock'}"
         self._local = threading.local()
         self._ids = itertools.count(1)
-        self.answered_by: str | None = None     # the udpd incarnation of the last answer
+
+    @property
+    def answered_by(self) -> str | None:
+        """The udpd incarnation of this thread's last answer."""
+        return getattr(self._local, "answered_by", None)
 
     def incarnation(self) -> str | None:
         """udpd's newest incarnation, if it is alive."""
@@ -141,7 +145,7 @@ class DatagramStack:
                     raise _Restarted()
                 if reply.ready is not None:      # the socket's readiness, for its fileno()
                     _readiness.apply(self, sid, reply.ready)
-                self.answered_by = reply.incarnation
+                self._local.answered_by = reply.incarnation
                 if reply.errno:
                     raise _error(reply.errno)
                 return reply.value, (reply.payload[0] if reply.payload else None)
@@ -249,7 +253,7 @@ class DatagramSocket:
                     timeout = max(0.0, deadline - time.monotonic())
         raise OSError(errno.EIO, "udpd keeps restarting")
 
-    def _restore(self) -> None:
+    def _restore(self, watch: bool = True) -> None:
         """Re-create this socket in a new udpd, bound and connected as it was."""
         self._stack.wait_for_udpd()
         try:
@@ -257,7 +261,7 @@ class DatagramSocket:
         except OSError as exc:
             if exc.errno != errno.EEXIST:    # (another thread restored it first)
                 raise
-        if self._mirror is not None:         # the new udpd watches it for this process again
+        if self._mirror is not None and watch:      # the new udpd watches it for this process again
             self._watch()
 
     def _blocking_call(self, op: str, *args, flags: int = 0, data=None, keep=None):
@@ -423,6 +427,9 @@ class DatagramSocket:
         (_readiness.py).  Made on the first call; -1 once closed, as in CPython."""
         if self._closed:
             return -1
+        if self._mirror is not None and self._mirror.pid != os.getpid():
+            self._mirror.close()        # a forked child's copy of its parent's: it watches for itself
+            self._mirror = None
         if self._mirror is None:
             notifier = _readiness.notifier(self._stack, _readiness.DatagramNotifier)
             self._mirror = notifier.watch(self._sid, self._incarnation or self._stack.incarnation())
@@ -430,15 +437,22 @@ class DatagramSocket:
             self._hold_readable()
         return self._mirror.fd
 
-    def _watch(self) -> None:
+    def _watch(self, again: bool = True) -> None:
         """udpd tells this process of the socket's readiness from now on; its answer carries
         the socket's state, shown before this returns."""
         notifier = _readiness.notifier(self._stack, _readiness.DatagramNotifier)
+        self._mirror.renew()        # (a udpd of another incarnation, or another instance, counted)
         try:
             self._stack.call("watch", self._sid, [notifier.identity], 0)
             self._mirror.incarnation = self._stack.answered_by
-        except (OSError, _Restarted):
-            self._mirror.force(True, True)      # the next call will tell what is wrong (or restore)
+        except _Restarted:          # udpd does not know it (restarted; or the posted "socket" of
+            if again:               # another thread's channel is not there yet): restore, once
+                self._restore(watch=False)
+                self._watch(again=False)
+            else:
+                self._mirror.force(True, True)
+        except OSError:
+            self._mirror.force(True, True)      # the next call will tell what is wrong
 
     def close(self) -> None:
         if self._closed:

@@ -100,6 +100,12 @@ class Readiness:
                     out.setdefault(watch.channel, []).append(self._tell(sid, watch, mask))
         return out
 
+    def retell(self, channel: bytes, mask_of) -> list:
+        """Every socket watched through `channel`, told again (its process said hello: what was
+        sent to it before may have been dropped on the way)."""
+        return [self._tell(sid, watch, mask_of(sid) & SHOWN)
+                for sid, watches in self._watches.items() for watch in watches.values() if watch.channel == channel]
+
     def watchers(self, sid: int) -> dict[int, bytes]:
         """pid -> readiness channel, of the processes watching `sid` (what tcpd's store keeps)."""
         return {pid: watch.channel for pid, watch in self._watches.get(sid, {}).items()}

@@ -239,8 +239,12 @@ class Udpd(Service):
 
     def _hello(self, identity: bytes, msg: DatagramCall) -> None:
         """A process's readiness channel announces itself: answered, so that it knows udpd can
-        reach it."""
+        reach it, and every socket it watches is told again (a gain sent while it was
+        reconnecting, after a restart of udpd, was dropped by the ROUTER)."""
         self._reply(identity, msg.id)
+        entries = self.readiness.retell(identity, self.engine.poll_mask)
+        if entries:
+            self.reply(identity, Readiness(entries))
 
     def _watch(self, identity: bytes, msg: DatagramCall) -> None:
         """The calling process watches the socket through the readiness channel in args."""

@@ -455,3 +455,28 @@ def test_asyncio_datagram_endpoints_on_libsock(shared_stack, tmp_path):
     finally:
         _stop(program)
         echo.kill()
+
+
+def test_a_forked_child_watches_its_copy_of_a_socket_for_itself(shared_stack):
+    """fileno() in a child after fork is the child's own descriptor, kept by udpd's answers to
+    the child: readable while a datagram waits, not once the child has taken it (the parent's
+    descriptor, watched by the parent, would stay readable: the child's recv is not the parent's)."""
+    import selectors
+    with libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        sock.fileno()                            # the parent watches it
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                with selectors.DefaultSelector() as selector, \
+                        libsock.socket(libsock.AF_INET, libsock.SOCK_DGRAM) as sender:
+                    selector.register(sock, selectors.EVENT_READ)
+                    sender.sendto(b"to the child", sock.getsockname())
+                    if selector.select(5) and sock.recv(100) == b"to the child" and not selector.select(0.2):
+                        status = 0
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0

@@ -53,6 +53,35 @@ def test_gains_are_grouped_per_channel_and_forgotten_with_the_socket():
     assert 1 not in r and r.gained([1], mask_of) == {}
 
 
+def test_a_hello_retells_what_its_channel_watches():
+    """udpd tells every socket watched through a channel again when the channel says hello (a
+    gain it sent while the channel was reconnecting after a restart was dropped): with a newer
+    version, so it applies."""
+    r = Readiness(epoch=3)
+    for sid in (1, 2, 3):
+        masks[sid] = POLLOUT
+        r.watch(sid, 100 if sid < 3 else 200, b"a" if sid < 3 else b"b", 0)
+    masks[1] = POLLOUT | POLLIN
+    assert r.gained([1], mask_of) == {b"a": [[1, (3 << 40) + 2, POLLOUT | POLLIN]]}     # (say it was lost)
+    assert sorted(r.retell(b"a", mask_of)) == [[1, (3 << 40) + 3, POLLOUT | POLLIN], [2, (3 << 40) + 2, POLLOUT]]
+    assert r.retell(b"c", mask_of) == []
+
+
+def test_a_renewed_mirror_takes_the_next_version_whatever_it_is():
+    """A socket restored in a udpd of another instance (netstack down and up) counts from a lower
+    epoch: the mirror is renewed at the watch and takes it."""
+    m = Mirror()
+    try:
+        m.apply(5 << 40, POLLIN | POLLOUT)
+        m.apply(1 << 40, POLLOUT)
+        assert _shown(m.fd) == (True, True)             # older: ignored
+        m.renew()
+        m.apply(1 << 40, POLLOUT)
+        assert _shown(m.fd) == (False, True)
+    finally:
+        m.close()
+
+
 def _shown(fd: int) -> tuple[bool, bool]:
     readable, writable, _ = select.select([fd], [fd], [], 0)
     return bool(readable), bool(writable)
