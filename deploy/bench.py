@@ -979,6 +979,8 @@ def format_table(results: dict) -> str:
     lines = [f"netstack bench (MTU {results['mtu']}, {results['trials']} trial(s) each, median [min-max])",
              f"{'figure':34}" + "".join(f"{t:>24}" for t in targets)]
     for label, key in rows:
+        if not any(key in results["targets"][t] for t in targets):
+            continue                    # a workload not chosen (--workloads)
         cells = []
         for t in targets:
             v = results["targets"][t].get(key)
