@@ -929,7 +929,7 @@ def run_bench(quick: bool = False, as_json: bool = False, mtu: int = 1500, targe
         print(f"netstack bench: no workload {', '.join(sorted(chosen - set(WORKLOADS)))} "
               f"(workloads: {', '.join(WORKLOADS)})", file=sys.stderr)
         return 2
-    results = {"mtu": mtu, "quick": quick, "trials": trials, "targets": {}}
+    results = {"mtu": mtu, "quick": quick, "trials": trials, "workloads": sorted(chosen), "targets": {}}
     for name in names:
         if not as_json:
             print(f"measuring {name} ...", file=sys.stderr, flush=True)
@@ -979,7 +979,7 @@ def format_table(results: dict) -> str:
     lines = [f"netstack bench (MTU {results['mtu']}, {results['trials']} trial(s) each, median [min-max])",
              f"{'figure':34}" + "".join(f"{t:>24}" for t in targets)]
     for label, key in rows:
-        if not any(key in results["targets"][t] for t in targets):
+        if ("udp" if key.startswith("udp_") else "tcp") not in results.get("workloads", WORKLOADS):
             continue                    # a workload not chosen (--workloads)
         cells = []
         for t in targets:
