@@ -11,6 +11,7 @@ seconds: a call never outlives the tcpd that holds its socket.
 from __future__ import annotations
 
 import atexit
+from collections import deque
 import errno
 import grp
 import json
@@ -191,7 +192,7 @@ class Stack:
         else:
             incarnation = sid[0]
         channel = self._channel()
-        if channel.busy:
+        if channel.user is not None and channel.busy:
             # a signal handler's call while a call or post of this thread is under way on its
             # channel (half sent, or waiting for its answer): on a channel of its own, so that
             # neither takes the other's answer nor goes inside the other's message
@@ -348,7 +349,7 @@ class Stack:
         pending = dict(channel.unconfirmed)
         pending.setdefault(request_id, frames)
         for number in sorted(pending):
-            self._send_whole(channel, pending[number])
+            self._send_whole(channel, pending[number] or _filler(channel, number))
         channel.incarnation = successor
         self.resent_calls += len(pending)
 
@@ -361,9 +362,9 @@ class Stack:
         A signal handler can raise anywhere in here, and again in whatever would repair what
         the first left (CPython runs the next pending handler right after the next C call
         returns): so nothing is repaired on the way out.  The number is taken, and the
-        message recorded as `pending` with a no-op filler of the same number, in one step
-        (no call in between, so no handler runs there); only once the whole message is out
-        does the record go.  A record left behind is finished by the channel's next user
+        message recorded as `pending` (its place to be taken by a no-op filler of the same
+        number), in one step: stores with no call between them, where no handler runs; only
+        once the whole message is out does the record go.  A record left behind is finished by the channel's next user
         (`_mend`): the filler goes (tcpd skips it as a copy if the message got there, else
         the number is not left a gap, after which tcpd drops every message of the channel),
         and a call waited for is withdrawn.  A waited call whose `sid` is given and whose
@@ -372,10 +373,10 @@ class Stack:
             self._mend(channel)
         number = channel.seq + 1
         frames = codec.encode(make(-number if posted else number))
-        filler = codec.encode(Call(-number, "sync", [channel.incarnation or "", 0], [], None))
-        # one step, no call in it: a handler runs before (nothing happened) or after (recorded)
-        channel.pending[number] = (filler[0], None if posted else sid, keep)
-        channel.unconfirmed[number] = filler
+        # one step: a handler runs before (nothing happened) or after (recorded; None: its
+        # filler, made when needed)
+        channel.unconfirmed.append((number, None))   # (first: if a handler raises right after
+        channel.pending[number] = (None, None if posted else sid, keep)    # it, the number is reused)
         channel.seq = number
         if posted:
             channel.posts = number
@@ -385,7 +386,7 @@ class Stack:
             if first and channel.sock.closed and not channel.open:
                 raise _ChannelGone() from exc       # closed under it before any of it left
             raise
-        channel.unconfirmed[number] = frames        # (what goes again to a new tcpd: the message)
+        channel.unconfirmed[-1] = (number, frames)  # (what goes again to a new tcpd: the message)
         del channel.pending[number]
         return number, frames
 
@@ -431,14 +432,16 @@ class Stack:
         while pending:
             number = next(iter(pending))
             filler, sid, keep = pending[number]
+            if filler is None:
+                filler = _filler(channel, number)[0]
             if filler:
                 sock.send(filler, 0)
             if sid is not None:
                 channel.orphan(number, keep)
                 cancel = codec.encode(Call(-(channel.seq + 1), "cancel", sid, [number], None))
                 # one step, as in _send_numbered (the cancel is its own filler: a copy if it went)
+                channel.unconfirmed.append((channel.seq + 1, cancel))
                 pending[channel.seq + 1] = (cancel[0], None, None)
-                channel.unconfirmed[channel.seq + 1] = cancel
                 channel.seq = channel.posts = channel.seq + 1
             del pending[number]
 
@@ -456,7 +459,7 @@ class Stack:
         if sid is None:
             return              # no socket to name: a late answer is told apart by its id
         sock = channel.sock
-        channel.pending[request_id] = (None, sid, keep)     # (sent whole: no filler)
+        channel.pending[request_id] = (b"", sid, keep)      # (sent whole: no filler)
         deferred: BaseException | None = None
         for _ in range(3):      # (a few sends, microseconds: handlers' exceptions held back meanwhile)
             try:
@@ -500,7 +503,7 @@ class Stack:
         mark, for `after_posts`.
         """
         channel = self._channel()
-        if channel.busy:
+        if channel.user is not None and channel.busy:
             # a signal handler's post while a call or post of this thread is under way on its
             # channel: made as a call on a channel of its own (call() takes one), done when it returns
             self.call(op, sid, args, None, data)
@@ -573,6 +576,12 @@ class Stack:
         channel.sock.close(0)
 
 
+def _filler(channel: "_Channel", number: int) -> list:
+    """A no-op numbered `number` (posted): in the place of a message a signal stopped; tcpd
+    skips it as a copy if the message got there."""
+    return codec.encode(Call(-number, "sync", [channel.incarnation or "", 0], [], None))
+
+
 class _ChannelGone(Exception):
     """The channel was closed under a message before any of it left."""
 
@@ -587,13 +596,15 @@ class _Channel:
         self.seq = 0             # the number of its last message (tcpd handles them in order, once)
         self.posts = 0           # the number of its last posted call
         self.handled = 0         # tcpd has handled its messages up to this number
-        self.unconfirmed: dict = {}      # number -> frames: sent, not yet known handled
+        self.unconfirmed: deque = deque()    # [(number, frames or None: its filler)] sent, not yet known handled
         self.orphans: dict = {}  # call id -> keep: withdrawn calls whose answers are still to come
         # what a signal handler that raised can leave half done, finished by the next user (_mend):
         self.user = None         # the frame of the call or post using it (a handler's call nested in it takes a spare)
         self.open = False        # a message's frames are going out
         self.reading = False     # an answer's frames are being taken
-        self.pending: dict = {}  # number -> (filler, sid of a waited call to withdraw, its keep): not known sent whole
+        # number -> (what goes in its place: None its filler, b"" nothing; the sid of a waited call
+        # to withdraw; its keep): messages not known to have left whole
+        self.pending: dict = {}
 
     @property
     def busy(self) -> bool:
@@ -634,11 +645,8 @@ class _Channel:
         if number > self.handled:
             self.handled = number
             unconfirmed = self.unconfirmed
-            while unconfirmed:
-                first = next(iter(unconfirmed))
-                if first > number:
-                    break
-                del unconfirmed[first]
+            while unconfirmed and unconfirmed[0][0] <= number:
+                unconfirmed.popleft()
 
 
 @dataclass(frozen=True, slots=True)
