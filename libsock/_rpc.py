@@ -364,8 +364,8 @@ class Stack:
         returns): so nothing is repaired on the way out.  The number is taken, and the
         message recorded as `pending` (its place to be taken by a no-op filler of the same
         number), in one step: stores with no call between them, where no handler runs; only
-        once the whole message is out does the record go.  A record left behind is finished by the channel's next user
-        (`_mend`): the filler goes (tcpd skips it as a copy if the message got there, else
+        once the whole message is out does the record go.  A record left behind is finished
+        by the channel's next user (`_mend`): the filler goes (tcpd skips it as a copy if the message got there, else
         the number is not left a gap, after which tcpd drops every message of the channel),
         and a call waited for is withdrawn.  A waited call whose `sid` is given and whose
         caller a handler took away is withdrawn then (its answer to `keep`)."""
@@ -383,8 +383,8 @@ class Stack:
         try:
             self._send_frames(channel, frames)
         except zmq.ZMQError as exc:
-            if first and channel.sock.closed and not channel.open:
-                raise _ChannelGone() from exc       # closed under it before any of it left
+            if first and channel.sock.closed:
+                raise _ChannelGone() from exc       # closed under it: ZeroMQ dropped what was unfinished
             raise
         channel.unconfirmed[-1] = (number, frames)  # (what goes again to a new tcpd: the message)
         del channel.pending[number]
