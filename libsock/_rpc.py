@@ -11,13 +11,14 @@ seconds: a call never outlives the tcpd that holds its socket.
 from __future__ import annotations
 
 import atexit
+from collections import deque
 import errno
 import grp
 import json
 import multiprocessing.util
-from collections import deque
 import os
 import secrets
+import sys
 import threading
 import time
 import weakref
@@ -191,12 +192,12 @@ class Stack:
         else:
             incarnation = sid[0]
         channel = self._channel()
-        if channel.waiting or channel.sending:
-            # a signal handler's call while a call of this thread waits for its answer, or
-            # while a message of this thread is half sent: on a channel of its own, so that
+        if channel.user is not None and channel.busy:
+            # a signal handler's call while a call or post of this thread is under way on its
+            # channel (half sent, or waiting for its answer): on a channel of its own, so that
             # neither takes the other's answer nor goes inside the other's message
             busy, channel = channel, self._spare()
-            channel.waiting = True
+            channel.user = sys._getframe()
             try:
                 if op in _ORDERED and sid is not None and busy.posts > busy.handled:
                     # what the thread posted on its own channel goes first (a handler's send
@@ -208,17 +209,18 @@ class Stack:
                         pass            # the call itself will say what is wrong with the socket
                 return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
             finally:
-                channel.waiting = False
+                channel.user = None
                 if channel not in self._local.spares:
                     channel.sock.close(POSTED_LINGER_MS)    # (handlers nested deeper than kept)
         for _ in range(3):
-            channel.waiting = True
+            channel.user = sys._getframe()
             try:
                 return self._call_on(channel, incarnation, op, sid, args, timeout, data, keep)
             except _ChannelGone:
-                channel = self._channel()           # nothing of the call left: made again on a new one
+                pass                                # nothing of the call left: made again on a new one
             finally:
-                channel.waiting = False
+                channel.user = None
+            channel = self._channel()
         raise _error(errno.EIO, "libsock: the channel to tcpd kept closing")
 
     def _spare(self) -> "_Channel":
@@ -229,7 +231,7 @@ class Stack:
         if any(spare.pid != os.getpid() or spare.sock.closed for spare in spares):
             spares[:] = [spare for spare in spares if spare.pid == os.getpid() and not spare.sock.closed]
         for spare in spares:
-            if not (spare.waiting or spare.sending):
+            if not spare.busy:
                 return spare
         spare = self._new_channel()
         with _channels_lock:
@@ -243,70 +245,76 @@ class Stack:
         sock = channel.sock
         payload = (data,) if data is not None else ()
         request_id, frames = self._send_numbered(
-            channel, lambda n: Call(n, op, sid, args, timeout, payload=payload), first=True)
+            channel, lambda n: Call(n, op, sid, args, timeout, payload=payload), first=True, sid=sid, keep=keep)
         # the backstop: a call still unanswered this long is asked about (tcpd may have lost it)
         ask_at = time.monotonic() + (BACKSTOP_EVERY if timeout is None else timeout + BACKSTOP_MARGIN)
         probe_id = None
         reissued = False
-        while True:
-            try:
-                ready = sock.poll(LIVENESS_CHECK_MS)   # takes nothing: a signal here leaves the answer
-            except BaseException:                # a signal handler raised (KeyboardInterrupt, ...)
-                self._withdraw(channel, request_id, sid, keep)
-                raise
-            if ready:
-                try:
-                    reply = codec.decode(self._take(sock))
-                except codec.MessageError:
-                    continue
-                except BaseException:            # a signal as the answer was taken: the channel is whole
-                    self._withdraw(channel, request_id, sid, keep)      # (and the answer, if it was
-                    raise                                               # this one, lost: a rare window)
-                if not isinstance(reply, Reply):
-                    continue
-                channel.confirm(reply.id)
-                if channel.orphans and channel.adopt(reply):
-                    continue                     # a withdrawn call's late answer (its keep has it)
-                if reply.id == probe_id:
-                    probe_id = None
-                    if reply.errno or reply.value:       # (it sleeps in tcpd: wait on)
+        answered = False
+        try:
+            while True:
+                if sock.poll(LIVENESS_CHECK_MS):     # takes nothing: a signal here leaves the answer
+                    try:
+                        reply = codec.decode(self._take(channel))
+                    except codec.MessageError:
                         continue
-                    # tcpd holds no such call and had not answered it (an answer would have come
-                    # first on this channel): it was lost.  Once, it goes again; then, EIO
-                    self.lost_calls += 1
-                    if reissued:
-                        raise _error(errno.EIO, f"the stack lost the call {op} twice")
-                    reissued = True
-                    request_id, frames = self._send_numbered(
-                        channel, lambda n: Call(n, op, sid, args, timeout, payload=payload))
-                    ask_at = time.monotonic() + (BACKSTOP_EVERY if timeout is None else timeout + BACKSTOP_MARGIN)
+                    if not isinstance(reply, Reply):
+                        continue
+                    channel.confirm(reply.id)
+                    if channel.orphans and channel.adopt(reply):
+                        continue                     # a withdrawn call's late answer (its keep has it)
+                    if reply.id == probe_id:
+                        probe_id = None
+                        if reply.errno or reply.value:       # (it sleeps in tcpd: wait on)
+                            continue
+                        # tcpd holds no such call and had not answered it (an answer would have come
+                        # first on this channel): it was lost.  Once, it goes again; then, EIO
+                        self.lost_calls += 1
+                        if reissued:
+                            answered = True
+                            raise _error(errno.EIO, f"the stack lost the call {op} twice")
+                        reissued = True
+                        request_id, frames = self._send_numbered(
+                            channel, lambda n: Call(n, op, sid, args, timeout, payload=payload), sid=sid, keep=keep)
+                        ask_at = time.monotonic() + (BACKSTOP_EVERY if timeout is None else timeout + BACKSTOP_MARGIN)
+                        continue
+                    if reply.id != request_id:
+                        continue                     # the answer to a call abandoned earlier
+                    answered = True
+                    if reply.ready is not None:      # the socket's readiness, for its fileno() (_readiness.py)
+                        _readiness.apply(self, sid[1], reply.ready)
+                    if reply.errno:
+                        failure = _error(reply.errno)
+                        failure.told = reply.value       # what tcpd says of the socket with it (connect: SS_*)
+                        raise failure
+                    return reply.value, (reply.payload[0] if reply.payload else None), reply.credit
+                tcpd = self._read_tcpd()
+                if tcpd is not None and tcpd[0] == channel.incarnation:
+                    if sid is not None and time.monotonic() >= ask_at:
+                        if probe_id is not None:
+                            # not even the probe was answered: a message of this channel never
+                            # reached tcpd whole (which then drops all that follow it): all that
+                            # tcpd has not confirmed goes again (it skips what it has)
+                            self.lost_calls += 1
+                            self._resend(channel, request_id, frames, channel.incarnation)
+                        probe_id = self._send_numbered(channel, lambda n: Call(n, "probe", sid, [request_id], 0))[0]
+                        ask_at = time.monotonic() + BACKSTOP_EVERY
                     continue
-                if reply.id != request_id:
-                    continue                     # the answer to a call abandoned earlier
-                if reply.ready is not None:      # the socket's readiness, for its fileno() (_readiness.py)
-                    _readiness.apply(self, sid[1], reply.ready)
-                if reply.errno:
-                    failure = _error(reply.errno)
-                    failure.told = reply.value       # what tcpd says of the socket with it (connect: SS_*)
-                    raise failure
-                return reply.value, (reply.payload[0] if reply.payload else None), reply.credit
-            tcpd = self._read_tcpd()
-            if tcpd is not None and tcpd[0] == channel.incarnation:
-                if sid is not None and probe_id is None and time.monotonic() >= ask_at:
-                    probe_id = -1 if keep is None else \
-                    self._send_numbered(channel, lambda n: Call(n, "probe", sid, [request_id], 0))[0]
-                    ask_at = time.monotonic() + BACKSTOP_EVERY
-                continue
-            successor = self._taken_over(channel, tcpd, sid)
-            if successor is not None:
-                # a new tcpd holds what the old one did: what it may not have had goes again
-                self._resend(channel, request_id, frames, successor)
-                probe_id = None
-                continue
-            self._abandon(channel)
-            if sid is None and tcpd is None:
-                raise self.down_error()
-            raise _error(errno.ECONNRESET, f"Connection reset by peer (the stack's tcpd restarted)")
+                successor = self._taken_over(channel, tcpd, sid)
+                if successor is not None:
+                    # a new tcpd holds what the old one did: what it may not have had goes again
+                    self._resend(channel, request_id, frames, successor)
+                    probe_id = None
+                    continue
+                answered = True
+                self._abandon(channel)
+                if sid is None and tcpd is None:
+                    raise self.down_error()
+                raise _error(errno.ECONNRESET, f"Connection reset by peer (the stack's tcpd restarted)")
+        except BaseException:
+            if not answered:                 # a signal handler raised (KeyboardInterrupt, ...)
+                self._withdraw(channel, request_id, sid, keep)
+            raise
 
     # -- a new tcpd ---------------------------------------------------------------
 
@@ -341,104 +349,134 @@ class Stack:
         pending = dict(channel.unconfirmed)
         pending.setdefault(request_id, frames)
         for number in sorted(pending):
-            self._send_whole(channel, pending[number])
+            self._send_whole(channel, pending[number] or _filler(channel, number))
         channel.incarnation = successor
         self.resent_calls += len(pending)
 
     def _send_numbered(self, channel: "_Channel", make: Callable[[int], Call], first: bool = False,
-                       posted: bool = False) -> tuple[int, list]:
+                       posted: bool = False, sid=None, keep: Callable[[Reply], None] | None = None
+                       ) -> tuple[int, list]:
         """Send the channel's next message (`make(number)`; posted ones carry minus it), kept
-        until tcpd is known to have it.  A message a signal stopped before any of it left gives
-        its number back; one torn after its first frame is kept as tcpd got it."""
-        channel.frames_sent = 0
-        number = None
-        channel.sending = True      # from here, a signal handler's call takes a channel of its own
+        until tcpd is known to have it.
+
+        A signal handler can raise anywhere in here, and again in whatever would repair what
+        the first left (CPython runs the next pending handler right after the next C call
+        returns): so nothing is repaired on the way out.  The number is taken, and the
+        message recorded as `pending` (its place to be taken by a no-op filler of the same
+        number), in one step: stores with no call between them, where no handler runs; only
+        once the whole message is out does the record go.  A record left behind is finished
+        by the channel's next user (`_mend`): the filler goes (tcpd skips it as a copy if the message got there, else
+        the number is not left a gap, after which tcpd drops every message of the channel),
+        and a call waited for is withdrawn.  A waited call whose `sid` is given and whose
+        caller a handler took away is withdrawn then (its answer to `keep`)."""
+        if channel.open or channel.pending or channel.reading:
+            self._mend(channel)
+        number = channel.seq + 1
+        frames = codec.encode(make(-number if posted else number))
+        # one step: a handler runs before (nothing happened) or after (recorded; None: its
+        # filler, made when needed)
+        channel.unconfirmed.append((number, None))   # (first: if a handler raises right after
+        channel.pending[number] = (None, None if posted else sid, keep)    # it, the number is reused)
+        channel.seq = number
+        if posted:
+            channel.posts = number
         try:
-            # (all inside: a handler raising between taking the number and sending would leave
-            # a gap, after which tcpd drops every message of the channel; one calling on this
-            # channel would take the same number)
-            number = channel.seq + 1
-            frames = codec.encode(make(-number if posted else number))
-            channel.seq = number
-            channel.unconfirmed.append((number, frames))
-            if first:
-                self._send_first(channel, frames)
-            else:
-                self._send_whole(channel, frames)
-        except (_ChannelGone, zmq.ZMQError):
-            if channel.frames_sent == 0:
-                if channel.unconfirmed and channel.unconfirmed[-1][0] == number:
-                    channel.unconfirmed.pop()
-                channel.seq = number - 1
+            self._send_frames(channel, frames)
+        except zmq.ZMQError as exc:
+            if first and channel.sock.closed:
+                raise _ChannelGone() from exc       # closed under it: ZeroMQ dropped what was unfinished
             raise
-        except BaseException:
-            if number is None or channel.seq != number:
-                raise                       # the number was not taken: nothing happened
-            channel.sending = True
-            if not (channel.unconfirmed and channel.unconfirmed[-1][0] == number):
-                channel.unconfirmed.append((number, frames))
-            if channel.frames_sent == 0:
-                # a signal handler raised as the message went: before its first frame left, or
-                # just after (between ZeroMQ's return and the next line), which cannot be told
-                # apart.  The number is spent either way: an empty frame ends the message if
-                # its first frame is out (a send of nothing), and a no-op with the same number
-                # follows, which tcpd skips as a copy if the message got there (channels.py)
-                filler = codec.encode(Call(-number, "sync", [channel.incarnation or "", 0], [], None))
-                channel.unconfirmed[-1] = (number, filler)
-                self._fill(channel, filler)
-            else:
-                channel.unconfirmed[-1] = (number, frames[:channel.frames_sent] + [b""])
-            raise
-        finally:
-            channel.sending = False
+        channel.unconfirmed[-1] = (number, frames)  # (what goes again to a new tcpd: the message)
+        del channel.pending[number]
         return number, frames
 
-    @staticmethod
-    def _fill(channel: "_Channel", filler: list) -> None:
-        deferred: BaseException | None = None
-        for frame in (b"", filler[0]):
-            while True:
-                try:
-                    channel.sock.send(frame, 0)
-                    break
-                except zmq.ZMQError:
-                    return
-                except BaseException as exc:        # (sent again if it had left: a copy, skipped)
-                    deferred = exc
-        if deferred is not None:
-            raise deferred
+    def _send_frames(self, channel: "_Channel", frames: list) -> None:
+        """A message's frames.  `open` while they go: a handler that raises between two of
+        them leaves the message unfinished in the socket (the next message would be appended
+        to it), and the channel's next message ends it first (`_mend`)."""
+        sock = channel.sock
+        last = len(frames) - 1
+        copy = len(frames[-1]) < ZERO_COPY_FROM
+        channel.open = True
+        for i, frame in enumerate(frames):
+            sock.send(frame, _MORE if i < last else 0, copy=copy)
+        channel.open = False
+
+    def _send_whole(self, channel: "_Channel", frames: list) -> None:
+        """A message's frames, after ending one a signal left unfinished on the channel."""
+        if channel.open:
+            self._mend(channel)
+        self._send_frames(channel, frames)
+
+    def _mend(self, channel: "_Channel") -> None:
+        """Finish what signal handlers that raised left undone on the channel, before it is used
+        again.  Each step may be cut short by another handler (the exception goes to the
+        caller, whose call then did nothing) and is simply done again at the next use: every
+        step is harmless twice (an empty message alone is dropped by tcpd as malformed; a
+        filler or cancel sent again is a copy, skipped).
+          - a message left unfinished is ended with an empty frame (tcpd reads a send of
+            nothing, or drops it as malformed: nothing of the next message goes inside it);
+          - the rest of an answer half taken is dropped (it would be read as messages);
+          - each message left `pending` gets its filler; a waited call among them is withdrawn:
+            its answer (or EINTR) goes to its keep, and a posted cancel, recorded like any
+            message before it goes, ends it in tcpd if it sleeps there."""
+        sock = channel.sock
+        if channel.open:
+            sock.send(b"", 0)
+            channel.open = False
+        if channel.reading:
+            while sock.getsockopt(zmq.RCVMORE):
+                sock.recv(zmq.NOBLOCK)
+            channel.reading = False
+        pending = channel.pending
+        while pending:
+            number = next(iter(pending))
+            filler, sid, keep = pending[number]
+            if filler is None:
+                filler = _filler(channel, number)[0]
+            if filler:
+                sock.send(filler, 0)
+            if sid is not None:
+                channel.orphan(number, keep)
+                cancel = codec.encode(Call(-(channel.seq + 1), "cancel", sid, [number], None))
+                # one step, as in _send_numbered (the cancel is its own filler: a copy if it went)
+                channel.unconfirmed.append((channel.seq + 1, cancel))
+                pending[channel.seq + 1] = (cancel[0], None, None)
+                channel.seq = channel.posts = channel.seq + 1
+            del pending[number]
 
     def _withdraw(self, channel: "_Channel", request_id: int, sid,
                   keep: Callable[[Reply], None] | None) -> None:
         """Take back a call its caller no longer waits for: tcpd ends it with EINTR if it
         still sleeps there, else its answer is already on the way and goes to `keep`.
 
-        The cancel is followed by a probe: tcpd handles a channel's messages in order, so its
-        answer comes after the call's, if there is one (none when tcpd lost the call).  A
-        second signal handler that raises meanwhile ends the wait: the call is left to the
-        channel's next reader (`orphans`), which hands its answer to `keep` when it comes.
-        The channel stays: dropping it (as before) lost what was posted on it, or let that
-        arrive after what the next channel carried."""
+        The call is recorded as pending withdrawal and the channel mended (`_mend`: a posted
+        cancel).  With a keep, a probe follows and is waited for: tcpd handles a channel's
+        messages in order, so the call's answer comes before the probe's, if there is one
+        (none when tcpd lost the call, or when a handler took it as it was read).  Another
+        handler that raises meanwhile ends the wait: the call is left to the channel's next
+        user (`pending`) or reader (`orphans`), which hands its answer to `keep` when it comes."""
         if sid is None:
             return              # no socket to name: a late answer is told apart by its id
         sock = channel.sock
-        channel.orphan(request_id, keep)
+        channel.pending[request_id] = (b"", sid, keep)      # (sent whole: no filler)
         deferred: BaseException | None = None
-        probe_id = None
-        while probe_id is None:         # (the two sends take microseconds: handlers held back)
+        for _ in range(3):      # (a few sends, microseconds: handlers' exceptions held back meanwhile)
             try:
-                channel.posts, _ = self._send_numbered(
-                    channel, lambda n: Call(n, "cancel", sid, [request_id], None), posted=True)
-                probe_id = -1 if keep is None else \
-                    self._send_numbered(channel, lambda n: Call(n, "probe", sid, [request_id], 0))[0]
-            except zmq.ZMQError:
+                self._mend(channel)
                 break
-            except BaseException as exc:        # (nothing of it left, or it was ended whole: again)
+            except zmq.ZMQError:
+                return
+            except BaseException as exc:
                 deferred = exc
         if deferred is not None:
             raise deferred
         if keep is None:
             return          # nothing its answer carries is kept: the channel's next reader skips it
+        try:
+            probe_id = self._send_numbered(channel, lambda n: Call(n, "probe", sid, [request_id], 0))[0]
+        except zmq.ZMQError:
+            return
         channel.orphan(probe_id, None)
         while request_id in channel.orphans or probe_id in channel.orphans:
             if not sock.poll(LIVENESS_CHECK_MS):
@@ -447,12 +485,14 @@ class Stack:
                     return          # gone, and the call with it (a new tcpd is _call_on's)
                 continue
             try:
-                reply = codec.decode(self._take(sock))
+                reply = codec.decode(self._take(channel))
             except codec.MessageError:
                 continue
             if isinstance(reply, Reply):
                 channel.confirm(reply.id)
                 channel.adopt(reply)
+                if reply.id == probe_id:
+                    channel.orphans.pop(request_id, None)     # its answer came before, or never will
 
     def post(self, op: str, sid, args: list, data: bytes | None = None) -> "Posted":
         """Send a call nobody waits for (id minus its number): a send within the socket's credit, or a close.
@@ -463,20 +503,23 @@ class Stack:
         mark, for `after_posts`.
         """
         channel = self._channel()
-        if channel.sending:
-            # a signal handler's post while a message of this thread is half sent: made as a
-            # call on a channel of its own (call() takes one), done when it returns
+        if channel.user is not None and channel.busy:
+            # a signal handler's post while a call or post of this thread is under way on its
+            # channel: made as a call on a channel of its own (call() takes one), done when it returns
             self.call(op, sid, args, None, data)
             return Posted(channel, channel.identity, channel.posts)
         payload = (data,) if data is not None else ()
         for _ in range(3):
+            channel.user = sys._getframe()
             try:
-                channel.posts, _ = self._send_numbered(channel, lambda n: Call(n, op, sid, args, None, payload=payload),
-                                                       first=True, posted=True)
+                number, _ = self._send_numbered(channel, lambda n: Call(n, op, sid, args, None, payload=payload),
+                                                first=True, posted=True)
+                return Posted(channel, channel.identity, number)
             except _ChannelGone:
-                channel = self._channel()
-                continue
-            return Posted(channel, channel.identity, channel.posts)
+                pass
+            finally:
+                channel.user = None
+            channel = self._channel()
         raise _error(errno.EIO, "libsock: the channel to tcpd kept closing")
 
     def after_posts(self, sid, mark: "Posted") -> bool:
@@ -509,78 +552,21 @@ class Stack:
         except OSError:
             pass
 
-    def _send_whole(self, channel: "_Channel", frames: list) -> None:
-        """A message's frames, all or none.  A signal handler that raises between two frames
-        (this is a Python loop) would leave the message unfinished in the socket, and the
-        next message would be appended to it.  Then the message is ended at once with an
-        empty frame: tcpd reads it as a send of nothing (the only call with a data frame) or
-        as malformed, and drops it (counted); the channel keeps its place and its order.
-        Costs nothing on the way."""
-        sock = channel.sock
-        last = len(frames) - 1
-        copy = len(frames[-1]) < ZERO_COPY_FROM
-        done = channel.frames_sent = 0
-        channel.sending = True
-        try:
-            for i, frame in enumerate(frames):
-                sock.send(frame, _MORE if i < last else 0, copy=copy)
-                done = channel.frames_sent = i + 1
-        except BaseException:
-            if 0 < done <= last:                 # (a complete message gets a stray empty one: dropped)
-                self._end_torn(channel)
-            raise
-        finally:
-            channel.sending = False
-
-    def _end_torn(self, channel: "_Channel") -> None:
-        """End a torn message with an empty frame.  A handler that raises again meanwhile is
-        held back until the frame is out (a send of one frame, microseconds): dropping the
-        channel instead let what it still queued arrive after what the next channel carried."""
-        deferred: BaseException | None = None
-        while True:
-            try:
-                channel.sock.send(b"", 0)
-                break
-            except zmq.ZMQError:
-                break               # closed under us: ZeroMQ rolls the unfinished message back
-            except BaseException as exc:
-                deferred = exc
-        if deferred is not None:
-            raise deferred
-
     @staticmethod
-    def _take(sock: zmq.Socket) -> list:
-        """One whole message.  A signal handler that raises once part of it is taken would
-        leave the rest to be read as a message of its own: the rest is taken and dropped
-        first (further handlers' exceptions held back meanwhile), then the exception goes on."""
-        try:
-            return sock.recv_multipart()
-        except BaseException:
-            deferred = None
-            while True:
-                try:
-                    if not sock.getsockopt(zmq.RCVMORE):
-                        break
-                    sock.recv(zmq.NOBLOCK)      # the rest of a message is in the socket already
-                except zmq.ZMQError:
-                    break
-                except BaseException as exc:
-                    deferred = exc
-            if deferred is not None:
-                raise deferred
-            raise
-
-    def _send_first(self, channel: "_Channel", frames: list) -> None:
-        """`_send_whole` for a message that is the first of its call: a channel found closed
-        under it (a signal handler's call tore it, and its exception was swallowed, as in a
-        finalizer) is _ChannelGone, for the caller to go again on a new channel: nothing of
-        the message left (ZeroMQ rolled it back), so nothing happens twice."""
-        try:
-            self._send_whole(channel, frames)
-        except zmq.ZMQError as exc:
-            if channel.sock.closed:
-                raise _ChannelGone() from exc
-            raise
+    def _take(channel: "_Channel") -> list:
+        """One whole message, or nothing.  `reading` while it is taken: a signal handler that
+        raises between its frames leaves the rest in the socket, which the next reader drops
+        first (and then polls again)."""
+        sock = channel.sock
+        if channel.reading:
+            while sock.getsockopt(zmq.RCVMORE):
+                sock.recv(zmq.NOBLOCK)
+            channel.reading = False
+            return []
+        channel.reading = True
+        frames = sock.recv_multipart()
+        channel.reading = False
+        return frames
 
     def _abandon(self, channel: "_Channel") -> None:
         """Drop a channel: a new one will not receive the dead call's answer.  (Forgotten before
@@ -588,6 +574,12 @@ class Stack:
         if getattr(self._local, "channel", None) is channel:
             self._local.channel = None
         channel.sock.close(0)
+
+
+def _filler(channel: "_Channel", number: int) -> list:
+    """A no-op numbered `number` (posted): in the place of a message a signal stopped; tcpd
+    skips it as a copy if the message got there."""
+    return codec.encode(Call(-number, "sync", [channel.incarnation or "", 0], [], None))
 
 
 class _ChannelGone(Exception):
@@ -604,11 +596,30 @@ class _Channel:
         self.seq = 0             # the number of its last message (tcpd handles them in order, once)
         self.posts = 0           # the number of its last posted call
         self.handled = 0         # tcpd has handled its messages up to this number
-        self.unconfirmed: deque = deque()    # [(number, frames)] sent, not yet known handled
-        self.waiting = False     # a call on it waits for its answer
-        self.sending = False     # a message is going out on it, frame by frame
-        self.frames_sent = 0     # ... and how many of its frames left
+        self.unconfirmed: deque = deque()    # [(number, frames or None: its filler)] sent, not yet known handled
         self.orphans: dict = {}  # call id -> keep: withdrawn calls whose answers are still to come
+        # what a signal handler that raised can leave half done, finished by the next user (_mend):
+        self.user = None         # the frame of the call or post using it (a handler's call nested in it takes a spare)
+        self.open = False        # a message's frames are going out
+        self.reading = False     # an answer's frames are being taken
+        # number -> (what goes in its place: None its filler, b"" nothing; the sid of a waited call
+        # to withdraw; its keep): messages not known to have left whole
+        self.pending: dict = {}
+
+    @property
+    def busy(self) -> bool:
+        """Is a call or post of this thread under way on it (a signal handler runs nested in the
+        frame it interrupted)?  A user whose frame a handler's exception ended is gone."""
+        user = self.user
+        if user is None:
+            return False
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame is user:
+                return True
+            frame = frame.f_back
+        self.user = None
+        return False
 
     @property
     def unsynced(self) -> bool:
@@ -647,7 +658,8 @@ class Posted:
 
 
 _channels: "weakref.WeakSet[_Channel]" = weakref.WeakSet()    # a thread's channel goes with the thread
-_channels_lock = threading.Lock()
+_channels_lock = threading.RLock()    # (reentrant: a signal handler's call may need it while the
+                                         # frame it interrupted holds it)
 
 
 def flush_posted() -> None:
@@ -695,7 +707,7 @@ _at_exit = _AtExit()
 
 
 _stacks: dict[str, Stack] = {}
-_stacks_lock = threading.Lock()
+_stacks_lock = threading.RLock()      # (reentrant, as _channels_lock)
 
 
 def stack() -> Stack:

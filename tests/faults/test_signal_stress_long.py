@@ -8,10 +8,7 @@ from tests.e2e.conftest import running_stack
 from tests.e2e.test_signal_stress import run_stress
 
 
-@pytest.mark.parametrize("module", [
-    "socket",
-    pytest.param("libsock", marks=pytest.mark.xfail(reason="issue 19: the client hangs now and then", strict=False)),
-])
+@pytest.mark.parametrize("module", ["socket", "libsock"])
 def test_ten_thousand_signals_tear_nothing(module):
     with running_stack() as stack:
         run_stress(stack, module, 10_000)
