@@ -9,10 +9,12 @@ little (reo_wnd, a quarter of the minimum RTT) before calling a reordered segmen
 
 State (`conn.rack`, made when the handshake agrees on SACK and `tcp.rack` is on):
   sent      segment start -> [end, xmit time, retransmitted, lost, n], in the order of the last
-            transmission (n counts transmissions: segments sent in one burst share a time) (a retransmission moves its segment to the end), as Linux's
-            tsorted_sent_queue; entries leave when the segment is ACKed or SACKed
+            transmission (a retransmission moves its segment to the end), as Linux's
+            tsorted_sent_queue; n counts transmissions (segments sent in one burst share a
+            time); entries leave when the segment is ACKed or SACKed
   xmit_ts, order    the most recently sent of the segments delivered so far (RACK.xmit_ts, and
-            its n in place of RACK.end_seq as the tie-breaker); rtt its RTT (RACK.rtt); fack the highest end delivered (RACK.fack)
+            its n in place of RACK.end_seq as the tie-breaker); rtt its RTT (RACK.rtt);
+            fack the highest end delivered (RACK.fack)
   min_rtt   the smallest RTT seen; reord: reordering was seen (RACK.reordering_seen)
   lost      [(start, end)] sorted, absolute: what RACK marked lost and was not resent since
 
@@ -224,11 +226,6 @@ def _mark(rk: RackState, ranges: list, una: int) -> None:
         else:
             merged.append([s, e])
     rk.lost = [((una + s) & MASK, (una + e) & MASK) for s, e in merged]
-
-
-def lost_offsets(rk: RackState, una: int) -> list[tuple[int, int]]:
-    """What RACK marked lost, as offsets from SND.UNA, sorted."""
-    return sorted(((s - una) & MASK, (e - una) & MASK) for s, e in rk.lost)
 
 
 def on_rto(rk: RackState) -> None:

@@ -215,13 +215,7 @@ class SocketCalls:
         if not size:
             return 0
         buf = conn.send_buffer
-        room = conn.so_sndbuf - len(buf)
-        headroom = charge(self.cx, conn)              # tcp.mem_max, for every socket's buffers
-        if headroom < room:
-            # past the cap a send waits for its own ACKs, but every socket may queue
-            # SNDBUF_MIN (Linux's tcp_wmem[0]), so that each one can go on
-            floor = SNDBUF_MIN - len(buf)
-            room = min(room, headroom if headroom > floor else floor)
+        room = self._send_room(conn)
         if room <= 0:
             conn.nospace = True
             raise TcpError(errno.EAGAIN)
@@ -256,8 +250,18 @@ class SocketCalls:
         conn = self.cx.conns.get(sid)
         if conn is None or not self._can_take_data(conn):
             return 0
-        room = conn.so_sndbuf - len(conn.send_buffer)
-        return max(0, min(room, max(charge(self.cx, conn), SNDBUF_MIN - len(conn.send_buffer))))
+        return max(0, self._send_room(conn))
+
+    def _send_room(self, conn: Connection) -> int:
+        """What a send may queue now: the socket's send buffer's room, and past tcp.mem_max
+        (for every socket's buffers) no more than makes SNDBUF_MIN (Linux's tcp_wmem[0]): a
+        send then waits for its own ACKs, but each socket can go on."""
+        queued = len(conn.send_buffer)
+        room = conn.so_sndbuf - queued
+        headroom = charge(self.cx, conn)
+        if headroom < room:
+            room = min(room, max(headroom, SNDBUF_MIN - queued))
+        return room
 
     @staticmethod
     def _can_take_data(conn: Connection) -> bool:
