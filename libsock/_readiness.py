@@ -315,6 +315,15 @@ class DatagramNotifier(Notifier):
                 mirror.force(True, True)
 
 
+def mine(mirror: Mirror | None) -> Mirror | None:
+    """`mirror` if this process made it; None (and the copy closed) in a forked child, which
+    is not the watcher: it makes its own."""
+    if mirror is not None and mirror.pid != os.getpid():
+        mirror.close()
+        return None
+    return mirror
+
+
 _notifiers: dict[int, Notifier] = {}        # id(stack) -> this process's notifier for it
 _lock = threading.Lock()
 

@@ -444,9 +444,7 @@ class socket:
         closed, as in CPython."""
         if self._closed:
             return -1
-        if self._mirror is not None and self._mirror.pid != os.getpid():
-            self._mirror.close()        # a forked child's copy of its parent's: it watches for itself
-            self._mirror = None
+        self._mirror = _readiness.mine(self._mirror)
         if self._mirror is None:
             if self._born is not None and self._stack.after_posts(self._sid, self._born):
                 self._born = None

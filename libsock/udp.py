@@ -427,9 +427,7 @@ class DatagramSocket:
         (_readiness.py).  Made on the first call; -1 once closed, as in CPython."""
         if self._closed:
             return -1
-        if self._mirror is not None and self._mirror.pid != os.getpid():
-            self._mirror.close()        # a forked child's copy of its parent's: it watches for itself
-            self._mirror = None
+        self._mirror = _readiness.mine(self._mirror)
         if self._mirror is None:
             notifier = _readiness.notifier(self._stack, _readiness.DatagramNotifier)
             self._mirror = notifier.watch(self._sid, self._incarnation or self._stack.incarnation())

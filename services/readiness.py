@@ -104,7 +104,8 @@ class Readiness:
         """Every socket watched through `channel`, told again (its process said hello: what was
         sent to it before may have been dropped on the way)."""
         return [self._tell(sid, watch, mask_of(sid) & SHOWN)
-                for sid, watches in self._watches.items() for watch in watches.values() if watch.channel == channel]
+                for sid, watches in self._watches.items()
+                for watch in watches.values() if watch.channel == channel]
 
     def watchers(self, sid: int) -> dict[int, bytes]:
         """pid -> readiness channel, of the processes watching `sid` (what tcpd's store keeps)."""
